@@ -1,0 +1,56 @@
+# The README's two commands are `make run` and `make test`; both set everything up first.
+# `make setup` is idempotent: each step leaves a stamp and reruns only when its inputs change.
+
+SHELL := /bin/bash
+PYTHON_BIN ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .stamps
+CONF ?= conf/local.yaml
+# Extra stage options, e.g. `make run ARGS="--set lake.root=/tmp/lake"`.
+ARGS ?=
+# Extra pytest options, e.g. `make test PYTEST_ARGS="-k bronze"`.
+PYTEST_ARGS ?=
+
+export KERAS_HOME ?= $(CURDIR)/work/keras
+export PYSPARK_PYTHON := $(CURDIR)/$(PY)
+export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
+
+.PHONY: setup run test bench clean-lake help
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make run    - run the pipeline (bronze -> silver -> gold with quality gates) on the embedded default"
+	@echo "make test   - run the test suite"
+	@echo "make setup  - install everything (done by run and test)"
+	@echo "make bench  - run the benchmarks"
+
+$(STAMPS):
+	@mkdir -p $(STAMPS)
+
+# Python environment from the lock file (whole dependency tree pinned), plus this project in editable mode.
+$(STAMPS)/venv: requirements.lock pyproject.toml | $(STAMPS)
+	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+# Spark's Maven jars (Delta, hadoop-aws and the AWS SDK bundle) into the project-local Ivy cache, so
+# runs and tests never download in the middle of work.
+$(STAMPS)/jars: $(STAMPS)/venv conf/base.yaml
+	$(PY) -m pipelines.session --warm-jars
+	@touch $@
+
+setup: $(STAMPS)/venv $(STAMPS)/jars
+
+run: setup
+	$(PY) -m pipelines.bronze --conf $(CONF) $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench.run --conf $(CONF) $(ARGS)
+
+clean-lake:
+	rm -rf work/lake

@@ -1,0 +1,347 @@
+"""Bronze: ingest raw images into the lake, incrementally, with GDPR metadata removed.
+
+read conf -> list the input folder (names, sizes, times only) -> keep files not seen before ->
+read their bytes -> scrub and check each image (pure) -> split accepted/rejected -> audit -> publish.
+
+Decisions (see docs/bronze.md):
+- `image_id` is the sha256 of the stored (scrubbed) bytes. When the same bytes arrive under two
+  paths, the first path in sort order (or the one already in bronze) owns the image; every other
+  path gets a quarantine row with reason `duplicate`, so it is accounted for and never silently lost.
+- Rejected files (empty, truncated, not an image, bomb, duplicate, no label folder) go to the
+  shared quarantine table with `stage = 'bronze'` and a reason; a file is "seen" once it is in
+  bronze or in quarantine, so reruns add nothing and the counts always reconcile.
+- No partitioning: one row per image of ~5 KB, tens of MB in all; label partitions would create
+  hundreds of tiny files. Delta's file statistics already prune on `label`/`split` for analysts.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from pipelines import lake
+from pipelines.cli import load_stage_conf, new_run_id, stage_parser
+from pipelines.config import Conf
+from pipelines.images import inspect_image, sha256_hex
+from pipelines.session import build_spark_session
+
+STAGE = "bronze"
+
+BRONZE_SCHEMA = T.StructType(
+    [
+        T.StructField("image_id", T.StringType(), False),
+        T.StructField("path", T.StringType(), False),
+        T.StructField("label", T.StringType(), True),
+        T.StructField("split", T.StringType(), True),
+        T.StructField("content", T.BinaryType(), True),
+        T.StructField("size_bytes", T.LongType(), True),
+        T.StructField("source_size_bytes", T.LongType(), True),
+        T.StructField("source_modified_at", T.TimestampType(), True),
+        T.StructField("format", T.StringType(), True),
+        T.StructField("width", T.IntegerType(), True),
+        T.StructField("height", T.IntegerType(), True),
+        T.StructField("orientation", T.IntegerType(), True),
+        T.StructField("ingested_at", T.TimestampType(), True),
+        T.StructField("run_id", T.StringType(), True),
+    ]
+)
+
+# Shared by every stage: one row per rejected (stage, path, image_id) with a reason.
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("image_id", T.StringType(), True),
+        T.StructField("path", T.StringType(), True),
+        T.StructField("stage", T.StringType(), False),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("source_size_bytes", T.LongType(), True),
+        T.StructField("source_modified_at", T.TimestampType(), True),
+        T.StructField("run_id", T.StringType(), True),
+        T.StructField("recorded_at", T.TimestampType(), True),
+    ]
+)
+QUARANTINE_KEYS = ("stage", "path", "image_id")
+
+_INSPECTED_SCHEMA = T.StructType(
+    [
+        T.StructField("path", T.StringType()),
+        T.StructField("image_id", T.StringType()),
+        T.StructField("content", T.BinaryType()),
+        T.StructField("size_bytes", T.LongType()),
+        T.StructField("format", T.StringType()),
+        T.StructField("width", T.IntegerType()),
+        T.StructField("height", T.IntegerType()),
+        T.StructField("orientation", T.IntegerType()),
+        T.StructField("reason", T.StringType()),
+    ]
+)
+_GLOB_CHARS = re.compile(r"([\\\[\]{}*?])")
+
+
+# ---------------------------------------------------------------- pure functions
+
+
+def parse_label_split(relative_path: str, splits: Sequence[str]) -> tuple[str | None, str | None]:
+    """Label = name of the folder holding the file (spaces kept); split = first path folder in `splits`."""
+    folders = relative_path.split("/")[:-1]
+    label = folders[-1] if folders else None
+    split = next((f for f in folders if f in splits), None)
+    if label is not None and label in splits:
+        label = None  # a file directly under Training/ has a split but no fruit label
+    return label, split
+
+
+def has_image_extension(path: str, extensions: Sequence[str]) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return "." in name and name.rsplit(".", 1)[-1].lower() in {e.lower() for e in extensions}
+
+
+def with_relative_paths(listing: DataFrame, root_uri: str, extensions: Sequence[str], splits: Sequence[str]) -> DataFrame:
+    """Add `rel_path`, `label`, `split`, `is_image` to a binaryFile listing under `root_uri`."""
+    prefix = root_uri.rstrip("/") + "/"
+    parse = F.udf(lambda p: parse_label_split(p, splits), "struct<label:string,split:string>")
+    is_image = F.udf(lambda p: has_image_extension(p, extensions), "boolean")
+    rel = F.when(F.col("path").startswith(prefix), F.expr(f"substring(path, {len(prefix) + 1})"))
+    return (
+        listing.withColumn("rel_path", rel)
+        .withColumn("parsed", parse(F.col("rel_path")))
+        .select("*", "parsed.label", "parsed.split")
+        .drop("parsed")
+        .withColumn("is_image", is_image(F.col("rel_path")))
+    )
+
+
+def select_new_files(images: DataFrame, bronze: DataFrame, quarantine: DataFrame) -> DataFrame:
+    """Image files not yet recorded in bronze or in bronze's quarantine with the same size and time.
+
+    A file rewritten in place (new size or modification time) is a candidate again, so its new
+    bytes are either ingested or quarantined with a reason, never ignored.
+    """
+    seen = bronze.select(
+        "path", F.col("source_size_bytes").alias("length"), F.col("source_modified_at").alias("modificationTime")
+    ).unionByName(
+        quarantine.where(F.col("stage") == STAGE).select(
+            "path", F.col("source_size_bytes").alias("length"), F.col("source_modified_at").alias("modificationTime")
+        )
+    )
+    return images.join(
+        seen.withColumnRenamed("path", "rel_path"), ["rel_path", "length", "modificationTime"], "left_anti"
+    )
+
+
+def inspect_batches(batches: Iterator[pd.DataFrame], max_pixels: int, max_bytes: int) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: scrub and check every file; never raises for a bad image."""
+    for batch in batches:
+        rows = []
+        for path, content in zip(batch["rel_path"], batch["content"]):
+            data = bytes(content) if content is not None else b""
+            if len(data) > max_bytes:
+                rows.append(_rejected(path, data, f"too_large: {len(data)} bytes, over bronze.max_file_bytes={max_bytes}"))
+                continue
+            result = inspect_image(data, max_pixels)
+            if result.reason is not None:
+                rows.append(_rejected(path, data, result.reason))
+                continue
+            rows.append(
+                {
+                    "path": path,
+                    "image_id": sha256_hex(result.content),
+                    "content": result.content,
+                    "size_bytes": len(result.content),
+                    "format": result.image_format,
+                    "width": result.width,
+                    "height": result.height,
+                    "orientation": result.orientation,
+                    "reason": None,
+                }
+            )
+        yield pd.DataFrame(rows, columns=_INSPECTED_SCHEMA.fieldNames()).astype(
+            {"size_bytes": "Int64", "width": "Int32", "height": "Int32", "orientation": "Int32"}
+        )
+
+
+def _rejected(path: str, data: bytes, reason: str) -> dict:
+    return {
+        "path": path, "image_id": sha256_hex(data), "content": None, "size_bytes": len(data),
+        "format": None, "width": None, "height": None, "orientation": None, "reason": reason,
+    }
+
+
+def assign_outcomes(inspected: DataFrame, known_images: DataFrame) -> DataFrame:
+    """Give every inspected file its final `reason` (null = accepted into bronze).
+
+    Adds `no_label` for files outside a label folder and `duplicate` for bytes already owned by
+    another path: by a bronze row (`known_images`: image_id, path) or by a smaller path in the batch.
+    """
+    owner = Window.partitionBy("image_id").orderBy("path")
+    known = known_images.select("image_id", F.col("path").alias("known_path"))
+    candidates = inspected.where(F.col("reason").isNull() & F.col("label").isNotNull())
+    ranked = (
+        candidates.join(known, "image_id", "left")
+        .withColumn("batch_owner", F.first("path").over(owner))
+        .withColumn(
+            "dup_reason",
+            F.when(
+                F.col("known_path").isNotNull(),
+                F.concat(F.lit("duplicate: same bytes as bronze path '"), F.col("known_path"), F.lit("'")),
+            ).when(
+                F.col("path") != F.col("batch_owner"),
+                F.concat(F.lit("duplicate: same bytes as '"), F.col("batch_owner"), F.lit("' in this batch")),
+            ),
+        )
+        .select("path", "dup_reason")
+    )
+    no_label = F.when(
+        F.col("reason").isNull() & F.col("label").isNull(),
+        F.lit("no_label: the file is not inside a label folder (expected <input>/[<split>/]<label>/<file>)"),
+    )
+    return (
+        inspected.join(ranked, "path", "left")
+        .withColumn("reason", F.coalesce(F.col("reason"), no_label, F.col("dup_reason")))
+        .drop("dup_reason")
+    )
+
+
+def bronze_rows(outcomes: DataFrame, run_id: str) -> DataFrame:
+    return outcomes.where(F.col("reason").isNull()).select(
+        "image_id", "path", "label", "split", "content", "size_bytes", "source_size_bytes",
+        "source_modified_at", "format", "width", "height", "orientation",
+        F.current_timestamp().alias("ingested_at"), F.lit(run_id).alias("run_id"),
+    )
+
+
+def quarantine_rows(outcomes: DataFrame, run_id: str) -> DataFrame:
+    return outcomes.where(F.col("reason").isNotNull()).select(
+        "image_id", "path", F.lit(STAGE).alias("stage"), "reason", "source_size_bytes", "source_modified_at",
+        F.lit(run_id).alias("run_id"), F.current_timestamp().alias("recorded_at"),
+    )
+
+
+# ---------------------------------------------------------------- I/O edges
+
+
+def list_input(spark: SparkSession, root: str) -> tuple[DataFrame, str]:
+    """Every file under `root` (path, length, modificationTime; the bytes are not read) and the root URI.
+
+    Spark's file listing skips names starting with '_' or '.', as hidden files (documented limit).
+    """
+    jvm = spark.sparkContext._jvm
+    hadoop_root = jvm.org.apache.hadoop.fs.Path(root)
+    fs = hadoop_root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(hadoop_root):
+        raise FileNotFoundError(
+            f"input folder '{root}' does not exist: set input.path in your conf overlay, --set input.path=..., "
+            f"or FRUITS_INPUT (README, section 'Data', says how to download Fruits-360)"
+        )
+    root_uri = fs.makeQualified(hadoop_root).toString()
+    listing = (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .load(root)
+        .select("path", "length", "modificationTime")
+    )
+    return listing, root_uri
+
+
+def read_contents(spark: SparkSession, root_uri: str, rel_paths: list[str], files_per_partition: int) -> DataFrame:
+    """Bytes of the given files only (glob characters in names escaped), with `rel_path`."""
+    prefix = root_uri.rstrip("/") + "/"
+    paths = [_GLOB_CHARS.sub(r"\\\1", prefix + p) for p in rel_paths]
+    partitions = max(1, -(-len(paths) // files_per_partition))
+    return (
+        spark.read.format("binaryFile")
+        .load(paths)
+        .select(F.expr(f"substring(path, {len(prefix) + 1})").alias("rel_path"), "content")
+        .repartition(partitions)
+    )
+
+
+def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None = None) -> dict:
+    started = time.monotonic()
+    listing, root_uri = list_input(spark, conf.path("input.path"))
+    files = with_relative_paths(listing, root_uri, conf["input.extensions"], conf["input.splits"]).cache()
+    bronze = lake.read_table_or_empty(spark, lake.table_location(conf, "bronze"), BRONZE_SCHEMA)
+    quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), QUARANTINE_SCHEMA)
+    images = files.where("is_image")
+    new_files = select_new_files(images, bronze, quarantine).cache()
+    stats = {"files_seen": files.count(), "images_seen": images.count(), "new_files": new_files.count()}
+    stats["ignored_not_image"] = stats["files_seen"] - stats["images_seen"]
+    stats["already_present"] = stats["images_seen"] - stats["new_files"]
+    results = {}
+    if stats["new_files"]:
+        contents = read_contents(
+            spark, root_uri, [r.rel_path for r in new_files.select("rel_path").collect()], conf["bronze.files_per_partition"]
+        )
+        inspected = (
+            contents.mapInPandas(
+                lambda it: inspect_batches(it, conf["bronze.max_image_pixels"], conf["bronze.max_file_bytes"]),
+                _INSPECTED_SCHEMA,
+            )
+            .join(
+                new_files.select(
+                    F.col("rel_path").alias("path"), "label", "split",
+                    F.col("length").alias("source_size_bytes"), F.col("modificationTime").alias("source_modified_at"),
+                ),
+                "path",
+            )
+        )
+        outcomes = assign_outcomes(inspected, bronze.select("image_id", "path"))
+        results = lake.write_audit_publish(
+            spark, conf, STAGE, run_id,
+            {
+                "bronze": (bronze_rows(outcomes, run_id), ("image_id",)),
+                "quarantine": (quarantine_rows(outcomes, run_id), QUARANTINE_KEYS),
+            },
+            audit=audit,
+        )
+    stats["new_rows"] = results["bronze"].inserted_rows if results else 0
+    stats["rejected"] = results["quarantine"].inserted_rows if results else 0
+    stats["rejected_reasons"] = _reason_counts(spark, conf, run_id) if stats["rejected"] else {}
+    stats["seconds"] = round(time.monotonic() - started, 1)
+    files.unpersist()
+    new_files.unpersist()
+    return stats
+
+
+def _reason_counts(spark: SparkSession, conf: Conf, run_id: str) -> dict[str, int]:
+    rows = (
+        spark.read.format("delta").load(lake.table_location(conf, "quarantine"))
+        .where((F.col("run_id") == run_id) & (F.col("stage") == STAGE))
+        .select(F.split("reason", ":").getItem(0).alias("code"))
+        .groupBy("code").count().collect()
+    )
+    return dict(Counter({r["code"]: r["count"] for r in rows}))
+
+
+def summary_line(stats: dict, run_id: str) -> str:
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(stats["rejected_reasons"].items())) or "none"
+    return (
+        f"bronze run {run_id}: files seen {stats['files_seen']} (not images, ignored {stats['ignored_not_image']}), "
+        f"new rows {stats['new_rows']}, already present {stats['already_present']}, "
+        f"rejected {stats['rejected']} ({reasons}), {stats['seconds']} s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
+    conf = load_stage_conf(args)
+    run_id = new_run_id(conf)
+    spark = build_spark_session(conf, STAGE)
+    try:
+        stats = run(spark, conf, run_id)
+    except FileNotFoundError as exc:
+        print(f"bronze: {exc}", file=sys.stderr)
+        return 2
+    print(summary_line(stats, run_id))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The one place that builds the SparkSession, from conf.
+
+Delta's SQL extension and catalog, S3A settings (endpoint, path style, TLS, credentials from the
+environment, server-side encryption), the app name per stage, and local defaults for small data.
+
+Under `spark-submit` (EMR, or a local submit) the JVM already exists: master, driver memory and
+packages then come from the submit command, and this module only adds the session settings.
+`python -m pipelines.session --submit-args --conf conf/local.yaml` prints the options a local
+`spark-submit` needs (the Maven packages and the project Ivy cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from pipelines.config import Conf, load_conf, resolve_location
+
+_DELTA_SESSION = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def launched_by_spark_submit() -> bool:
+    """True when a JVM gateway was started by spark-submit (or a notebook kernel) for us."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def jvm_settings(conf: Conf) -> dict[str, str]:
+    """Settings that only take effect when the JVM starts: master, driver memory, packages."""
+    settings = {"spark.driver.memory": conf["spark.driver_memory"]}
+    if conf["spark.master"]:
+        settings["spark.master"] = conf["spark.master"]
+    if conf["spark.packages"]:
+        settings["spark.jars.packages"] = conf["spark.packages"]
+        if conf["spark.ivy_dir"]:
+            settings["spark.jars.ivy"] = resolve_location(conf["spark.ivy_dir"])
+    return settings
+
+
+def s3a_settings(conf: Conf, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Hadoop S3A settings from conf; credentials are read from the environment variables conf names."""
+    environ = os.environ if environ is None else environ
+    prefix = "spark.hadoop.fs.s3a."
+    settings = {
+        prefix + "impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        prefix + "path.style.access": str(conf["s3.path_style_access"]).lower(),
+        prefix + "connection.ssl.enabled": str(conf["s3.ssl_enabled"]).lower(),
+    }
+    if conf["s3.endpoint"]:
+        settings[prefix + "endpoint"] = conf["s3.endpoint"]
+    if conf["s3.region"]:
+        settings[prefix + "endpoint.region"] = conf["s3.region"]
+    access_key = environ.get(conf["s3.access_key_env"], "")
+    secret_key = environ.get(conf["s3.secret_key_env"], "")
+    if access_key and secret_key:
+        settings[prefix + "access.key"] = access_key
+        settings[prefix + "secret.key"] = secret_key
+        token = environ.get(conf["s3.session_token_env"], "")
+        if token:
+            settings[prefix + "session.token"] = token
+            settings[prefix + "aws.credentials.provider"] = (
+                "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
+            )
+        else:
+            settings[prefix + "aws.credentials.provider"] = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+    if conf["s3.encryption_algorithm"]:
+        settings[prefix + "encryption.algorithm"] = conf["s3.encryption_algorithm"]
+        if conf["s3.encryption_key"]:
+            settings[prefix + "encryption.key"] = conf["s3.encryption_key"]
+    return settings
+
+
+def session_settings(conf: Conf) -> dict[str, str]:
+    """Every setting the session gets, whether or not the JVM is ours to start."""
+    settings = {
+        **_DELTA_SESSION,
+        "spark.sql.shuffle.partitions": str(conf["spark.shuffle_partitions"]),
+        # Delta rebuilds table state with this many tasks (default 50): match the data's size.
+        "spark.databricks.delta.snapshotPartitions": str(conf["spark.shuffle_partitions"]),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "true",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Delta's own retention check stays on; the lake is append/merge only.
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        **s3a_settings(conf),
+    }
+    settings.update({str(k): str(v) for k, v in conf["spark.extra"].items()})
+    return settings
+
+
+def build_spark_session(conf: Conf, stage: str) -> SparkSession:
+    """Create (or join, under spark-submit) the session for one stage, named `<prefix>-<stage>`."""
+    if not launched_by_spark_submit():
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(f"{conf['spark.app_name_prefix']}-{stage}")
+    settings = session_settings(conf)
+    if not launched_by_spark_submit():
+        settings.update(jvm_settings(conf))
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(conf["spark.log_level"])
+    return spark
+
+
+def submit_args(conf: Conf) -> list[str]:
+    """spark-submit options equivalent to what build_spark_session sets when it starts the JVM."""
+    args: list[str] = []
+    settings = jvm_settings(conf)
+    if "spark.master" in settings:
+        args += ["--master", settings.pop("spark.master")]
+    args += ["--driver-memory", settings.pop("spark.driver.memory")]
+    if "spark.jars.packages" in settings:
+        args += ["--packages", settings.pop("spark.jars.packages")]
+    for key, value in settings.items():
+        args += ["--conf", f"{key}={value}"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conf", action="append", default=[], help="conf overlay (repeatable)")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--warm-jars", action="store_true", help="resolve the Maven jars into the Ivy cache")
+    group.add_argument("--submit-args", action="store_true", help="print the options for spark-submit")
+    args = parser.parse_args(argv)
+    conf = load_conf(args.conf or ["conf/local.yaml"], args.overrides)
+    if args.submit_args:
+        print(" ".join(_quote(a) for a in submit_args(conf)))
+        return 0
+    spark = build_spark_session(conf, "warm-jars")
+    version = spark.version
+    spark.range(1).write.format("delta").mode("overwrite").save(resolve_location("work/.warm-jars-check"))
+    spark.stop()
+    print(f"Spark {version} with {conf['spark.packages']} ready (Ivy cache: {conf['spark.ivy_dir']})")
+    return 0
+
+
+def _quote(arg: str) -> str:
+    return arg if all(c.isalnum() or c in "-_=.,:/" for c in arg) else repr(arg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
