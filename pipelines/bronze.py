@@ -54,20 +54,6 @@ BRONZE_SCHEMA = T.StructType(
     ]
 )
 
-# Shared by every stage: one row per rejected (stage, path, image_id) with a reason.
-QUARANTINE_SCHEMA = T.StructType(
-    [
-        T.StructField("image_id", T.StringType(), True),
-        T.StructField("path", T.StringType(), True),
-        T.StructField("stage", T.StringType(), False),
-        T.StructField("reason", T.StringType(), False),
-        T.StructField("source_size_bytes", T.LongType(), True),
-        T.StructField("source_modified_at", T.TimestampType(), True),
-        T.StructField("run_id", T.StringType(), True),
-        T.StructField("recorded_at", T.TimestampType(), True),
-    ]
-)
-QUARANTINE_KEYS = ("stage", "path", "image_id")
 
 _INSPECTED_SCHEMA = T.StructType(
     [
@@ -268,7 +254,7 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
     listing, root_uri = list_input(spark, conf.path("input.path"))
     files = with_relative_paths(listing, root_uri, conf["input.extensions"], conf["input.splits"]).cache()
     bronze = lake.read_table_or_empty(spark, lake.table_location(conf, "bronze"), BRONZE_SCHEMA)
-    quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), QUARANTINE_SCHEMA)
+    quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
     images = files.where("is_image")
     new_files = select_new_files(images, bronze, quarantine).cache()
     stats = {"files_seen": files.count(), "images_seen": images.count(), "new_files": new_files.count()}
@@ -297,7 +283,7 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
             spark, conf, STAGE, run_id,
             {
                 "bronze": (bronze_rows(outcomes, run_id), ("image_id",)),
-                "quarantine": (quarantine_rows(outcomes, run_id), QUARANTINE_KEYS),
+                "quarantine": (quarantine_rows(outcomes, run_id), lake.QUARANTINE_KEYS),
             },
             audit=audit,
         )

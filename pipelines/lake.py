@@ -6,7 +6,7 @@ gate) validate exactly those rows, and only then publishes them with one Delta M
 the rows whose key is absent. Why this shape:
 
 - atomic: the MERGE is a single Delta commit, so a killed run leaves nothing visible; the staging
-  table is private and is swept by the next run;
+  table is private: readers never see it, and a rerun with the same run id overwrites it;
 - idempotent: inserting only absent keys makes a rerun, or a resume after a crash, exactly-once;
 - concurrency-safe: two writers of the same table conflict in Delta's optimistic concurrency
   control (ConcurrentAppendException) instead of both inserting the same rows;
@@ -21,11 +21,27 @@ from dataclasses import dataclass
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
 from pyspark.sql.types import StructType
 
 from pipelines.config import Conf
 
 Audit = Callable[[DataFrame], None]
+
+# Shared by every stage: one row per rejected (stage, path, image_id) with a reason.
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("image_id", T.StringType(), True),
+        T.StructField("path", T.StringType(), True),
+        T.StructField("stage", T.StringType(), False),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("source_size_bytes", T.LongType(), True),
+        T.StructField("source_modified_at", T.TimestampType(), True),
+        T.StructField("run_id", T.StringType(), True),
+        T.StructField("recorded_at", T.TimestampType(), True),
+    ]
+)
+QUARANTINE_KEYS = ("stage", "path", "image_id")
 
 
 def lake_location(conf: Conf, *parts: str) -> str:

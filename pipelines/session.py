@@ -80,6 +80,9 @@ def session_settings(conf: Conf) -> dict[str, str]:
     settings = {
         **_DELTA_SESSION,
         "spark.sql.shuffle.partitions": str(conf["spark.shuffle_partitions"]),
+        # binaryFile reads open one small file per image: cap the scan's task count instead of
+        # letting Spark's 4 MB open cost per file split a few MB of images into hundreds of tasks.
+        "spark.sql.files.maxPartitionNum": str(conf["spark.max_file_partitions"]),
         # Delta rebuilds table state with this many tasks (default 50): match the data's size.
         "spark.databricks.delta.snapshotPartitions": str(conf["spark.shuffle_partitions"]),
         "spark.sql.session.timeZone": "UTC",
