@@ -1,0 +1,58 @@
+"""Fixtures for the deploy tool: fake AWS credentials, moto, and a CLI runner capturing output."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+BUCKET = "fruits-test-lake"
+REGION = "eu-west-3"
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    """Fake credentials (moto needs some; real ones must never be used) and the test bucket name."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "FRUITS_BUCKET": BUCKET,
+        "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",  # so the AWS managed EMR policy can be attached
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def moto_aws(aws_env):
+    from moto import mock_aws
+
+    with mock_aws():
+        yield
+
+
+def _no_client(service, region):
+    raise AssertionError(f"a {service} client was created")
+
+
+@pytest.fixture
+def cli(aws_env):
+    """cli(*args, dry_run_only=False) -> (exit status, output). dry_run_only: any AWS client fails the test."""
+    from deploy.__main__ import main
+
+    def run(*args: str, dry_run_only: bool = False) -> tuple[int, str]:
+        out = io.StringIO()
+        status = main(list(args), out=out, client_factory=_no_client if dry_run_only else None)
+        return status, out.getvalue()
+
+    return run
+
+
+@pytest.fixture
+def settings(aws_env):
+    """settings(*overrides) -> deploy Settings from conf/aws.yaml."""
+    from deploy.settings import load_settings
+
+    return lambda *overrides: load_settings([], list(overrides))

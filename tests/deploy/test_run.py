@@ -1,0 +1,274 @@
+"""run, status, logs and teardown against moto: step order and arguments, Serverless job arguments."""
+
+from __future__ import annotations
+
+import gzip
+import shlex
+from datetime import datetime, timedelta
+
+import boto3
+import pytest
+
+from deploy import cluster, serverless
+from deploy.executor import Executor
+from tests.deploy.conftest import BUCKET, REGION
+
+STAGES = ["bronze", "silver", "gold"]
+# moto 5.1.22 accepts only release labels shaped emr-X.Y.0; the default emr-spark-8.0.0 is checked
+# in the plan tests below, without moto.
+MOTO_SERVERLESS_RELEASE = "aws.serverless.release_label=emr-7.9.0"
+
+
+@pytest.fixture
+def roles(moto_aws, settings):
+    """Roles created, bucket bare (moto denies every object request once our bucket policy is set)."""
+    from deploy.iam import provision_roles
+
+    boto3.client("s3", region_name=REGION).create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    provision_roles(Executor(REGION, dry_run=False, out=open("/dev/null", "w")), settings())
+
+
+def emr():
+    return boto3.client("emr", region_name=REGION)
+
+
+def sls():
+    return boto3.client("emr-serverless", region_name=REGION)
+
+
+def _cluster_id() -> str:
+    (summary,) = emr().list_clusters()["Clusters"]
+    return summary["Id"]
+
+
+# --- EMR on EC2 -------------------------------------------------------------------------------
+
+
+def test_cluster_run_submits_the_cluster_from_conf(roles, cli):
+    status, out = cli("run", "--mode", "cluster", "--no-wait")
+    assert status == 0, out
+    described = emr().describe_cluster(ClusterId=_cluster_id())["Cluster"]
+    assert described["Name"] == "fruits-etl"
+    assert described["ReleaseLabel"] == "emr-spark-8.0.0"
+    assert described["LogUri"] == f"s3://{BUCKET}/logs/emr/"
+    assert described["ServiceRole"] == "fruits-emr-service"
+    assert described["Ec2InstanceAttributes"]["IamInstanceProfile"] == "fruits-emr-ec2"
+    assert [a["Name"] for a in described["Applications"]] == ["Spark"]
+    groups = {g["InstanceGroupType"]: g for g in emr().list_instance_groups(ClusterId=_cluster_id())["InstanceGroups"]}
+    assert {k: (g["InstanceType"], g["RequestedInstanceCount"], g["Market"]) for k, g in groups.items()} == {
+        "MASTER": ("m5.xlarge", 1, "ON_DEMAND"),
+        "CORE": ("m5.xlarge", 2, "ON_DEMAND"),
+    }
+
+
+def test_cluster_steps_in_order_with_their_arguments(roles, cli):
+    assert cli("run", "--mode", "cluster", "--no-wait")[0] == 0
+    steps = list(reversed(emr().list_steps(ClusterId=_cluster_id())["Steps"]))  # API: newest first
+    assert [st["Name"] for st in steps] == STAGES
+    for stage, st in zip(STAGES, steps):
+        described = emr().describe_step(ClusterId=_cluster_id(), StepId=st["Id"])["Step"]
+        assert described["ActionOnFailure"] == "TERMINATE_CLUSTER"
+        assert described["Config"]["Jar"] == "command-runner.jar"
+        args = described["Config"]["Args"]
+        assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
+        assert args[-4:] == [f"s3://{BUCKET}/code/entry.py", stage, "--conf", "conf/aws.yaml"]
+        assert args[args.index("--py-files") + 1] == f"s3://{BUCKET}/code/fruits-code.zip"
+        confs = {args[i + 1].split("=", 1)[0]: args[i + 1].split("=", 1)[1] for i, a in enumerate(args) if a == "--conf" and "=" in args[i + 1]}
+        assert confs["spark.archives"] == f"s3://{BUCKET}/code/env/fruits-env.tar.gz#environment"
+        assert confs["spark.yarn.appMasterEnv.PYSPARK_PYTHON"] == "./environment/bin/python"
+        assert confs["spark.executorEnv.PYSPARK_PYTHON"] == "./environment/bin/python"
+        assert confs["spark.yarn.appMasterEnv.FRUITS_BUCKET"] == BUCKET  # forwarded, so conf/aws.yaml resolves
+
+
+def test_cluster_plan_options(settings):
+    s = settings(
+        "aws.cluster.task.count=3", "aws.cluster.keep_alive=true", "aws.cluster.subnet_id=subnet-123",
+        "aws.cluster.idle_timeout_minutes=20",
+    )  # fmt: skip
+    request = cluster.run_job_flow_request(s)
+    task = request["Instances"]["InstanceGroups"][-1]
+    assert (task["InstanceRole"], task["Market"], task["InstanceCount"]) == ("TASK", "SPOT", 3)
+    assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
+    assert request["Instances"]["Ec2SubnetId"] == "subnet-123"
+    assert request["AutoTerminationPolicy"] == {"IdleTimeout": 1200}
+    assert {st["ActionOnFailure"] for st in request["Steps"]} == {"CANCEL_AND_WAIT"}
+    assert request["Configurations"] == [{"Classification": "delta-defaults", "Properties": {"delta.enabled": "true"}}]
+
+
+class FakeEmr:
+    """list_steps answers from a script of states, one set per poll."""
+
+    def __init__(self, polls: list[list[str]]):
+        self.polls = polls
+        self.calls = 0
+
+    def get_paginator(self, operation):
+        fake = self
+
+        class Pages:
+            def paginate(self, **params):
+                states = fake.polls[min(fake.calls, len(fake.polls) - 1)]
+                fake.calls += 1
+                start = datetime(2026, 1, 1)
+                steps = [
+                    {"Name": stage, "Status": {"State": state, "Timeline": {"StartDateTime": start, "EndDateTime": start + timedelta(minutes=3)}}}
+                    for stage, state in zip(STAGES, states)
+                ]
+                return [{"Steps": list(reversed(steps))}]
+
+        return Pages()
+
+    def describe_cluster(self, ClusterId):
+        return {"Cluster": {"Status": {"State": "RUNNING"}}}
+
+
+def test_wait_for_steps_polls_until_every_step_ended(settings, capsys):
+    fake = FakeEmr([["RUNNING", "PENDING", "PENDING"], ["COMPLETED", "RUNNING", "PENDING"], ["COMPLETED"] * 3])
+    ex = Executor(REGION, dry_run=False, client_factory=lambda service, region: fake)
+    slept = []
+    steps = cluster.wait_for_steps(ex, settings(), "j-1", sleep=slept.append)
+    assert [st["Name"] for st in steps] == STAGES
+    assert fake.calls == 3 and slept == [30, 30]
+    lines, ok = cluster.step_report(steps)
+    assert ok and "3.0 min" in lines[0]
+
+
+def test_failed_step_is_reported(settings):
+    fake = FakeEmr([["COMPLETED", "FAILED", "CANCELLED"]])
+    ex = Executor(REGION, dry_run=False, client_factory=lambda service, region: fake)
+    lines, ok = cluster.step_report(cluster.wait_for_steps(ex, settings(), "j-1", sleep=lambda s: None))
+    assert not ok and "FAILED" in lines[1]
+
+
+# --- EMR Serverless -----------------------------------------------------------------------------
+
+
+def test_serverless_run_creates_the_application_and_runs_each_stage(roles, cli):
+    status, out = cli("run", "--mode", "serverless", "--set", MOTO_SERVERLESS_RELEASE, "--set", "aws.poll_seconds=0")
+    assert status == 0, out
+    assert "all stages succeeded" in out
+    (app,) = sls().list_applications()["applications"]
+    described = sls().get_application(applicationId=app["id"])["application"]
+    assert described["name"] == "fruits-etl" and described["type"].upper() == "SPARK"
+    assert described["autoStopConfiguration"] == {"enabled": True, "idleTimeoutMinutes": 15}
+    runs = sls().list_job_runs(applicationId=app["id"])["jobRuns"]
+    by_name = {r["name"]: sls().get_job_run(applicationId=app["id"], jobRunId=r["id"])["jobRun"] for r in runs}
+    assert set(by_name) == {f"fruits-etl-{stage}" for stage in STAGES}
+    for stage in STAGES:
+        job = by_name[f"fruits-etl-{stage}"]
+        assert job["executionRole"].endswith(":role/fruits-emr-serverless-job")
+        driver = job["jobDriver"]["sparkSubmit"]
+        assert driver["entryPoint"] == f"s3://{BUCKET}/code/entry.py"
+        assert driver["entryPointArguments"] == [stage, "--conf", "conf/aws.yaml"]
+        params = shlex.split(driver["sparkSubmitParameters"])
+        assert params[params.index("--py-files") + 1] == f"s3://{BUCKET}/code/fruits-code.zip"
+        confs = dict(params[i + 1].split("=", 1) for i, p in enumerate(params) if p == "--conf")
+        assert confs["spark.archives"] == f"s3://{BUCKET}/code/env/fruits-env.tar.gz#environment"
+        assert confs["spark.emr-serverless.driverEnv.PYSPARK_PYTHON"] == "./environment/bin/python"
+        assert confs["spark.executorEnv.PYSPARK_PYTHON"] == "./environment/bin/python"
+        assert confs["spark.jars"] == "/usr/share/aws/delta/lib/delta-spark.jar,/usr/share/aws/delta/lib/delta-storage.jar"
+        assert confs["spark.dynamicAllocation.maxExecutors"] == "2"
+        assert job["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"]["logUri"] == (
+            f"s3://{BUCKET}/logs/serverless/"
+        )
+    assert out.index("bronze: job run") < out.index("silver: job run") < out.index("gold: job run")
+
+
+def test_serverless_reuses_the_application(roles, cli):
+    args = ("run", "--mode", "serverless", "--set", MOTO_SERVERLESS_RELEASE, "--set", "aws.poll_seconds=0")
+    assert cli(*args)[0] == 0
+    status, out = cli(*args)
+    assert status == 0 and "reused" in out
+    assert len(sls().list_applications()["applications"]) == 1
+
+
+def test_serverless_plan_from_conf(settings):
+    s = settings("aws.serverless.initial_capacity.executors=2")
+    request = serverless.application_request(s)
+    assert request["releaseLabel"] == "emr-spark-8.0.0" and request["architecture"] == "X86_64"
+    assert request["maximumCapacity"] == {"cpu": "10 vCPU", "memory": "40 GB", "disk": "60 GB"}
+    assert request["initialCapacity"]["EXECUTOR"] == {
+        "workerCount": 2,
+        "workerConfiguration": {"cpu": "4 vCPU", "memory": "16 GB", "disk": "20 GB"},
+    }
+    confs = dict(serverless.spark_settings(s))
+    assert (confs["spark.executor.memory"], confs["spark.driver.memory"]) == ("14g", "7g")  # + overhead fits the worker
+    assert "initialCapacity" not in serverless.application_request(settings())
+
+
+class FakeServerless:
+    def __init__(self, states: dict[str, str]):
+        self.states = states
+        self.started: list[str] = []
+
+    def get_role(self, RoleName):
+        return {"Role": {"Arn": f"arn:aws:iam::123456789012:role/{RoleName}"}}
+
+    def get_paginator(self, operation):
+        class Pages:
+            def paginate(self, **params):
+                return [{"applications": [{"id": "app-1", "name": "fruits-etl"}]}]
+
+        return Pages()
+
+    def start_job_run(self, **request):
+        stage = request["jobDriver"]["sparkSubmit"]["entryPointArguments"][0]
+        self.started.append(stage)
+        return {"jobRunId": f"run-{stage}"}
+
+    def get_job_run(self, applicationId, jobRunId):
+        stage = jobRunId.removeprefix("run-")
+        return {"jobRun": {"jobRunId": jobRunId, "state": self.states[stage], "stateDetails": "boom"}}
+
+
+def test_serverless_chain_stops_at_the_first_failed_stage(settings):
+    fake = FakeServerless({"bronze": "SUCCESS", "silver": "FAILED", "gold": "SUCCESS"})
+    ex = Executor(REGION, dry_run=False, out=open("/dev/null", "w"), client_factory=lambda service, region: fake)
+    assert serverless.run(ex, settings("aws.poll_seconds=0")) is False
+    assert fake.started == ["bronze", "silver"]
+
+
+# --- status, logs, teardown ---------------------------------------------------------------------
+
+
+def test_status_lists_cluster_and_application(roles, cli):
+    assert cli("run", "--mode", "cluster", "--no-wait")[0] == 0
+    assert cli("run", "--mode", "serverless", "--set", MOTO_SERVERLESS_RELEASE, "--set", "aws.poll_seconds=0")[0] == 0
+    status, out = cli("status")
+    assert status == 0, out
+    assert f"cluster {_cluster_id()} (fruits-etl)" in out
+    assert "application" in out and "fruits-etl-gold" in out
+
+
+def test_logs_print_the_driver_output(roles, cli):
+    args = ("--set", MOTO_SERVERLESS_RELEASE, "--set", "aws.poll_seconds=0")
+    assert cli("run", "--mode", "serverless", *args)[0] == 0
+    (app,) = sls().list_applications()["applications"]
+    bronze = next(r for r in sls().list_job_runs(applicationId=app["id"])["jobRuns"] if r["name"].endswith("bronze"))
+    key = f"logs/serverless/applications/{app['id']}/jobs/{bronze['id']}/SPARK_DRIVER/stdout.gz"
+    boto3.client("s3", region_name=REGION).put_object(Bucket=BUCKET, Key=key, Body=gzip.compress(b"line 1\nbronze: 6270 new rows\n"))
+    status, out = cli("logs", "--mode", "serverless", *args)
+    assert status == 0, out
+    assert "bronze: 6270 new rows" in out
+    assert "stderr.gz: not there" in out
+
+
+def test_teardown_terminates_cluster_and_deletes_application_keeps_bucket(roles, cli):
+    assert cli("run", "--mode", "cluster", "--no-wait")[0] == 0
+    assert cli("run", "--mode", "serverless", "--set", MOTO_SERVERLESS_RELEASE, "--set", "aws.poll_seconds=0")[0] == 0
+    status, out = cli("teardown", "--set", "aws.poll_seconds=0")
+    assert status == 0, out
+    assert emr().describe_cluster(ClusterId=_cluster_id())["Cluster"]["Status"]["State"] == "TERMINATED"
+    assert [a["state"] for a in sls().list_applications()["applications"]] == ["TERMINATED"]
+    assert boto3.client("s3", region_name=REGION).head_bucket(Bucket=BUCKET)
+
+
+def test_teardown_deletes_bucket_and_roles_only_when_asked(roles, cli):
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.put_object(Bucket=BUCKET, Key="lake/bronze/part-0.parquet", Body=b"x")
+    assert cli("teardown", "--delete-bucket", "--delete-roles", "--set", "aws.poll_seconds=0")[0] == 0
+    assert BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert not boto3.client("iam", region_name=REGION).list_roles()["Roles"]
+    assert not boto3.client("iam", region_name=REGION).list_instance_profiles()["InstanceProfiles"]

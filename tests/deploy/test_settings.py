@@ -1,0 +1,56 @@
+"""Region (GDPR), bucket and encryption checks that run before any AWS call."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploy.executor import DeployError
+from tests.deploy.conftest import BUCKET
+
+
+def test_defaults_from_conf_aws_yaml(settings):
+    s = settings()
+    assert s.region == "eu-west-3"
+    assert s.bucket == BUCKET
+    assert s.sse == "aws:kms"
+    assert (s.input_prefix, s.lake_prefix) == ("input/fruits-360-sample", "lake")
+    assert s.staging_prefix == "lake/_staging"
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-2", "eu-central-2"])
+def test_non_eu_region_is_refused(settings, region):
+    with pytest.raises(DeployError, match="not an EU region.*--allow-non-eu"):
+        settings(f"aws.region={region}", f"s3.region={region}")
+
+
+def test_non_eu_region_accepted_only_with_the_flag(aws_env):
+    from deploy.settings import load_settings
+
+    s = load_settings([], [], region="us-east-1", allow_non_eu=True)
+    assert s.region == "us-east-1" and s.conf["s3.region"] == "us-east-1"
+
+
+def test_cli_refuses_non_eu_before_any_call(cli, capsys):
+    status, out = cli("provision", "--region", "us-east-1", "--dry-run", dry_run_only=True)
+    assert status == 2 and out == ""
+    assert "not an EU region" in capsys.readouterr().err
+
+
+def test_s3_region_must_match(settings):
+    with pytest.raises(DeployError, match="s3.region 'eu-west-1' differs"):
+        settings("s3.region=eu-west-1")
+
+
+def test_lake_outside_the_bucket_is_refused(settings):
+    with pytest.raises(DeployError, match="lake.root .* not a folder of the deployment bucket"):
+        settings("lake.root=s3a://someone-else/lake")
+
+
+def test_invalid_bucket_name(settings):
+    with pytest.raises(DeployError, match="aws.bucket 'Bad_Bucket' is not a valid"):
+        settings("aws.bucket=Bad_Bucket")
+
+
+def test_encryption_is_required(settings):
+    with pytest.raises(DeployError, match="s3.encryption_algorithm .* SSE-S3 or SSE-KMS"):
+        settings("s3.encryption_algorithm=null")
