@@ -19,7 +19,6 @@ def aws_env(monkeypatch):
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": REGION,
         "FRUITS_BUCKET": BUCKET,
-        "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",  # so the AWS managed EMR policy can be attached
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
@@ -31,6 +30,22 @@ def moto_aws(aws_env):
 
     with mock_aws():
         yield
+
+
+@pytest.fixture
+def service_policy(moto_aws) -> str:
+    """A stand-in for AWS's managed EMR service policy, as `--set` override.
+
+    moto knows the real one only when it loads all AWS managed policies (MOTO_IAM_LOAD_MANAGED_POLICIES),
+    which costs seconds per test; test_provision checks the real ARN once that way.
+    """
+    import boto3
+
+    arn = boto3.client("iam", region_name=REGION).create_policy(
+        PolicyName="AmazonEMRServicePolicy_v2_standin",
+        PolicyDocument='{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}]}',
+    )["Policy"]["Arn"]
+    return f"aws.iam.emr_service_policy_arn={arn}"
 
 
 def _no_client(service, region):

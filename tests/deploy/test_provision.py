@@ -14,8 +14,8 @@ ARN = f"arn:aws:s3:::{BUCKET}"
 
 
 @pytest.fixture
-def provisioned(moto_aws, cli):
-    status, out = cli("provision")
+def provisioned(service_policy, cli):
+    status, out = cli("provision", "--set", service_policy)
     assert status == 0, out
     return out
 
@@ -38,8 +38,8 @@ def test_default_encryption_kms_with_bucket_key(provisioned):
     assert rule["BucketKeyEnabled"] is True
 
 
-def test_default_encryption_sse_s3(moto_aws, cli):
-    assert cli("provision", "--set", "s3.encryption_algorithm=SSE-S3")[0] == 0
+def test_default_encryption_sse_s3(service_policy, cli):
+    assert cli("provision", "--set", service_policy, "--set", "s3.encryption_algorithm=SSE-S3")[0] == 0
     rule = s3().get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"][0]
     assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
     policy = json.loads(s3().get_bucket_policy(Bucket=BUCKET)["Policy"])
@@ -108,9 +108,17 @@ def test_trust_policies(provisioned):
     }
 
 
-def test_service_role_passes_only_the_instance_role(provisioned):
-    attached = iam().list_attached_role_policies(RoleName="fruits-emr-service")["AttachedPolicies"]
+def test_service_role_gets_the_managed_emr_policy(aws_env, monkeypatch, cli):
+    from moto import mock_aws
+
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    with mock_aws():
+        assert cli("provision")[0] == 0
+        attached = iam().list_attached_role_policies(RoleName="fruits-emr-service")["AttachedPolicies"]
     assert [p["PolicyArn"] for p in attached] == ["arn:aws:iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"]
+
+
+def test_service_role_passes_only_the_instance_role(provisioned):
     (statement,) = _inline("fruits-emr-service", "fruits-pass-instance-role")["Statement"]
     assert statement["Action"] == "iam:PassRole"
     assert statement["Resource"].endswith(":role/fruits-emr-ec2")
@@ -122,8 +130,8 @@ def test_instance_profile_named_like_its_role(provisioned):
     assert [r["RoleName"] for r in profile["Roles"]] == ["fruits-emr-ec2"]
 
 
-def test_provision_is_idempotent(provisioned, cli):
-    status, out = cli("provision")
+def test_provision_is_idempotent(provisioned, cli, service_policy):
+    status, out = cli("provision", "--set", service_policy)
     assert status == 0, out
     assert "kept as is" in out
     assert len(iam().get_instance_profile(InstanceProfileName="fruits-emr-ec2")["InstanceProfile"]["Roles"]) == 1

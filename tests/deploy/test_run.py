@@ -20,14 +20,14 @@ MOTO_SERVERLESS_RELEASE = "aws.serverless.release_label=emr-7.9.0"
 
 
 @pytest.fixture
-def roles(moto_aws, settings):
+def roles(service_policy, settings):
     """Roles created, bucket bare (moto denies every object request once our bucket policy is set)."""
     from deploy.iam import provision_roles
 
     boto3.client("s3", region_name=REGION).create_bucket(
         Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
     )
-    provision_roles(Executor(REGION, dry_run=False, out=open("/dev/null", "w")), settings())
+    provision_roles(Executor(REGION, dry_run=False, out=open("/dev/null", "w")), settings(service_policy))
 
 
 def emr():
@@ -265,10 +265,10 @@ def test_teardown_terminates_cluster_and_deletes_application_keeps_bucket(roles,
     assert boto3.client("s3", region_name=REGION).head_bucket(Bucket=BUCKET)
 
 
-def test_teardown_deletes_bucket_and_roles_only_when_asked(roles, cli):
+def test_teardown_deletes_bucket_and_roles_only_when_asked(roles, cli, service_policy):
     s3 = boto3.client("s3", region_name=REGION)
     s3.put_object(Bucket=BUCKET, Key="lake/bronze/part-0.parquet", Body=b"x")
-    assert cli("teardown", "--delete-bucket", "--delete-roles", "--set", "aws.poll_seconds=0")[0] == 0
+    assert cli("teardown", "--delete-bucket", "--delete-roles", "--set", "aws.poll_seconds=0", "--set", service_policy)[0] == 0
     assert BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
     assert not boto3.client("iam", region_name=REGION).list_roles()["Roles"]
     assert not boto3.client("iam", region_name=REGION).list_instance_profiles()["InstanceProfiles"]
