@@ -21,6 +21,8 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from urllib.parse import unquote
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -163,8 +165,9 @@ def _rejected(path: str, data: bytes, reason: str) -> dict:
 def assign_outcomes(inspected: DataFrame, known_images: DataFrame) -> DataFrame:
     """Give every inspected file its final `reason` (null = accepted into bronze).
 
-    Adds `no_label` for files outside a label folder and `duplicate` for bytes already owned by
-    another path: by a bronze row (`known_images`: image_id, path) or by a smaller path in the batch.
+    Adds `changed_since_ingest` for a path bronze already holds (the file was rewritten in place),
+    `no_label` for files outside a label folder and `duplicate` for bytes already owned by another
+    path: by a bronze row (`known_images`: image_id, path) or by a smaller path in the batch.
     """
     owner = Window.partitionBy("image_id").orderBy("path")
     known = known_images.select("image_id", F.col("path").alias("known_path"))
@@ -184,14 +187,22 @@ def assign_outcomes(inspected: DataFrame, known_images: DataFrame) -> DataFrame:
         )
         .select("path", "dup_reason")
     )
+    changed = known_images.select(
+        "path",
+        F.concat(
+            F.lit("changed_since_ingest: bronze already holds this path as image_id "), F.col("image_id"),
+            F.lit("; bronze keeps the first version: give the new version a new file name to ingest it"),
+        ).alias("changed_reason"),
+    )
     no_label = F.when(
         F.col("reason").isNull() & F.col("label").isNull(),
         F.lit("no_label: the file is not inside a label folder (expected <input>/[<split>/]<label>/<file>)"),
     )
     return (
         inspected.join(ranked, "path", "left")
-        .withColumn("reason", F.coalesce(F.col("reason"), no_label, F.col("dup_reason")))
-        .drop("dup_reason")
+        .join(changed, "path", "left")
+        .withColumn("reason", F.coalesce(F.col("changed_reason"), F.col("reason"), no_label, F.col("dup_reason")))
+        .drop("dup_reason", "changed_reason")
     )
 
 
@@ -216,7 +227,9 @@ def quarantine_rows(outcomes: DataFrame, run_id: str) -> DataFrame:
 def list_input(spark: SparkSession, root: str) -> tuple[DataFrame, str]:
     """Every file under `root` (path, length, modificationTime; the bytes are not read) and the root URI.
 
-    Spark's file listing skips names starting with '_' or '.', as hidden files (documented limit).
+    Spark's binaryFile scan leaves out empty files, so they are found in the scan's file index
+    (`inputFiles`) and added back: an empty upload must end in quarantine, not vanish. Spark's
+    file listing skips names starting with '_' or '.' as hidden files (documented limit).
     """
     jvm = spark.sparkContext._jvm
     hadoop_root = jvm.org.apache.hadoop.fs.Path(root)
@@ -227,13 +240,23 @@ def list_input(spark: SparkSession, root: str) -> tuple[DataFrame, str]:
             f"or FRUITS_INPUT (README, section 'Data', says how to download Fruits-360)"
         )
     root_uri = fs.makeQualified(hadoop_root).toString()
-    listing = (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .load(root)
-        .select("path", "length", "modificationTime")
-    )
+    scan = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(root)
+    listing = scan.select("path", "length", "modificationTime")
+    indexed = spark.createDataFrame([(_hadoop_path_string(u),) for u in scan.inputFiles()], "path string")
+    missing = [r.path for r in indexed.join(listing, "path", "left_anti").collect()]
+    if missing:
+        statuses = [fs.getFileStatus(jvm.org.apache.hadoop.fs.Path(p)) for p in missing]
+        empties = spark.createDataFrame(
+            [(p, s.getLen(), datetime.fromtimestamp(s.getModificationTime() / 1000, timezone.utc)) for p, s in zip(missing, statuses)],
+            listing.schema,
+        )
+        listing = listing.unionByName(empties)
     return listing, root_uri
+
+
+def _hadoop_path_string(uri: str) -> str:
+    """`inputFiles()` gives encoded URIs (file:///a%20b); the scan's `path` column gives file:/a b."""
+    return re.sub(r"^file:///", "file:/", unquote(uri))
 
 
 def read_contents(spark: SparkSession, root_uri: str, rel_paths: list[str], files_per_partition: int) -> DataFrame:
@@ -266,7 +289,7 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
             spark, root_uri, [r.rel_path for r in new_files.select("rel_path").collect()], conf["bronze.files_per_partition"]
         )
         inspected = (
-            contents.mapInPandas(
+            new_files.select("rel_path").join(contents, "rel_path", "left").mapInPandas(
                 lambda it: inspect_batches(it, conf["bronze.max_image_pixels"], conf["bronze.max_file_bytes"]),
                 _INSPECTED_SCHEMA,
             )

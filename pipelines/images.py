@@ -140,7 +140,7 @@ def inspect_image(data: bytes, max_pixels: int) -> Inspection:
     header before decoding, so a decompression bomb costs nothing.
     """
     if not data:
-        return Inspection(None, reason="empty_file: the file has 0 bytes")
+        return Inspection(None, reason="empty_file: the file has 0 bytes (or vanished while it was read)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -148,6 +148,8 @@ def inspect_image(data: bytes, max_pixels: int) -> Inspection:
                 image_format = original.format
                 width, height = original.size
                 orientation = _orientation(original)
+    except Image.DecompressionBombError as exc:
+        return Inspection(None, reason=f"too_many_pixels: {exc}")
     except UnidentifiedImageError:
         return Inspection(None, reason="not_an_image: no image decoder recognises the bytes")
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a reason, not a crash

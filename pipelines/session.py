@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 from pyspark.sql import SparkSession
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     conf = load_conf(args.conf or ["conf/local.yaml"], args.overrides)
     if args.submit_args:
-        print(" ".join(_quote(a) for a in submit_args(conf)))
+        print(shlex.join(submit_args(conf)))
         return 0
     spark = build_spark_session(conf, "warm-jars")
     version = spark.version
@@ -144,10 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     spark.stop()
     print(f"Spark {version} with {conf['spark.packages']} ready (Ivy cache: {conf['spark.ivy_dir']})")
     return 0
-
-
-def _quote(arg: str) -> str:
-    return arg if all(c.isalnum() or c in "-_=.,:/" for c in arg) else repr(arg)
 
 
 if __name__ == "__main__":

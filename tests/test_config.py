@@ -1,0 +1,60 @@
+"""Conf loading and validation: errors name the key and the file."""
+
+import pytest
+
+from pipelines.config import ConfError, load_conf
+
+
+def overlay(tmp_path, text, name="overlay.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_local_overlay_and_overrides(monkeypatch):
+    monkeypatch.delenv("FRUITS_LAKE", raising=False)
+    conf = load_conf(["conf/local.yaml"], ["lake.root=/tmp/x", "spark.shuffle_partitions=3"])
+    assert conf["lake.root"] == "/tmp/x" and conf["spark.shuffle_partitions"] == 3
+    assert conf["spark.master"] == "local[*]"
+    assert conf.path("lake.root") == "/tmp/x"
+
+
+def test_environment_interpolation(monkeypatch):
+    monkeypatch.setenv("FRUITS_LAKE", "s3a://bucket/lake/")
+    conf = load_conf(["conf/local.yaml"])
+    assert conf.path("lake.root") == "s3a://bucket/lake"
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = overlay(tmp_path, "lake:\n  rot: /tmp\n")
+    with pytest.raises(ConfError, match=r"overlay.yaml: unknown key 'lake.rot'"):
+        load_conf([path])
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    path = overlay(tmp_path, "spark:\n  shuffle_partitions: many\n")
+    with pytest.raises(ConfError, match=r"overlay.yaml: 'spark.shuffle_partitions' must be int"):
+        load_conf(["conf/local.yaml", path])
+
+
+def test_missing_value_names_key():
+    with pytest.raises(ConfError, match=r"'input.path' has no value"):
+        load_conf([])
+
+
+def test_bad_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfError, match="key=value"):
+        load_conf(["conf/local.yaml"], ["lake.root"])
+    with pytest.raises(ConfError, match="does not exist"):
+        load_conf([tmp_path / "nope.yaml"])
+    with pytest.raises(ConfError, match=r"--set spark.extra: 'spark.extra' must be a mapping"):
+        load_conf(["conf/local.yaml"], ["spark.extra=3"])
+
+
+def test_free_form_map_and_unset_env_var(tmp_path, monkeypatch):
+    conf = load_conf(["conf/local.yaml"], ["spark.extra={spark.sql.ansi.enabled: 'true'}"])
+    assert conf["spark.extra"] == {"spark.sql.ansi.enabled": "true"}
+    monkeypatch.delenv("NOPE_VAR", raising=False)
+    path = overlay(tmp_path, "lake:\n  root: ${NOPE_VAR}\n")
+    with pytest.raises(ConfError, match="NOPE_VAR"):
+        load_conf(["conf/local.yaml", path])
