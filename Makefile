@@ -12,7 +12,6 @@ ARGS ?=
 # Extra pytest options, e.g. `make test PYTEST_ARGS="-k bronze"`.
 PYTEST_ARGS ?=
 
-export KERAS_HOME ?= $(CURDIR)/work/keras
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
@@ -44,6 +43,7 @@ $(STAMPS)/jars: $(STAMPS)/venv conf/base.yaml
 setup: $(STAMPS)/venv $(STAMPS)/jars
 
 run: setup
+	$(PY) scripts/fetch_dataset.py --conf $(CONF) $(ARGS)
 	$(PY) -m pipelines.bronze --conf $(CONF) $(ARGS)
 
 test: setup

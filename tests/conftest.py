@@ -11,8 +11,9 @@ import pytest
 
 from pipelines.config import PROJECT_ROOT, load_conf
 
-SAMPLE_ROOT = (PROJECT_ROOT / "../shared/data/fruits-360-sample").resolve()
-MODEL_SEED = (PROJECT_ROOT / "../shared/models/keras").resolve()
+_LOCAL = load_conf(["conf/local.yaml"])
+SAMPLE_ROOT = Path(_LOCAL.path("input.seed_path"))
+MODEL_SEED = Path(_LOCAL.path("silver.model_seed_dir"))
 
 
 def pytest_collection_modifyitems(config, items):
