@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup run test bench clean-lake help
+.PHONY: setup run test bench clean-lake help deploy-cost deploy-plan
 .DEFAULT_GOAL := help
 
 help:
@@ -54,3 +54,10 @@ bench: setup
 
 clean-lake:
 	rm -rf work/lake
+
+# AWS (no call is made by these two): the cost estimate and the plan of a Serverless run.
+deploy-cost: setup
+	$(PY) -m deploy cost
+
+deploy-plan: setup
+	$(PY) -m deploy run --mode serverless --dry-run
