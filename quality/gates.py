@@ -1,0 +1,424 @@
+"""Quality gates: validate a stage's staged batch with Great Expectations before it is published.
+
+`auditor(...)` gives the `audit` callable that `pipelines.lake.write_audit_publish` (and
+`lake.replace_table`) call with the batch read back from its private staging table, after every
+table of the run is staged and before anything is published. The audit:
+
+1. derives in Spark the frames the suites check (quality/suites.py): per-row scalars of the batch
+   (never the arrays themselves) and one row of counts over the batch, the quarantine rows staged
+   beside it, and the published tables (reconciliation with the upstream layer, quarantine rate,
+   gold's variance);
+2. runs one GX checkpoint per suite against a file Data Context kept under the lake
+   (`<lake.root>/<lake.reports>/<quality.reports_dir>/gx`): validation results as JSON in its
+   validations store, Data Docs (HTML) rebuilt by the checkpoint's UpdateDataDocsAction; a remote
+   lake is worked on in a local folder and copied back (quality/docs.py);
+3. appends the outcome to the outcomes table (quality/outcomes.py);
+4. raises GateFailed, listing the failed expectations and the report, when any expectation failed:
+   write_audit_publish then publishes nothing.
+
+`require_upstream_passed(...)` is called by a stage before it reads its upstream layer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from pipelines import lake
+from pipelines.config import Conf, is_remote
+from quality import docs, outcomes
+from quality.layers import LAYERS, ROW_ID, UPSTREAM
+from quality.outcomes import Outcome
+
+GX_DIR = "gx"
+SITE_NAME = "quality"
+SITE_DIR = "data_docs"
+DATASOURCE = "staged_batches"
+BATCH_DEFINITION = "whole batch"
+
+
+class GateFailed(RuntimeError):
+    """The batch failed its quality gate; nothing was published. The message lists the failed
+    expectations, the report page and the Data Docs index."""
+
+
+class UpstreamNotValidated(RuntimeError):
+    """The layer a stage reads failed its last validation; the stage must not run on it."""
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    suite: str
+    success: bool
+    evaluated: int
+    failures: list[str]
+    page: str
+    result_json: str
+
+
+# ---------------------------------------------------------------- the API stages use
+
+
+def auditor(
+    spark: SparkSession, conf: Conf, layer: str, run_id: str, context: Mapping[str, object] | None = None
+) -> Callable[[DataFrame], None]:
+    """The `audit` callable for lake.write_audit_publish: validates the staged batch of `layer`.
+
+    `context` holds facts only the stage knows (for example its input folder or its mode); they are
+    recorded, as text, with the outcome and printed by `python -m quality.report`. The checks
+    themselves need none: they derive everything from the batch, the staging table of the
+    quarantine rows staged beside it (`<layer>/quarantine`) and the published tables.
+    """
+    _check_layer(layer)
+    notes = {str(key): str(value) for key, value in (context or {}).items()}
+
+    def audit(batch: DataFrame) -> None:
+        outcome = validate(spark, conf, layer, run_id, batch, notes)
+        if not outcome.success:
+            raise GateFailed(failure_message(outcome))
+        print(
+            f"{layer} quality gate passed for run {run_id}: {outcome.evaluated_expectations} expectations on "
+            f"{outcome.batch_rows} rows; Data Docs: {outcome.docs_index}"
+        )
+
+    return audit
+
+
+def require_upstream_passed(spark: SparkSession, conf: Conf, layer: str) -> None:
+    """Raise UpstreamNotValidated when the last validation of the layer `layer` reads failed.
+
+    A layer never validated (no outcome recorded, e.g. published before the gates existed) is not
+    refused: there is no failed validation to point at.
+    """
+    _check_layer(layer)
+    upstream = UPSTREAM.get(layer)
+    if upstream is None:
+        return
+    last = outcomes.latest(spark, conf).get(upstream)
+    if last is None or last.success:
+        return
+    failed = "\n".join(f"  - {failure}" for failure in last.failed_expectations)
+    raise UpstreamNotValidated(
+        f"{layer} refuses to run: the last validation of {upstream} (run {last.run_id}, "
+        f"{last.validated_at:%Y-%m-%d %H:%M:%S} UTC) failed, so that batch was not published and {upstream} "
+        f"may be incomplete. Failed expectations:\n{failed}\nReport: {last.report_path}\n"
+        f"Fix the input or the thresholds (quality.{upstream}.* in conf) and rerun `python -m pipelines.{upstream}` "
+        f"until its gate passes; `python -m quality.report` shows the latest results."
+    )
+
+
+def failure_message(outcome: Outcome) -> str:
+    failed = "\n".join(f"  - {failure}" for failure in outcome.failed_expectations)
+    return (
+        f"{outcome.layer} quality gate failed for run {outcome.run_id}: {len(outcome.failed_expectations)} of "
+        f"{outcome.evaluated_expectations} expectations failed, nothing was published.\n{failed}\n"
+        f"Report: {outcome.report_path}\nData Docs: {outcome.docs_index}\n"
+        f"Thresholds are conf settings quality.{outcome.layer}.*; fix the input or the stage and rerun."
+    )
+
+
+def reports_location(conf: Conf) -> str:
+    """The GX project's folder under the lake (local path or s3a:// URI)."""
+    return lake.lake_location(conf, conf["lake.reports"], conf["quality.reports_dir"])
+
+
+def docs_index_location(conf: Conf) -> str:
+    return f"{reports_location(conf)}/{GX_DIR}/{SITE_DIR}/index.html"
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate(
+    spark: SparkSession, conf: Conf, layer: str, run_id: str, batch: DataFrame, context: dict[str, str] | None = None
+) -> Outcome:
+    """Run the layer's suites on the staged batch, keep the reports, record and return the outcome."""
+    from quality import suites
+
+    started = time.time()
+    validated_at = datetime.now(timezone.utc)
+    staged_quarantine = _staged_quarantine(spark, conf, layer, run_id)
+    gold = _gold_facts(spark, conf, batch) if layer == "gold" else None
+    metrics = _totals(spark, conf, layer, batch, staged_quarantine, gold)
+    rows = suites.row_checks(layer, batch).persist()
+    try:
+        checks = [
+            (suites.rows_suite(layer, conf, gold), rows, [ROW_ID]),
+            (suites.totals_suite(layer, conf, gold), _one_row_frame(spark, metrics), []),
+        ]
+        with _workspace(spark, conf, started) as (local_root, to_lake):
+            results = _run_checkpoints(local_root, conf, run_id, validated_at, checks)
+            docs.localise_site(local_root / GX_DIR / SITE_DIR, started - 1)
+            results = [
+                SuiteResult(r.suite, r.success, r.evaluated, r.failures, to_lake(r.page), to_lake(r.result_json))
+                for r in results
+            ]
+    finally:
+        rows.unpersist()
+    failed = [r for r in results if not r.success]
+    outcome = Outcome(
+        layer=layer,
+        run_id=run_id,
+        success=not failed,
+        validated_at=validated_at,
+        batch_rows=int(metrics["batch_rows"]),
+        evaluated_expectations=sum(r.evaluated for r in results),
+        failed_expectations=[failure for r in results for failure in r.failures],
+        metrics={k: float(v) for k, v in metrics.items() if v is not None},
+        report_path=(failed or results)[0].page,
+        result_paths=[r.result_json for r in results],
+        docs_index=docs_index_location(conf),
+        context=context or {},
+    )
+    outcomes.record(spark, conf, outcome)
+    return outcome
+
+
+def _check_layer(layer: str) -> None:
+    if layer not in LAYERS:
+        raise ValueError(f"unknown layer '{layer}': quality gates exist for {', '.join(LAYERS)}")
+
+
+def _staged_quarantine(spark: SparkSession, conf: Conf, layer: str, run_id: str) -> DataFrame:
+    """The quarantine rows write_audit_publish staged beside the batch in this run (none: empty)."""
+    staged = lake.read_table(spark, lake.staging_location(conf, f"{layer}/quarantine", run_id))
+    if staged is None:
+        return spark.createDataFrame([], lake.QUARANTINE_SCHEMA)
+    return staged.where(F.col("stage") == layer)
+
+
+def _gold_facts(spark: SparkSession, conf: Conf, batch: DataFrame):
+    """k and the variance reached for the model version of the gold batch (from lake.tables.gold_variance)."""
+    from quality.suites import GoldFacts, choose_k
+
+    versions = [r[0] for r in batch.select("model_version").distinct().limit(2).collect()]
+    version = versions[0] if len(versions) == 1 else None
+    fixed_k, target = conf["gold.k"], conf["gold.variance_target"]
+    ratios: list[float] = []
+    variance = lake.read_table(spark, lake.table_location(conf, "gold_variance"))
+    if version is not None and variance is not None:
+        ratios = [
+            r[0]
+            for r in variance.where(F.col("model_version") == version)
+            .orderBy("component")
+            .select("explained_variance_ratio")
+            .collect()
+        ]
+    k, reached = choose_k(ratios, fixed_k, target) if ratios else (fixed_k, None)
+    return GoldFacts(version, k, reached, None if fixed_k is not None else target, len(ratios))
+
+
+def _totals(spark, conf, layer, batch, staged_quarantine, gold) -> dict[str, float | int | None]:
+    """The counts of the `<layer>_totals` suite, computed in Spark and returned as one small dict."""
+    from quality import suites
+
+    published = lake.read_table(spark, lake.table_location(conf, layer))
+    after = suites.layer_after_publish(layer, published, batch)
+    frame = suites.batch_counts(batch, staged_quarantine)
+    upstream = UPSTREAM.get(layer)
+    if upstream is None:
+        frame = frame.crossJoin(suites.rows_after_publish(after))
+    else:
+        upstream_table = lake.read_table(spark, lake.table_location(conf, upstream))
+        upstream_ids = (
+            upstream_table.select(ROW_ID) if upstream_table is not None else spark.createDataFrame([], f"{ROW_ID} string")
+        )
+        quarantined = staged_quarantine.select(ROW_ID)
+        quarantine_table = lake.read_table(spark, lake.table_location(conf, "quarantine"))
+        if quarantine_table is not None:
+            quarantined = quarantine_table.where(F.col("stage") == layer).select(ROW_ID).unionByName(quarantined)
+        frame = frame.crossJoin(suites.reconciliation(upstream, upstream_ids, after, quarantined))
+    if layer == "gold":
+        frame = frame.crossJoin(batch.agg(F.countDistinct("model_version").alias("model_versions")))
+    metrics = frame.first().asDict()
+    if gold is not None:
+        metrics.update(
+            k=gold.k, variance_reached=gold.variance_reached, variance_components=gold.variance_components,
+            variance_target=gold.variance_target,
+        )
+    return metrics
+
+
+def _one_row_frame(spark: SparkSession, metrics: dict) -> DataFrame:
+    fields = [
+        T.StructField(name, T.LongType() if isinstance(value, int) and not isinstance(value, bool) else T.DoubleType())
+        for name, value in metrics.items()
+    ]
+    values = {k: (float(v) if isinstance(f.dataType, T.DoubleType) and v is not None else v) for (k, v), f in zip(metrics.items(), fields)}
+    return spark.createDataFrame([values], T.StructType(fields))
+
+
+@contextmanager
+def _workspace(spark: SparkSession, conf: Conf, started: float) -> Iterator[tuple[Path, Callable[[str], str]]]:
+    """The local folder GX works in, and the function mapping a file in it to its place in the lake.
+
+    A local lake is written in place. For a remote lake, the GX project is downloaded without its
+    rendered pages (the stores are what the index is built from), and the files this run wrote are
+    copied back once the checkpoints are done.
+    """
+    reports = reports_location(conf)
+    if not is_remote(reports):
+        Path(reports).mkdir(parents=True, exist_ok=True)
+        yield Path(reports), lambda local: local
+        return
+    local = Path(tempfile.mkdtemp(prefix="fruits-gx-"))
+    try:
+        docs.download_tree(spark, reports, local, skip_prefixes=(f"{GX_DIR}/{SITE_DIR}/",))
+        yield local, lambda path: reports + "/" + Path(path).relative_to(local).as_posix()
+        docs.upload_tree(spark, local, reports, started - 1)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _run_checkpoints(root: Path, conf: Conf, run_id: str, validated_at: datetime, checks: list) -> list[SuiteResult]:
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="file", project_root_dir=str(root))
+    _configure(context, ProgressBarsConfig)
+    docs.install_custom_styles(root / GX_DIR)
+    try:
+        source = context.data_sources.get(DATASOURCE)
+    except KeyError:
+        source = context.data_sources.add_spark(name=DATASOURCE, persist=False)
+    examples = conf["quality.unexpected_examples"]
+    results = []
+    for suite, frame, index_columns in checks:
+        checkpoint = _checkpoint(context, source, suite, index_columns, examples)
+        run = checkpoint.run(
+            batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_id, run_time=validated_at)
+        )
+        for identifier, validation in run.run_results.items():
+            results.append(
+                SuiteResult(
+                    suite=suite.name,
+                    success=bool(validation.success),
+                    evaluated=int(validation.statistics["evaluated_expectations"]),
+                    failures=[describe_failure(suite.name, r) for r in validation.results if not r.success],
+                    page=_page_path(context, identifier),
+                    result_json=_result_json_path(context, identifier),
+                )
+            )
+    return results
+
+
+def _configure(context, progress_bars_config) -> None:
+    """One Data Docs site under gx/data_docs (GX's default local_site dropped), no progress bars."""
+    sites = context.list_data_docs_sites()
+    if "local_site" in sites:
+        context.delete_data_docs_site("local_site")
+    if SITE_NAME not in sites:
+        context.add_data_docs_site(
+            SITE_NAME,
+            {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": f"{SITE_DIR}/"},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+    context.variables.progress_bars = progress_bars_config(globally=False)
+    context.variables.save()
+
+
+def _checkpoint(context, source, suite, index_columns: list[str], examples: int):
+    import great_expectations as gx
+
+    name = suite.name
+    try:
+        asset = source.get_asset(name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name)
+    try:
+        batch_definition = asset.get_batch_definition(BATCH_DEFINITION)
+    except KeyError:
+        batch_definition = asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION)
+    suite = context.suites.add_or_update(suite)
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
+    )
+    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": examples}
+    if index_columns:
+        result_format["unexpected_index_column_names"] = index_columns
+    return context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs", site_names=[SITE_NAME])],
+            result_format=result_format,
+        )
+    )
+
+
+def _page_path(context, identifier) -> str:
+    urls = context.get_docs_sites_urls(resource_identifier=identifier, site_name=SITE_NAME)
+    return unquote(urlparse(urls[0]["site_url"]).path)
+
+
+def _result_json_path(context, identifier) -> str:
+    backend = context.validation_results_store.store_backend
+    return str(Path(backend.full_base_directory, *identifier.to_tuple()).with_suffix(".json"))
+
+
+# ---------------------------------------------------------------- failure descriptions
+
+
+def describe_failure(suite_name: str, result) -> str:
+    """One line for a failed expectation: suite, expectation, column, bounds and what was observed."""
+    config = result.expectation_config
+    column = config.kwargs.get("column")
+    bounds = ", ".join(
+        f"{key}={_number(value)}" for key, value in config.kwargs.items() if key not in ("batch_id", "column") and value is not None
+    )
+    head = f"{suite_name}: {config.type}" + (f" on {column}" if column else "") + (f" ({bounds})" if bounds else "")
+    return f"{head}: {_observed(result, column)}"
+
+
+def _observed(result, column: str | None) -> str:
+    error = _exception_message(result.exception_info)
+    if error:
+        return f"could not be evaluated: {error}"
+    details = result.result or {}
+    if "unexpected_count" in details:
+        values = details.get("partial_unexpected_list") or []
+        if details.get("element_count") == 1 and values:
+            return f"observed {_number(values[0])}"
+        ids = [entry.get(ROW_ID) for entry in details.get("partial_unexpected_index_list") or []]
+        if column == ROW_ID or not ids:
+            shown = ", ".join(str(v) for v in values)
+        else:
+            shown = ", ".join(f"{i}: {_number(v)}" for i, v in zip(ids, values))
+        return f"{details['unexpected_count']} of {details.get('element_count')} rows unexpected" + (
+            f", e.g. {shown}" if shown else ""
+        )
+    if "observed_value" in details:
+        return f"observed {_number(details['observed_value'])}"
+    return "failed"
+
+
+def _number(value):
+    """1280.0 -> 1280 in messages (GX stores bounds as floats); other values as they are."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _exception_message(info) -> str | None:
+    if not info:
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message"))
+    return None

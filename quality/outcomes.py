@@ -1,0 +1,78 @@
+"""The record of every gate: one row per validated batch in a Delta table under the lake.
+
+Stages read it to refuse to run on a layer whose last validation failed, and `quality.report`
+prints it. A Delta table (not loose JSON files) because appends from concurrent stages are safe
+under Delta's optimistic concurrency, the same code reads it on local disk and on S3A, and
+"the latest row per layer" is one query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pyspark.sql import SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from pipelines import lake
+from pipelines.config import Conf
+
+OUTCOME_SCHEMA = T.StructType(
+    [
+        T.StructField("layer", T.StringType(), False),
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("success", T.BooleanType(), False),
+        T.StructField("validated_at", T.TimestampType(), False),
+        T.StructField("batch_rows", T.LongType(), False),
+        T.StructField("evaluated_expectations", T.IntegerType(), False),
+        T.StructField("failed_expectations", T.ArrayType(T.StringType()), False),
+        # The counts of the <layer>_totals suite (batch_quarantine_rate, unaccounted_<up>_images, ...).
+        T.StructField("metrics", T.MapType(T.StringType(), T.DoubleType()), False),
+        # What the stage passed as context (for example the input folder), as text.
+        T.StructField("context", T.MapType(T.StringType(), T.StringType()), False),
+        # Data Docs page of the run's first failed suite (or of its rows suite when all passed).
+        T.StructField("report_path", T.StringType(), False),
+        T.StructField("result_paths", T.ArrayType(T.StringType()), False),
+        T.StructField("docs_index", T.StringType(), False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    layer: str
+    run_id: str
+    success: bool
+    validated_at: datetime
+    batch_rows: int
+    evaluated_expectations: int
+    failed_expectations: list[str]
+    metrics: dict[str, float]
+    report_path: str
+    result_paths: list[str]
+    docs_index: str
+    context: dict[str, str] = field(default_factory=dict)
+
+    def as_row(self) -> dict:
+        return {name: getattr(self, name) for name in OUTCOME_SCHEMA.fieldNames()}
+
+
+def outcomes_location(conf: Conf) -> str:
+    return lake.lake_location(conf, conf["lake.reports"], conf["quality.outcomes_table"])
+
+
+def record(spark: SparkSession, conf: Conf, outcome: Outcome) -> None:
+    """Append one outcome (a single-row Delta commit)."""
+    row = spark.createDataFrame([outcome.as_row()], OUTCOME_SCHEMA)
+    row.write.format("delta").mode("append").save(outcomes_location(conf))
+
+
+def latest(spark: SparkSession, conf: Conf) -> dict[str, Outcome]:
+    """The most recent outcome of each layer that has one."""
+    table = lake.read_table(spark, outcomes_location(conf))
+    if table is None:
+        return {}
+    newest_first = Window.partitionBy("layer").orderBy(F.col("validated_at").desc(), F.col("run_id").desc())
+    rows = table.withColumn("_rank", F.row_number().over(newest_first)).where("_rank = 1").drop("_rank").collect()
+    return {row["layer"]: Outcome(**row.asDict(recursive=True)) for row in rows}

@@ -1,0 +1,258 @@
+"""The expectation suites, as code, and the Spark derivations they are evaluated on.
+
+Every layer has two suites (docs/quality.md lists each expectation and why):
+
+- `<layer>_rows`: one row per row of the staged batch. Array columns are never handed to GX nor
+  collected: Spark derives per-row scalars first (length, count of null/NaN/infinite elements,
+  smallest and largest finite element), and GX checks those.
+- `<layer>_totals`: a single row of counts computed in Spark over the batch, the quarantine rows
+  staged beside it and the published tables: quarantine rate of the batch, rows once published,
+  and for silver and gold the reconciliation with the upstream layer (every upstream image has
+  exactly one row or one quarantine row) and, for gold, the variance reached by the k components.
+
+The functions building DataFrames are pure (DataFrame in, DataFrame out); the suites are built
+from conf thresholds and from the facts the gate derived (gold's expected k), so the same code is
+the reviewed definition of the checks and what runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import great_expectations as gx
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from pipelines.config import Conf
+from quality.layers import LAYERS, ROW_ID, UPSTREAM
+
+_INFINITY = F.lit(float("inf"))
+
+
+@dataclass(frozen=True)
+class GoldFacts:
+    """What the gate derives about gold's model before building the gold suites.
+
+    `k` is the number of components every gold row must carry (gold.k when fixed, else the smallest
+    k whose cumulative explained-variance ratio reaches gold.variance_target, from the variance
+    table of the batch's model version); None when that version has no variance rows.
+    `variance_target` is None when k is fixed (then the variance reached is reported, not enforced).
+    """
+
+    model_version: str | None
+    k: int | None
+    variance_reached: float | None
+    variance_target: float | None
+    variance_components: int
+
+
+# ---------------------------------------------------------------- derived columns
+
+
+def array_checks(column: str) -> list[Column]:
+    """Per-row scalars of an array column: `<c>_length` (0 for a null array), `<c>_invalid_values`
+    (null, NaN or infinite elements), `<c>_min` / `<c>_max` over the finite elements (null when none).
+    """
+    values = F.col(column)
+    is_invalid = lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == _INFINITY)  # noqa: E731
+    finite = F.filter(values, lambda x: ~is_invalid(x))
+    return [
+        F.when(values.isNull(), F.lit(0)).otherwise(F.size(values)).alias(f"{column}_length"),
+        F.when(values.isNull(), F.lit(0)).otherwise(F.size(F.filter(values, is_invalid))).alias(f"{column}_invalid_values"),
+        F.array_min(finite).cast("double").alias(f"{column}_min"),
+        F.array_max(finite).cast("double").alias(f"{column}_max"),
+    ]
+
+
+def row_checks(layer: str, batch: DataFrame) -> DataFrame:
+    """The small per-row frame the `<layer>_rows` suite validates (no binary, no arrays)."""
+    if layer == "bronze":
+        return batch.select(ROW_ID, "path", "label", "size_bytes")
+    if layer == "silver":
+        return batch.select(ROW_ID, *array_checks("features"))
+    if layer == "gold":
+        return batch.select(ROW_ID, "model_version", *array_checks("pca"))
+    raise ValueError(f"unknown layer '{layer}': expected one of {', '.join(LAYERS)}")
+
+
+def batch_counts(batch: DataFrame, staged_quarantine: DataFrame) -> DataFrame:
+    """One row: batch_rows, batch_quarantined and their ratio batch_quarantine_rate (0 when both are 0)."""
+    rows = batch.agg(F.count(F.lit(1)).alias("batch_rows"))
+    quarantined = staged_quarantine.agg(F.count(F.lit(1)).alias("batch_quarantined"))
+    total = F.col("batch_rows") + F.col("batch_quarantined")
+    return rows.crossJoin(quarantined).withColumn(
+        "batch_quarantine_rate", F.when(total > 0, F.col("batch_quarantined") / total).otherwise(F.lit(0.0))
+    )
+
+
+def rows_after_publish(layer_ids: DataFrame) -> DataFrame:
+    """One row: rows_after_publish, the distinct images the layer holds once the batch is published."""
+    return layer_ids.agg(F.countDistinct(ROW_ID).alias("rows_after_publish"))
+
+
+def reconciliation(upstream: str, upstream_ids: DataFrame, layer_ids: DataFrame, quarantined_ids: DataFrame) -> DataFrame:
+    """One row of counts proving that upstream = layer + quarantine, image by image.
+
+    Inputs are `image_id` frames: the upstream layer's images, the layer's images once the batch is
+    published, and the images the layer quarantined (published or staged). Output columns:
+    `<upstream>_images`, rows_after_publish, quarantined_images, `unaccounted_<upstream>_images`
+    (neither a row nor a quarantine row), rows_without_<upstream> (a row whose image the upstream
+    layer does not have) and accounted_twice (both a row and a quarantine row).
+    """
+
+    def flagged(ids: DataFrame, flag: str) -> DataFrame:
+        return ids.select(ROW_ID).where(F.col(ROW_ID).isNotNull()).distinct().withColumn(flag, F.lit(True))
+
+    joined = (
+        flagged(upstream_ids, "up")
+        .join(flagged(layer_ids, "row"), ROW_ID, "full_outer")
+        .join(flagged(quarantined_ids, "quarantined"), ROW_ID, "full_outer")
+        .na.fill(False, ["up", "row", "quarantined"])
+    )
+
+    def count_where(condition: Column) -> Column:
+        return F.count(F.when(condition, 1))
+
+    up, row, quarantined = F.col("up"), F.col("row"), F.col("quarantined")
+    return joined.agg(
+        count_where(up).alias(f"{upstream}_images"),
+        count_where(row).alias("rows_after_publish"),
+        count_where(quarantined).alias("quarantined_images"),
+        count_where(up & ~row & ~quarantined).alias(f"unaccounted_{upstream}_images"),
+        count_where(row & ~up).alias(f"rows_without_{upstream}"),
+        count_where(row & quarantined).alias("accounted_twice"),
+    )
+
+
+def layer_after_publish(layer: str, published: DataFrame | None, batch: DataFrame) -> DataFrame:
+    """The `image_id`s the layer holds once the batch is published.
+
+    Publishing inserts the batch rows whose image is absent, so it is published + batch; gold holds
+    one model version at a time (a fit replaces the table, an incremental run projects with the
+    current version), so for gold only the rows of the batch's model version count.
+    """
+    columns = [ROW_ID, "model_version"] if layer == "gold" else [ROW_ID]
+    rows = batch.select(*columns)
+    if published is not None:
+        rows = published.select(*columns).unionByName(rows)
+    if layer == "gold":
+        versions = batch.select("model_version").distinct()
+        rows = rows.join(versions, "model_version", "left_semi")
+    return rows.select(ROW_ID)
+
+
+def choose_k(ratios: Sequence[float], fixed_k: int | None, target: float) -> tuple[int, float]:
+    """(k, variance reached): gold.k when fixed, else the smallest k whose cumulative ratio reaches
+    the target (all components when none does, and the variance check then fails)."""
+    cumulative = 0.0
+    reached_at = None
+    for index, ratio in enumerate(ratios, start=1):
+        cumulative += ratio
+        if reached_at is None and cumulative >= target * (1.0 - 1e-12):
+            reached_at = (index, cumulative)
+    if fixed_k is not None:
+        return fixed_k, float(sum(ratios[:fixed_k]))
+    return reached_at if reached_at is not None else (len(ratios), cumulative)
+
+
+# ---------------------------------------------------------------- suites
+
+
+def rows_suite(layer: str, conf: Conf, gold: GoldFacts | None = None) -> gx.ExpectationSuite:
+    expectations = [
+        gx.expectations.ExpectColumnValuesToNotBeNull(column=ROW_ID),
+        gx.expectations.ExpectColumnValuesToBeUnique(column=ROW_ID),
+    ]
+    if layer == "bronze":
+        expectations += [
+            gx.expectations.ExpectColumnValuesToNotBeNull(column="path"),
+            gx.expectations.ExpectColumnValuesToBeUnique(column="path"),
+            gx.expectations.ExpectColumnValuesToNotBeNull(column="label"),
+            gx.expectations.ExpectColumnValuesToNotBeNull(column="size_bytes"),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="size_bytes", min_value=0, strict_min=True),
+        ]
+    elif layer == "silver":
+        length = conf["quality.silver.feature_length"]
+        expectations += _array_expectations(
+            "features", length, conf["quality.silver.feature_min"], conf["quality.silver.feature_max"],
+            f"MobileNetV2 pooled features: {length} values, each an average of ReLU6 outputs",
+        )
+    elif layer == "gold":
+        expectations.append(gx.expectations.ExpectColumnValuesToNotBeNull(column="model_version"))
+        if gold is not None and gold.k is not None:
+            expectations += _array_expectations("pca", gold.k, None, None, f"k={gold.k} principal components of model {gold.model_version}")
+        else:
+            expectations += _array_expectations("pca", None, None, None, "k unknown: no variance rows for this model version")
+    else:
+        raise ValueError(f"unknown layer '{layer}': expected one of {', '.join(LAYERS)}")
+    return gx.ExpectationSuite(name=f"{layer}_rows", expectations=expectations)
+
+
+def _array_expectations(column: str, length: int | None, low: float | None, high: float | None, note: str) -> list:
+    checks = []
+    if length is not None:
+        checks.append(
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column=f"{column}_length", min_value=length, max_value=length,
+                notes=f"{column}_length: number of values in `{column}` (0 when null). {note}.",
+            )
+        )
+    checks.append(
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column=f"{column}_invalid_values", min_value=0, max_value=0,
+            notes=f"{column}_invalid_values: null, NaN or infinite values in `{column}`.",
+        )
+    )
+    if low is not None:
+        checks.append(gx.expectations.ExpectColumnValuesToBeBetween(column=f"{column}_min", min_value=low, notes=note))
+    if high is not None:
+        checks.append(gx.expectations.ExpectColumnValuesToBeBetween(column=f"{column}_max", max_value=high, notes=note))
+    return checks
+
+
+def totals_suite(layer: str, conf: Conf, gold: GoldFacts | None = None) -> gx.ExpectationSuite:
+    rate_key = f"quality.{layer}.max_quarantine_rate"
+    expectations = [
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column="batch_quarantine_rate", min_value=0.0, max_value=conf[rate_key],
+            notes=f"Share of this run's new inputs the stage quarantined; tolerated up to {rate_key}.",
+        ),
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column="rows_after_publish", min_value=1, notes="The layer is not empty once this batch is published."
+        ),
+    ]
+    upstream = UPSTREAM.get(layer)
+    if upstream is not None:
+        expectations += [
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column=f"unaccounted_{upstream}_images", min_value=0, max_value=0,
+                notes=f"Every {upstream} image has a {layer} row or a {layer} quarantine row.",
+            ),
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column=f"rows_without_{upstream}", min_value=0, max_value=0,
+                notes=f"No {layer} row for an image {upstream} does not hold.",
+            ),
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column="accounted_twice", min_value=0, max_value=0,
+                notes=f"No image is both a {layer} row and a {layer} quarantine row.",
+            ),
+        ]
+    if layer == "gold":
+        expectations += [
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column="model_versions", min_value=1, max_value=1, notes="Gold rows come from one PCA model."
+            ),
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column="variance_components", min_value=1,
+                notes="The model version of the batch has its explained-variance rows (lake.tables.gold_variance).",
+            ),
+        ]
+        if gold is not None and gold.variance_target is not None:
+            expectations.append(
+                gx.expectations.ExpectColumnValuesToBeBetween(
+                    column="variance_reached", min_value=gold.variance_target,
+                    notes="Cumulative explained-variance ratio of the k components reaches gold.variance_target.",
+                )
+            )
+    return gx.ExpectationSuite(name=f"{layer}_totals", expectations=expectations)
