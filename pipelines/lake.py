@@ -9,13 +9,17 @@ the rows whose key is absent. Why this shape:
   table is private: readers never see it, and a rerun with the same run id overwrites it;
 - idempotent: inserting only absent keys makes a rerun, or a resume after a crash, exactly-once;
 - concurrency-safe: two writers of the same table conflict in Delta's optimistic concurrency
-  control (ConcurrentAppendException) instead of both inserting the same rows;
+  control (ConcurrentAppendException) instead of both inserting the same rows; the loser retries
+  its insert-if-absent MERGE, which then skips what the winner inserted;
 - the batch is computed once (staged), so the expensive transform is not recomputed by the audit
   and by the write.
 """
 
 from __future__ import annotations
 
+import random
+import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -84,18 +88,52 @@ def staging_location(conf: Conf, stage: str, run_id: str) -> str:
     return lake_location(conf, conf["lake.staging"], stage, run_id)
 
 
-def publish(spark: SparkSession, staged: DataFrame, location: str, keys: Sequence[str]) -> PublishResult:
-    """Insert the staged rows whose `keys` are absent from the table at `location`, in one commit."""
+class ConcurrentWriteError(RuntimeError):
+    """Another writer kept winning Delta's commit race for the same table; nothing was published."""
+
+
+_DELTA_CONFLICT = re.compile(
+    r"Concurrent\w*Exception|MetadataChangedException|ProtocolChangedException|DELTA_CONCURRENT|"
+    r"DELTA_METADATA_CHANGED|DELTA_PROTOCOL_CHANGED"
+)
+
+
+def is_commit_conflict(exc: BaseException) -> bool:
+    """True for Delta's optimistic-concurrency conflicts (another writer committed first)."""
+    return bool(_DELTA_CONFLICT.search(f"{type(exc).__name__}: {exc}"))
+
+
+def publish(
+    spark: SparkSession, staged: DataFrame, location: str, keys: Sequence[str], attempts: int = 5
+) -> PublishResult:
+    """Insert the staged rows whose `keys` are absent from the table at `location`, in one commit.
+
+    When another run of the stage commits to the same table first, Delta rejects this commit
+    (optimistic concurrency); the MERGE is then simply retried: it re-reads the table, so rows the
+    other run already inserted are not inserted twice. This run waits its turn instead of failing.
+    """
     staged_rows = staged.count()
-    DeltaTable.createIfNotExists(spark).location(location).addColumns(staged.schema).execute()
-    if staged_rows == 0:
-        return PublishResult(location, 0, 0)
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    table = DeltaTable.forPath(spark, location)
-    table.alias("t").merge(staged.alias("s"), condition).whenNotMatchedInsertAll().execute()
-    metrics = table.history(1).select("operation", "operationMetrics").first()
-    inserted = int(metrics["operationMetrics"].get("numTargetRowsInserted", 0)) if metrics["operation"] == "MERGE" else 0
-    return PublishResult(location, staged_rows, inserted)
+    attempt = 1
+    while True:
+        try:
+            DeltaTable.createIfNotExists(spark).location(location).addColumns(staged.schema).execute()
+            if staged_rows == 0:
+                return PublishResult(location, 0, 0)
+            table = DeltaTable.forPath(spark, location)
+            merged = table.alias("t").merge(staged.alias("s"), condition).whenNotMatchedInsertAll().execute()
+            return PublishResult(location, staged_rows, int(merged.first()["num_inserted_rows"]))
+        except Exception as exc:  # noqa: BLE001 - only commit conflicts are retried
+            if not is_commit_conflict(exc):
+                raise
+            if attempt >= attempts:
+                raise ConcurrentWriteError(
+                    f"{location}: another run kept committing to this table first ({attempts} attempts); "
+                    f"nothing of this run was published to it: rerun the stage when the other run is done"
+                ) from exc
+            print(f"{location}: a concurrent run committed first; retrying the merge ({attempt}/{attempts - 1})")
+            time.sleep(attempt * random.uniform(0.5, 1.5))
+            attempt += 1
 
 
 def write_audit_publish(
@@ -129,3 +167,31 @@ def drop_location(spark: SparkSession, location: str) -> None:
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(location)
     path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
+
+
+def replace_table(
+    spark: SparkSession,
+    conf: Conf,
+    stage: str,
+    run_id: str,
+    table: str,
+    rows: DataFrame,
+    audit: Audit | None = None,
+) -> PublishResult:
+    """Stage `rows`, audit them, then overwrite the lake table `table` with exactly them, in one commit.
+
+    For a stage that recomputes its whole table (gold's refit: every row gets a new model version),
+    where write_audit_publish's insert-if-absent would mix old and new rows. A Delta overwrite is a
+    single commit, so readers see the old table or the new one, never a mix; a run killed before it
+    leaves the old table as it was, and the old version stays readable by time travel until vacuumed.
+    A concurrent writer of the table conflicts in Delta's optimistic concurrency control. Unlike
+    publish(), a rerun replaces the table again (with the same rows when the input is unchanged).
+    """
+    staged = stage_batch(spark, conf, f"{stage}/{table}", run_id, rows)
+    if audit is not None:
+        audit(staged)
+    location = table_location(conf, table)
+    staged_rows = staged.count()
+    staged.write.format("delta").mode("overwrite").save(location)
+    drop_location(spark, staging_location(conf, f"{stage}/{table}", run_id))
+    return PublishResult(location, staged_rows, staged_rows)
