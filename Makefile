@@ -45,6 +45,7 @@ setup: $(STAMPS)/venv $(STAMPS)/jars
 run: setup
 	$(PY) scripts/fetch_dataset.py --conf $(CONF) $(ARGS)
 	$(PY) -m pipelines.bronze --conf $(CONF) $(ARGS)
+	$(PY) -m pipelines.gold --conf $(CONF) $(ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

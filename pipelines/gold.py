@@ -1,0 +1,651 @@
+"""Gold: reduce silver's image features with a PCA fitted in Spark ML, incrementally.
+
+read conf -> read silver -> either fit (first run, or --refit): center (and optionally scale) the
+features, fit a PCA, choose k from the explained variance, save the model, rewrite gold in one
+commit; or project only the silver rows that have no gold row yet with the current model ->
+export the whole gold matrix as one CSV file and as Parquet -> plot the explained variance and
+PC1/PC2 of a few fruits.
+
+Decisions (see docs/gold.md):
+- The explained variance comes from Spark (`PCAModel.explainedVariance`, each component's share of
+  the total variance, from the covariance matrix Spark computes in a distributed pass): only d x d
+  objects ever reach the driver, never the feature matrix. The PCA is fitted once with the most
+  components allowed (min(d, rows, gold.max_k)), k is the smallest count reaching
+  gold.variance_target (or gold.k), and a `VectorSlicer` keeps the first k outputs: the top-k
+  components of a wider fit are those of a k fit, so one fit (one eigendecomposition) is enough.
+- Gold stores principal-component scores of the *centered* features: a `StandardScaler` with
+  withMean=true always runs before the PCA (Spark's PCA itself does not center when it projects),
+  and its fit-time mean is part of the saved model, so new rows are centered the same way.
+- The saved model is a `PipelineModel` [StandardScalerModel, PCAModel, VectorSlicer] under
+  <lake.root>/<lake.models>/<gold.models_dir>/<model_version>. The current version is the one in
+  the gold table (all gold rows share it); the registry Delta table beside the models records each
+  fit (rows, labels, k, variance) for the refit policy.
+- A fit rewrites gold with one Delta overwrite (lake.replace_table): readers see the old or the new
+  version, never a mix. An incremental run inserts with lake.write_audit_publish (exactly-once).
+- Silver rows whose features are null, empty, of another length than the model's, or not finite
+  go to the shared quarantine table with stage 'gold' and a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.feature import PCA, StandardScaler, VectorSlicer
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from pipelines import lake
+from pipelines.cli import load_stage_conf, new_run_id, stage_parser
+from pipelines.config import Conf, ConfError
+from pipelines.session import build_spark_session
+
+STAGE = "gold"
+
+GOLD_SCHEMA = T.StructType(
+    [
+        T.StructField("image_id", T.StringType(), True),
+        T.StructField("label", T.StringType(), True),
+        T.StructField("split", T.StringType(), True),
+        T.StructField("pca", T.ArrayType(T.DoubleType(), False), True),
+        T.StructField("model_version", T.StringType(), True),
+        T.StructField("run_id", T.StringType(), True),
+    ]
+)
+VARIANCE_SCHEMA = T.StructType(
+    [
+        T.StructField("component", T.IntegerType(), False),
+        T.StructField("explained_variance_ratio", T.DoubleType(), False),
+        T.StructField("cumulative", T.DoubleType(), False),
+        T.StructField("model_version", T.StringType(), False),
+    ]
+)
+VARIANCE_KEYS = ("model_version", "component")
+# One row per fit: what later runs need to project with the model and to judge when to refit.
+REGISTRY_SCHEMA = T.StructType(
+    [
+        T.StructField("model_version", T.StringType(), False),
+        T.StructField("fitted_at", T.TimestampType(), False),
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("fit_rows", T.LongType(), False),
+        T.StructField("feature_dim", T.IntegerType(), False),
+        T.StructField("k", T.IntegerType(), False),
+        T.StructField("k_fitted", T.IntegerType(), False),
+        T.StructField("variance_target", T.DoubleType(), True),
+        T.StructField("fixed_k", T.IntegerType(), True),
+        T.StructField("variance_reached", T.DoubleType(), False),
+        T.StructField("standardize", T.BooleanType(), False),
+        T.StructField("fit_labels", T.ArrayType(T.StringType(), False), False),
+        T.StructField("fit_feature_models", T.ArrayType(T.StringType(), False), False),
+    ]
+)
+SILVER_COLUMNS = ("image_id", "label", "split", "features", "model_weights_sha256")
+
+# Column names inside the saved PipelineModel (part of the persisted model: keep them stable).
+_VECTOR_COL, _CENTERED_COL, _COMPONENTS_COL, _PCA_COL = "features_vector", "features_centered", "components", "pca_vector"
+_PLOT_FILES = {"variance": "cumulative_variance.png", "scatter": "pc1_pc2_scatter.png"}
+
+
+class GoldStateError(RuntimeError):
+    """The lake is not in a state gold can continue from; the message says which table and what to do."""
+
+
+@dataclass(frozen=True)
+class GoldSettings:
+    """The `gold.*` settings, checked once (conf/base.yaml types them; the ranges are checked here)."""
+
+    variance_target: float
+    fixed_k: int | None
+    max_k: int
+    standardize: bool
+    refit_fraction: float
+
+    @classmethod
+    def from_conf(cls, conf: Conf) -> "GoldSettings":
+        target, fixed_k, max_k = conf["gold.variance_target"], conf["gold.k"], conf["gold.max_k"]
+        if not 0.0 < target <= 1.0:
+            raise ConfError(f"gold.variance_target={target} must be in (0, 1], for example 0.95")
+        if fixed_k is not None and (isinstance(fixed_k, bool) or not isinstance(fixed_k, int) or fixed_k < 1):
+            raise ConfError(f"gold.k={fixed_k!r} must be a positive integer, or null to choose k from gold.variance_target")
+        if max_k < 1:
+            raise ConfError(f"gold.max_k={max_k} must be at least 1")
+        if conf["gold.refit_fraction"] < 0:
+            raise ConfError(f"gold.refit_fraction={conf['gold.refit_fraction']} must be >= 0")
+        return cls(target, fixed_k, max_k, conf["gold.standardize"], conf["gold.refit_fraction"])
+
+
+@dataclass(frozen=True)
+class GoldModel:
+    """A fitted PCA model and its registry record."""
+
+    version: str
+    pipeline: PipelineModel
+    record: dict
+
+    @property
+    def k(self) -> int:
+        return self.record["k"]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.record["feature_dim"]
+
+    @property
+    def explained_variance(self) -> np.ndarray:
+        """Share of the total variance of each fitted component (k_fitted values, descending)."""
+        return self.pipeline.stages[1].explainedVariance.toArray()
+
+
+# ---------------------------------------------------------------- pure functions
+
+
+def select_pca_k(explained_variance: Sequence[float], target: float) -> int:
+    """Smallest k whose first k explained-variance ratios add up to `target` (all of them if none does).
+
+    The ratios are shares of the total variance, in decreasing order, as Spark's
+    `PCAModel.explainedVariance` gives them. A relative tolerance of 1e-12 absorbs float rounding,
+    so a target of 1.0 is reached by the components that hold all the variance.
+    """
+    ratios = np.asarray(explained_variance, dtype=float)
+    if ratios.ndim != 1 or ratios.size == 0:
+        raise ValueError("explained_variance must be a non-empty sequence of ratios")
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"variance target {target} must be in (0, 1]")
+    reached = np.nonzero(np.cumsum(ratios) >= target * (1.0 - 1e-12))[0]
+    return int(reached[0]) + 1 if reached.size else int(ratios.size)
+
+
+def variance_records(explained_variance: Sequence[float], model_version: str) -> list[tuple]:
+    """Rows of the variance table: (component from 1, ratio, cumulative ratio, model_version)."""
+    ratios = [float(r) for r in explained_variance]
+    cumulative = np.cumsum(ratios)
+    return [(i + 1, ratios[i], float(cumulative[i]), model_version) for i in range(len(ratios))]
+
+
+def model_version_for(fitted_at: datetime, fit_rows: int, fingerprint: str) -> str:
+    """`<UTC time>-n<rows>-<8 hex>`: sortable by time, readable, and distinct for distinct inputs."""
+    stamp = fitted_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-n{fit_rows}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:8]}"
+
+
+def refit_reasons(
+    fit_rows: int,
+    gold_rows: int,
+    refit_fraction: float,
+    unseen_labels: Sequence[str],
+    unseen_feature_models: Sequence[str],
+    changed_settings: Sequence[str] = (),
+) -> list[str]:
+    """Why the current model should be refitted (empty: it still describes gold well)."""
+    reasons = []
+    projected = gold_rows - fit_rows
+    if projected > refit_fraction * fit_rows:
+        reasons.append(
+            f"{projected} rows projected since the fit on {fit_rows} rows "
+            f"(over gold.refit_fraction={refit_fraction:g} of the fit)"
+        )
+    if unseen_labels:
+        shown = ", ".join(sorted(unseen_labels)[:5]) + (", ..." if len(unseen_labels) > 5 else "")
+        reasons.append(f"{len(unseen_labels)} label(s) unseen at fit time ({shown})")
+    if unseen_feature_models:
+        reasons.append(
+            f"silver has features from {len(unseen_feature_models)} feature-model weight file(s) the fit never saw"
+        )
+    if changed_settings:
+        reasons.append(f"settings changed since the fit ({', '.join(changed_settings)})")
+    return reasons
+
+
+def changed_settings(record: dict, settings: GoldSettings) -> list[str]:
+    """The gold.* settings that differ from those the current model was fitted with."""
+    changes = []
+    if record["fixed_k"] != settings.fixed_k:
+        changes.append(f"gold.k {record['fixed_k']} -> {settings.fixed_k}")
+    elif settings.fixed_k is None and record["variance_target"] != settings.variance_target:
+        changes.append(f"gold.variance_target {record['variance_target']:g} -> {settings.variance_target:g}")
+    if record["standardize"] != settings.standardize:
+        changes.append(f"gold.standardize {record['standardize']} -> {settings.standardize}")
+    return changes
+
+
+def unquarantined_silver_rows(silver: DataFrame, quarantine: DataFrame) -> DataFrame:
+    """Silver rows gold never rejected (what a fit uses): an image is in gold or in quarantine, not both."""
+    rejected = quarantine.where(F.col("stage") == STAGE).select("image_id")
+    return silver.select(*SILVER_COLUMNS).dropDuplicates(["image_id"]).join(rejected, "image_id", "left_anti")
+
+
+def new_silver_rows(silver: DataFrame, gold: DataFrame, quarantine: DataFrame) -> DataFrame:
+    """Silver rows with neither a gold row nor a gold quarantine row (what an incremental run handles)."""
+    return unquarantined_silver_rows(silver, quarantine).join(gold.select("image_id"), "image_id", "left_anti")
+
+
+def check_features(rows: DataFrame, feature_dim: int | None) -> DataFrame:
+    """Add `reason`: null when the row's features can be projected, else why they cannot."""
+    size = F.size("features")
+    non_finite = F.exists("features", lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")))
+    reason = (
+        F.when(F.col("features").isNull(), F.lit("no_features: the silver row has null features"))
+        .when(size == 0, F.lit("no_features: the silver row has an empty feature array"))
+        .when(
+            size != F.lit(feature_dim if feature_dim is not None else -1),
+            F.concat(
+                F.lit("wrong_dimension: "), size.cast("string"),
+                F.lit(f" features where the PCA model expects {feature_dim}; if silver's feature model "
+                      f"changed, run gold with --refit"),
+            ),
+        )
+        .when(non_finite, F.lit("non_finite: the features contain NaN, infinity or null values"))
+    )
+    return rows.withColumn("reason", reason)
+
+
+def with_feature_vectors(rows: DataFrame) -> DataFrame:
+    """The accepted rows with their features as ML vectors (what the saved pipeline reads)."""
+    return rows.where(F.col("reason").isNull()).select(
+        "image_id", "label", "split", "model_weights_sha256", array_to_vector("features").alias(_VECTOR_COL)
+    )
+
+
+def gold_rows(projected: DataFrame, model_version: str, run_id: str) -> DataFrame:
+    return projected.select(
+        "image_id", "label", "split",
+        vector_to_array(_PCA_COL, "float64").alias("pca"),
+        F.lit(model_version).alias("model_version"),
+        F.lit(run_id).alias("run_id"),
+    )
+
+
+def quarantine_rows(checked: DataFrame, run_id: str) -> DataFrame:
+    """Rejected silver rows in the shared quarantine schema (gold has no file path: join bronze on image_id)."""
+    return checked.where(F.col("reason").isNotNull()).select(
+        "image_id", F.lit(None).cast("string").alias("path"), F.lit(STAGE).alias("stage"), "reason",
+        F.lit(None).cast("long").alias("source_size_bytes"), F.lit(None).cast("timestamp").alias("source_modified_at"),
+        F.lit(run_id).alias("run_id"), F.current_timestamp().alias("recorded_at"),
+    )
+
+
+def export_frame(gold: DataFrame, k: int) -> DataFrame:
+    """The gold matrix with one column per component: image_id, label, split, pc_1 .. pc_k."""
+    return gold.select("image_id", "label", "split", *[F.col("pca")[i].alias(f"pc_{i + 1}") for i in range(k)])
+
+
+def scatter_sample(gold: DataFrame, labels: Sequence[str], per_label: int) -> DataFrame:
+    """PC1 and PC2 of at most `per_label` rows per label, chosen by a hash of image_id (stable across runs)."""
+    order = Window.partitionBy("label").orderBy(F.xxhash64("image_id"), "image_id")
+    return (
+        gold.where(F.col("label").isin(list(labels)))
+        .select("label", F.col("pca")[0].alias("pc1"), F.col("pca")[1].alias("pc2"), F.row_number().over(order).alias("n"))
+        .where(F.col("n") <= per_label)
+        .drop("n")
+    )
+
+
+# ---------------------------------------------------------------- model: fit, save, load
+
+
+def modal_dimension(rows: DataFrame) -> int | None:
+    """The most common non-zero feature length (silver writes one length; others are anomalies)."""
+    top = (
+        rows.where(F.size("features") > 0)
+        .groupBy(F.size("features").alias("dim"))
+        .count()
+        .orderBy(F.desc("count"), F.desc("dim"))
+        .first()
+    )
+    return None if top is None else int(top["dim"])
+
+
+def fit_model(vectors: DataFrame, settings: GoldSettings, feature_dim: int, fit_rows: int) -> tuple[PipelineModel, int, int]:
+    """Fit centering (+ scaling) and a PCA with as many components as allowed, then keep the first k.
+
+    Returns the pipeline, k and the number of components fitted. Spark computes the covariance
+    with one distributed pass and eigendecomposes it (d x d) on the driver.
+    """
+    if settings.fixed_k is not None and settings.fixed_k > feature_dim:
+        raise ConfError(f"gold.k={settings.fixed_k} exceeds the {feature_dim} features of silver: lower it or set it to null")
+    k_fitted = settings.fixed_k if settings.fixed_k is not None else min(feature_dim, fit_rows, settings.max_k)
+    scaler = StandardScaler(withMean=True, withStd=settings.standardize, inputCol=_VECTOR_COL, outputCol=_CENTERED_COL)
+    pca = PCA(k=k_fitted, inputCol=_CENTERED_COL, outputCol=_COMPONENTS_COL)
+    scaler_model, pca_model = Pipeline(stages=[scaler, pca]).fit(vectors).stages
+    explained = pca_model.explainedVariance.toArray()
+    k = settings.fixed_k if settings.fixed_k is not None else select_pca_k(explained, settings.variance_target)
+    keep_first_k = VectorSlicer(inputCol=_COMPONENTS_COL, outputCol=_PCA_COL, indices=list(range(k)))
+    return PipelineModel([scaler_model, pca_model, keep_first_k]), k, k_fitted
+
+
+def models_location(conf: Conf) -> str:
+    return lake.lake_location(conf, conf["lake.models"], conf["gold.models_dir"])
+
+
+def model_location(conf: Conf, model_version: str) -> str:
+    return f"{models_location(conf)}/{model_version}"
+
+
+def registry_location(conf: Conf) -> str:
+    return f"{models_location(conf)}/{conf['gold.registry']}"
+
+
+def current_model(spark: SparkSession, conf: Conf, gold: DataFrame) -> GoldModel | None:
+    """The model of the rows in gold (None when gold is empty: the next run fits)."""
+    versions = [r["model_version"] for r in gold.select("model_version").distinct().limit(2).collect()]
+    if not versions:
+        return None
+    if len(versions) > 1:
+        raise GoldStateError(
+            f"gold table '{lake.table_location(conf, 'gold')}' holds rows of several model versions "
+            f"({', '.join(versions)}); run gold with --refit to rewrite it with one model"
+        )
+    version = versions[0]
+    registry = lake.read_table(spark, registry_location(conf))
+    record = None if registry is None else registry.where(F.col("model_version") == version).first()
+    location = model_location(conf, version)
+    if record is None or not _exists(spark, location):
+        raise GoldStateError(
+            f"model {version} used by gold is missing (registry '{registry_location(conf)}', folder '{location}'); "
+            f"run gold with --refit to fit a new model on all of silver"
+        )
+    return GoldModel(version, PipelineModel.load(location), record.asDict())
+
+
+# ---------------------------------------------------------------- runs
+
+
+def run(spark: SparkSession, conf: Conf, run_id: str, refit: bool = False, audit: lake.Audit | None = None) -> dict:
+    """One gold run; the stats hold k, the variance reached and the target for the quality gate."""
+    started = time.monotonic()
+    settings = GoldSettings.from_conf(conf)
+    silver_location = lake.table_location(conf, "silver")
+    silver = lake.read_table(spark, silver_location)
+    if silver is None:
+        raise FileNotFoundError(f"silver table '{silver_location}' does not exist: run `python -m pipelines.silver` first")
+    gold_location = lake.table_location(conf, "gold")
+    gold = lake.read_table_or_empty(spark, gold_location, GOLD_SCHEMA)
+    model = None if refit else current_model(spark, conf, gold)
+    if model is None:
+        mode = "refit" if refit else "fit"
+        model = _fit_and_replace(spark, conf, run_id, settings, silver, audit)
+    else:
+        mode = "incremental"
+        _project_new_rows(spark, conf, run_id, silver, gold, model, audit)
+    stats = {"mode": mode, "rejected": _rejected_by_run(spark, conf, run_id)}
+    if model is None:
+        stats.update(rows_written=0, gold_rows=0, k=None, variance_reached=None,
+                     variance_target=settings.variance_target, note="not fitted: a PCA needs at least 2 valid silver rows")
+        stats["seconds"] = round(time.monotonic() - started, 1)
+        return stats
+    gold = spark.read.format("delta").load(gold_location)
+    explained = model.explained_variance
+    stats.update(
+        rows_written=gold.where(F.col("run_id") == run_id).count(),
+        gold_rows=gold.count(),
+        model_version=model.version,
+        k=model.k,
+        k_fitted=len(explained),
+        feature_dim=model.feature_dim,
+        variance_reached=float(np.sum(explained[: model.k])),
+        variance_target=model.record["variance_target"],
+        fixed_k=model.record["fixed_k"],
+        fit_rows=model.record["fit_rows"],
+    )
+    stats["refit_reasons"] = _refit_reasons(silver, gold, model, stats["gold_rows"], settings)
+    stats["exports"] = export_gold(spark, conf, run_id, gold, model.k)
+    stats["plots"] = plot_gold(spark, conf, run_id, gold, model)
+    stats["seconds"] = round(time.monotonic() - started, 1)
+    return stats
+
+
+def _fit_and_replace(
+    spark: SparkSession, conf: Conf, run_id: str, settings: GoldSettings, silver: DataFrame, audit: lake.Audit | None
+) -> GoldModel | None:
+    """Fit on every valid silver row gold has not quarantined before, save and register the model,
+    then replace gold in one commit.
+
+    Returns the new model, or None when fewer than two valid rows exist (a covariance needs two;
+    the silver rows then stay pending for a later run). The rejected rows are staged first, so the
+    audit (the quality gate) sees them beside the gold batch, and published after gold. The model,
+    its registry row and its variance rows are written before the audit (the gate reads the
+    variance of the batch's version): a failed audit or a killed run leaves them as orphans, never
+    a gold row without its model; a quarantine row lost by a kill is found again by the next run.
+    """
+    quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
+    candidates = unquarantined_silver_rows(silver, quarantine)
+    feature_dim = modal_dimension(candidates)
+    checked = check_features(candidates, feature_dim).cache()
+    valid = F.col("reason").isNull()
+    summary = checked.agg(
+        F.count(F.when(valid, 1)).alias("rows"),
+        F.count(F.when(~valid, 1)).alias("rejected"),
+        F.bit_xor(F.when(valid, F.xxhash64("image_id"))).alias("ids_xor"),
+        F.collect_set(F.when(valid, F.col("label"))).alias("labels"),
+        F.collect_set(F.when(valid, F.col("model_weights_sha256"))).alias("feature_models"),
+    ).first()
+    fit_rows = int(summary["rows"])
+    staged_quarantine = None
+    if summary["rejected"]:
+        staged_quarantine = lake.stage_batch(spark, conf, f"{STAGE}/quarantine", run_id, quarantine_rows(checked, run_id))
+    model = None
+    if fit_rows >= 2:
+        vectors = with_feature_vectors(checked)
+        pipeline, k, k_fitted = fit_model(vectors, settings, feature_dim, fit_rows)
+        fitted_at = datetime.now(timezone.utc)
+        fingerprint = f"{summary['ids_xor']}|{fit_rows}|{feature_dim}|{k}|{k_fitted}|{settings.standardize}"
+        version = model_version_for(fitted_at, fit_rows, fingerprint)
+        pipeline.write().overwrite().save(model_location(conf, version))
+        explained = pipeline.stages[1].explainedVariance.toArray()
+        record = {
+            "model_version": version, "fitted_at": fitted_at, "run_id": run_id, "fit_rows": fit_rows,
+            "feature_dim": feature_dim, "k": k, "k_fitted": k_fitted,
+            "variance_target": None if settings.fixed_k is not None else settings.variance_target,
+            "fixed_k": settings.fixed_k, "variance_reached": float(np.sum(explained[:k])),
+            "standardize": settings.standardize,
+            "fit_labels": sorted(summary["labels"]), "fit_feature_models": sorted(summary["feature_models"]),
+        }
+        lake.publish(spark, spark.createDataFrame([record], REGISTRY_SCHEMA), registry_location(conf), ("model_version",))
+        lake.publish(
+            spark, spark.createDataFrame(variance_records(explained, version), VARIANCE_SCHEMA),
+            lake.table_location(conf, "gold_variance"), VARIANCE_KEYS,
+        )
+        lake.replace_table(spark, conf, STAGE, run_id, "gold", gold_rows(pipeline.transform(vectors), version, run_id), audit=audit)
+        model = GoldModel(version, pipeline, record)
+    if staged_quarantine is not None:
+        lake.publish(spark, staged_quarantine, lake.table_location(conf, "quarantine"), lake.QUARANTINE_KEYS)
+        lake.drop_location(spark, lake.staging_location(conf, f"{STAGE}/quarantine", run_id))
+    checked.unpersist()
+    return model
+
+
+def _project_new_rows(
+    spark: SparkSession, conf: Conf, run_id: str, silver: DataFrame, gold: DataFrame, model: GoldModel,
+    audit: lake.Audit | None,
+) -> None:
+    """Project the silver rows not yet in gold (nor quarantined by gold) with the current model."""
+    quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
+    new = new_silver_rows(silver, gold, quarantine)
+    if new.isEmpty():
+        return
+    checked = check_features(new, model.feature_dim)
+    rows = gold_rows(model.pipeline.transform(with_feature_vectors(checked)), model.version, run_id)
+    lake.write_audit_publish(
+        spark, conf, STAGE, run_id,
+        {"gold": (rows, ("image_id",)), "quarantine": (quarantine_rows(checked, run_id), lake.QUARANTINE_KEYS)},
+        audit=audit,
+    )
+
+
+def _rejected_by_run(spark: SparkSession, conf: Conf, run_id: str) -> int:
+    """Gold quarantine rows recorded under this run id (counted in the table: exact even on a resume)."""
+    quarantine = lake.read_table(spark, lake.table_location(conf, "quarantine"))
+    if quarantine is None:
+        return 0
+    return quarantine.where((F.col("stage") == STAGE) & (F.col("run_id") == run_id)).count()
+
+
+def _refit_reasons(silver: DataFrame, gold: DataFrame, model: GoldModel, gold_rows_count: int, settings: GoldSettings) -> list[str]:
+    gold_labels = {r["label"] for r in gold.select("label").distinct().collect()}
+    silver_models = {r[0] for r in silver.select("model_weights_sha256").distinct().collect()}
+    return refit_reasons(
+        model.record["fit_rows"], gold_rows_count, settings.refit_fraction,
+        sorted(gold_labels - set(model.record["fit_labels"]) - {None}),
+        sorted(silver_models - set(model.record["fit_feature_models"]) - {None}),
+        changed_settings(model.record, settings),
+    )
+
+
+# ---------------------------------------------------------------- exports and plots
+
+
+def export_gold(spark: SparkSession, conf: Conf, run_id: str, gold: DataFrame, k: int) -> dict[str, str]:
+    """Rewrite the CSV (one file, stable name) and Parquet exports with the whole gold matrix."""
+    exports_root = lake.lake_location(conf, conf["lake.exports"])
+    matrix = export_frame(gold, k).coalesce(1).sortWithinPartitions("split", "label", "image_id")
+    parquet = f"{exports_root}/{conf['gold.export_parquet_dir']}"
+    export_frame(gold, k).write.mode("overwrite").parquet(parquet)
+    csv = f"{exports_root}/{conf['gold.export_csv_dir']}/{conf['gold.export_csv_name']}"
+    write_single_csv(spark, matrix, csv, lake.staging_location(conf, f"{STAGE}/csv", run_id))
+    return {"csv": csv, "parquet": parquet}
+
+
+def write_single_csv(spark: SparkSession, frame: DataFrame, target: str, scratch: str) -> None:
+    """Write a one-partition frame as the single CSV file `target`, through Hadoop's FileSystem.
+
+    Spark writes a folder of part files; the one part file is renamed to the stable name (a copy on
+    S3A), replacing the previous export. Quotes are escaped RFC 4180 style, so any CSV reader parses it.
+    """
+    frame.write.mode("overwrite").option("header", True).option("escape", '"').csv(scratch)
+    fs, scratch_path = _fs_path(spark, scratch)
+    parts = fs.globStatus(_jvm_path(spark, f"{scratch}/part-*"))
+    if len(parts) != 1:
+        raise GoldStateError(f"expected one part file in '{scratch}', found {len(parts)}: the CSV export needs coalesce(1)")
+    target_path = _jvm_path(spark, target)
+    fs.mkdirs(target_path.getParent())
+    fs.delete(target_path, False)
+    if not fs.rename(parts[0].getPath(), target_path):
+        raise GoldStateError(f"could not move the CSV export to '{target}' (check write access to that folder)")
+    fs.delete(scratch_path, True)
+
+
+def plot_gold(spark: SparkSession, conf: Conf, run_id: str, gold: DataFrame, model: GoldModel) -> dict[str, str]:
+    """Draw this run's PNGs locally, then copy them beside the reports (local folder or S3A alike)."""
+    reports = lake.lake_location(conf, conf["lake.reports"], STAGE, run_id)
+    written = {}
+    with tempfile.TemporaryDirectory(prefix="gold-plots-") as scratch:
+        figures = {"variance": variance_figure(model.explained_variance, model.k, model.record["variance_target"], model.version)}
+        labels = _scatter_labels(gold, conf["gold.plot_labels"], conf["gold.plot_max_labels"])
+        if model.k >= 2 and labels:
+            points = scatter_sample(gold, labels, conf["gold.plot_points_per_label"]).collect()
+            figures["scatter"] = scatter_figure(points, labels, model.version)
+        for name, figure in figures.items():
+            local = Path(scratch) / _PLOT_FILES[name]
+            figure.savefig(local, dpi=110)
+            destination = f"{reports}/{_PLOT_FILES[name]}"
+            fs, path = _fs_path(spark, destination)
+            fs.copyFromLocalFile(False, True, _jvm_path(spark, local.as_uri()), path)
+            written[name] = destination
+    return written
+
+
+def _scatter_labels(gold: DataFrame, wanted: Sequence[str], max_labels: int) -> list[str]:
+    """The configured labels present in gold, or else the most frequent ones (at most max_labels)."""
+    present = {r["label"] for r in gold.where(F.col("label").isin(list(wanted))).select("label").distinct().collect()}
+    chosen = [label for label in wanted if label in present][:max_labels]
+    if chosen:
+        return chosen
+    frequent = gold.groupBy("label").count().orderBy(F.desc("count"), "label").limit(max_labels).collect()
+    return [r["label"] for r in frequent if r["label"] is not None]
+
+
+def variance_figure(explained: np.ndarray, k: int, target: float | None, model_version: str) -> Figure:
+    cumulative = np.cumsum(explained)
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.add_subplot()
+    axes.plot(np.arange(1, len(cumulative) + 1), cumulative, color="tab:blue", label="cumulative explained variance")
+    if target is not None:
+        axes.axhline(target, color="tab:red", linestyle="--", label=f"target {target:g}")
+    axes.axvline(k, color="tab:green", linestyle=":", label=f"k = {k} ({cumulative[k - 1]:.3f})")
+    axes.scatter([k], [cumulative[k - 1]], color="tab:green", zorder=3)
+    axes.set_xscale("log" if len(cumulative) > 50 else "linear")
+    axes.set(xlabel="number of components", ylabel="share of total variance", ylim=(0, 1.02),
+             title=f"Gold PCA: cumulative explained variance\nmodel {model_version}")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def scatter_figure(points: Sequence, labels: Sequence[str], model_version: str) -> Figure:
+    figure = Figure(figsize=(7.5, 6))
+    axes = figure.add_subplot()
+    colors = [f"C{i % 10}" for i in range(len(labels))]
+    for label, color in zip(labels, colors):
+        xs = [p["pc1"] for p in points if p["label"] == label]
+        ys = [p["pc2"] for p in points if p["label"] == label]
+        axes.scatter(xs, ys, s=12, alpha=0.7, color=color, label=f"{label} ({len(xs)})")
+    axes.set(xlabel="PC1", ylabel="PC2", title=f"Gold PCA: PC1 vs PC2 for {len(labels)} fruits\nmodel {model_version}")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", markerscale=1.5, loc="best")
+    figure.tight_layout()
+    return figure
+
+
+def _jvm_path(spark: SparkSession, location: str):
+    return spark.sparkContext._jvm.org.apache.hadoop.fs.Path(location)
+
+
+def _fs_path(spark: SparkSession, location: str):
+    path = _jvm_path(spark, location)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def _exists(spark: SparkSession, location: str) -> bool:
+    fs, path = _fs_path(spark, location)
+    return bool(fs.exists(path))
+
+
+# ---------------------------------------------------------------- command line
+
+
+def summary_line(stats: dict, run_id: str) -> str:
+    if stats.get("note"):
+        return f"gold run {run_id}: {stats['mode']}, {stats['note']}, rejected {stats['rejected']}, {stats['seconds']} s"
+    target = f"target {stats['variance_target']:g}" if stats["variance_target"] is not None else f"fixed k {stats['fixed_k']}"
+    return (
+        f"gold run {run_id}: {stats['mode']}, model {stats['model_version']}, k={stats['k']} of {stats['feature_dim']} "
+        f"features (variance {stats['variance_reached']:.4f}, {target}), gold rows {stats['gold_rows']} "
+        f"(written {stats['rows_written']}, rejected {stats['rejected']}), {stats['seconds']} s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--refit", action="store_true",
+        help="fit a new model on all of silver and rewrite gold with it in one commit (docs/gold.md: when to refit)",
+    )
+    args = parser.parse_args(argv)
+    conf = load_stage_conf(args)
+    run_id = new_run_id(conf)
+    spark = build_spark_session(conf, STAGE)
+    try:
+        stats = run(spark, conf, run_id, refit=args.refit)
+    except (FileNotFoundError, GoldStateError, ConfError) as exc:
+        print(f"gold: {exc}", file=sys.stderr)
+        return 2
+    print(summary_line(stats, run_id))
+    if stats.get("refit_reasons"):
+        print(f"gold: refit recommended ({'; '.join(stats['refit_reasons'])}): run python -m pipelines.gold --refit")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

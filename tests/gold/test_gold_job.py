@@ -1,0 +1,270 @@
+"""Gold end to end on synthetic silver Delta tables in temporary lakes, checked against NumPy."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from delta.tables import DeltaTable
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import PCAModel, StandardScalerModel, VectorSlicer
+from pyspark.sql import functions as F
+
+from pipelines import gold, lake
+from pipelines.config import ConfError, load_conf
+from tests.gold.conftest import LABELS, append_silver, low_rank_features, silver_records
+
+pytestmark = pytest.mark.spark
+
+ROWS, DIM, RANK = 48, 24, 4
+
+
+def numpy_pca(features: np.ndarray, standardize: bool = False):
+    """Reference: explained-variance ratios and component scores of the centered features, by SVD."""
+    x = features.astype(np.float64)
+    centered = x - x.mean(axis=0)
+    if standardize:
+        centered = centered / x.std(axis=0, ddof=1)  # Spark's StandardScaler uses the sample std
+    _, singular, vt = np.linalg.svd(centered, full_matrices=False)
+    variances = singular**2
+    return variances / variances.sum(), centered @ vt.T, vt.T
+
+
+def gold_matrix(spark, conf) -> pd.DataFrame:
+    return spark.read.format("delta").load(lake.table_location(conf, "gold")).orderBy("image_id").toPandas()
+
+
+def assert_equal_up_to_sign(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Columns equal up to one sign each (an eigenvector's sign is arbitrary); returns the signs."""
+    signs = np.sign(np.sum(actual * expected, axis=0))
+    np.testing.assert_allclose(actual * signs, expected, rtol=1e-7, atol=1e-9 * np.abs(expected).max())
+    return signs
+
+
+def table_version(spark, location: str) -> int:
+    return DeltaTable.forPath(spark, location).history(1).first()["version"]
+
+
+@pytest.fixture(scope="module")
+def fitted(spark, tmp_path_factory):
+    """One first gold run (a fit) over 48 silver rows of 24 features with rank-4 structure."""
+    root = tmp_path_factory.mktemp("gold-fitted")
+    conf = load_conf(["conf/local.yaml"], [f"lake.root={root / 'lake'}", "spark.shuffle_partitions=2"])
+    features = low_rank_features(ROWS, DIM, RANK, seed=7)
+    append_silver(spark, conf, silver_records(features))
+    stats = gold.run(spark, conf, "fit-run")
+    return conf, features, stats
+
+
+def test_first_run_fits_and_reports_k_variance_and_target(fitted):
+    conf, features, stats = fitted
+    ratios, _, _ = numpy_pca(features)
+    expected_k = int(np.argmax(np.cumsum(ratios) >= 0.95)) + 1
+    assert expected_k == 3  # the fixture's structure: scales 8, 4, 2, 1 on four directions
+    assert stats["mode"] == "fit"
+    assert (stats["k"], stats["k_fitted"], stats["feature_dim"], stats["fit_rows"]) == (expected_k, DIM, DIM, ROWS)
+    assert stats["variance_target"] == 0.95 and stats["fixed_k"] is None
+    assert stats["variance_reached"] == pytest.approx(np.cumsum(ratios)[expected_k - 1], rel=1e-6)
+    assert (stats["rows_written"], stats["gold_rows"], stats["rejected"]) == (ROWS, ROWS, 0)
+    assert stats["refit_reasons"] == []
+    line = gold.summary_line(stats, "fit-run")
+    assert f"k={expected_k} of {DIM} features" in line and "target 0.95" in line and "gold rows 48" in line
+
+
+def test_explained_variance_equals_numpy_svd(spark, fitted):
+    conf, features, stats = fitted
+    ratios, _, _ = numpy_pca(features)
+    variance = (
+        spark.read.format("delta").load(lake.table_location(conf, "gold_variance"))
+        .where(F.col("model_version") == stats["model_version"]).orderBy("component").toPandas()
+    )
+    assert variance["component"].tolist() == list(range(1, DIM + 1))
+    np.testing.assert_allclose(variance["explained_variance_ratio"], ratios, rtol=1e-6)
+    np.testing.assert_allclose(variance["cumulative"], np.cumsum(ratios), rtol=1e-6)
+
+
+def test_gold_holds_centered_component_scores_equal_to_numpy_up_to_sign(spark, fitted):
+    conf, features, stats = fitted
+    _, scores, _ = numpy_pca(features)
+    matrix = gold_matrix(spark, conf)
+    assert matrix.columns.tolist() == ["image_id", "label", "split", "pca", "model_version", "run_id"]
+    assert matrix["image_id"].tolist() == [f"img{i:05d}" for i in range(ROWS)]
+    assert set(matrix["model_version"]) == {stats["model_version"]} and set(matrix["run_id"]) == {"fit-run"}
+    pca = np.stack(matrix["pca"].to_numpy())
+    assert pca.shape == (ROWS, stats["k"])
+    assert_equal_up_to_sign(pca, scores[:, : stats["k"]])
+    np.testing.assert_allclose(pca.mean(axis=0), 0.0, atol=1e-9)  # centered, unlike Spark's bare PCA
+
+
+def test_model_is_saved_under_the_lake_and_registered(spark, fitted):
+    conf, _, stats = fitted
+    model = PipelineModel.load(gold.model_location(conf, stats["model_version"]))
+    scaler, pca, slicer = model.stages
+    assert isinstance(scaler, StandardScalerModel) and scaler.getWithMean() and not scaler.getWithStd()
+    assert isinstance(pca, PCAModel) and pca.pc.numRows == DIM and pca.pc.numCols == DIM
+    assert isinstance(slicer, VectorSlicer) and slicer.getIndices() == list(range(stats["k"]))
+    [record] = spark.read.format("delta").load(gold.registry_location(conf)).collect()
+    assert record["model_version"] == stats["model_version"]
+    assert (record["fit_rows"], record["k"], record["feature_dim"]) == (ROWS, stats["k"], DIM)
+    assert sorted(record["fit_labels"]) == sorted(LABELS)
+
+
+def test_csv_export_parses_back_to_the_gold_matrix(spark, fitted):
+    conf, _, stats = fitted
+    exported = pd.read_csv(
+        stats["exports"]["csv"], dtype={"image_id": str, "label": str, "split": str}, float_precision="round_trip"
+    )
+    k = stats["k"]
+    assert exported.columns.tolist() == ["image_id", "label", "split", *[f"pc_{i}" for i in range(1, k + 1)]]
+    matrix = gold_matrix(spark, conf)
+    exported = exported.sort_values("image_id").reset_index(drop=True)
+    assert exported[["image_id", "label", "split"]].equals(matrix[["image_id", "label", "split"]])
+    assert 'Lemon, "Meyer"' in set(exported["label"])
+    np.testing.assert_array_equal(exported[[f"pc_{i}" for i in range(1, k + 1)]].to_numpy(), np.stack(matrix["pca"]))
+    visible = [p.name for p in Path(stats["exports"]["csv"]).parent.iterdir() if not p.name.startswith(".")]
+    assert visible == [conf["gold.export_csv_name"]]
+
+
+def test_parquet_export_holds_the_same_matrix(spark, fitted):
+    conf, _, stats = fitted
+    exported = spark.read.parquet(stats["exports"]["parquet"]).orderBy("image_id").toPandas()
+    matrix = gold_matrix(spark, conf)
+    assert exported["image_id"].tolist() == matrix["image_id"].tolist()
+    np.testing.assert_array_equal(exported[[f"pc_{i}" for i in range(1, stats["k"] + 1)]].to_numpy(), np.stack(matrix["pca"]))
+
+
+def test_plots_are_written_beside_the_reports(fitted):
+    conf, _, stats = fitted
+    reports = lake.lake_location(conf, conf["lake.reports"], "gold", "fit-run")
+    assert stats["plots"] == {
+        "variance": f"{reports}/cumulative_variance.png",
+        "scatter": f"{reports}/pc1_pc2_scatter.png",
+    }
+    for path in stats["plots"].values():
+        with open(path, "rb") as png:
+            assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark, make_conf):
+    conf = make_conf(None)
+    first = low_rank_features(ROWS, DIM, RANK, seed=7)
+    append_silver(spark, conf, silver_records(first))
+    fit = gold.run(spark, conf, "run-1")
+    gold_location = lake.table_location(conf, "gold")
+    _, _, components = numpy_pca(first)
+    signs = assert_equal_up_to_sign(np.stack(gold_matrix(spark, conf)["pca"]), numpy_pca(first)[1][:, : fit["k"]])
+
+    # New images (same structure) plus one of each kind of bad row.
+    new = low_rank_features(10, DIM, RANK, seed=8)
+    bad = silver_records([np.zeros(5, np.float32), None, np.full(DIM, np.nan, np.float32)], start=500)
+    append_silver(spark, conf, silver_records(new, start=ROWS) + bad)
+    second = gold.run(spark, conf, "run-2")
+    assert second["mode"] == "incremental" and second["model_version"] == fit["model_version"]
+    assert (second["rows_written"], second["rejected"], second["gold_rows"]) == (10, 3, ROWS + 10)
+    matrix = gold_matrix(spark, conf)
+    assert set(matrix["model_version"]) == {fit["model_version"]}
+    projected = np.stack(matrix[matrix["run_id"] == "run-2"]["pca"])
+    expected = (new.astype(np.float64) - first.astype(np.float64).mean(axis=0)) @ components[:, : fit["k"]]
+    np.testing.assert_allclose(projected * signs, expected, rtol=1e-7, atol=1e-9)
+    quarantine = spark.read.format("delta").load(lake.table_location(conf, "quarantine")).toPandas()
+    assert sorted(quarantine["reason"].str.split(":").str[0]) == ["no_features", "non_finite", "wrong_dimension"]
+    assert set(quarantine["stage"]) == {"gold"}
+
+    # A rerun with nothing new commits nothing.
+    versions = {t: table_version(spark, lake.table_location(conf, t)) for t in ("gold", "quarantine", "gold_variance")}
+    third = gold.run(spark, conf, "run-3")
+    assert (third["rows_written"], third["rejected"], third["gold_rows"]) == (0, 0, ROWS + 10)
+    assert {t: table_version(spark, lake.table_location(conf, t)) for t in versions} == versions
+
+    # Rows projected since the fit (10 of 48) exceed refit_fraction=0.1: a refit is recommended...
+    recommended = gold.run(spark, conf.with_overrides(["gold.refit_fraction=0.1"]), "run-4")
+    assert len(recommended["refit_reasons"]) == 1 and "10 rows projected" in recommended["refit_reasons"][0]
+
+    # ... and --refit fits all valid rows, rewriting gold in one commit with a new version.
+    before = table_version(spark, gold_location)
+    refit = gold.run(spark, conf, "run-5", refit=True)
+    assert refit["mode"] == "refit" and refit["model_version"] != fit["model_version"]
+    assert (refit["fit_rows"], refit["rows_written"], refit["gold_rows"], refit["rejected"]) == (ROWS + 10, ROWS + 10, ROWS + 10, 0)
+    assert table_version(spark, gold_location) == before + 1
+    last = DeltaTable.forPath(spark, gold_location).history(1).first()
+    assert last["operation"] == "WRITE" and last["operationParameters"]["mode"] == "Overwrite"
+    matrix = gold_matrix(spark, conf)
+    assert set(matrix["model_version"]) == {refit["model_version"]} and set(matrix["run_id"]) == {"run-5"}
+    everything = np.concatenate([first, new])
+    assert_equal_up_to_sign(np.stack(matrix["pca"]), numpy_pca(everything)[1][:, : refit["k"]])
+    registry = spark.read.format("delta").load(gold.registry_location(conf))
+    assert sorted(r["model_version"] for r in registry.collect()) == sorted([fit["model_version"], refit["model_version"]])
+
+    # A gold table whose model folder is gone is refused with the way out, not silently refitted.
+    shutil.rmtree(gold.model_location(conf, refit["model_version"]))
+    with pytest.raises(gold.GoldStateError, match="--refit"):
+        gold.run(spark, conf, "run-6")
+
+
+def test_the_audit_sees_the_staged_batch_and_its_quarantine_and_a_failure_publishes_nothing(spark, silver_lake):
+    conf, _ = silver_lake()
+    append_silver(spark, conf, silver_records([None], start=900))
+    seen = {}
+
+    def failing_audit(batch):
+        staged_quarantine = lake.read_table(spark, lake.staging_location(conf, "gold/quarantine", "gated"))
+        seen.update(rows=batch.count(), versions=batch.select("model_version").distinct().count(),
+                    quarantined=[r["image_id"] for r in staged_quarantine.collect()])
+        raise RuntimeError("gate failed")
+
+    with pytest.raises(RuntimeError, match="gate failed"):
+        gold.run(spark, conf, "gated", audit=failing_audit)
+    assert seen == {"rows": ROWS, "versions": 1, "quarantined": ["img00900"]}
+    assert lake.read_table(spark, lake.table_location(conf, "gold")) is None
+    assert lake.read_table(spark, lake.table_location(conf, "quarantine")) is None
+
+    audited = []
+    stats = gold.run(spark, conf, "gated-again", audit=lambda batch: audited.append(batch.count()))
+    assert audited == [ROWS] and (stats["gold_rows"], stats["rejected"]) == (ROWS, 1)
+
+
+def test_fixed_k_and_standardized_features(spark, silver_lake):
+    conf, features = silver_lake("gold.k=2", "gold.standardize=true")
+    stats = gold.run(spark, conf, "fixed")
+    ratios, scores, _ = numpy_pca(features, standardize=True)
+    assert (stats["k"], stats["k_fitted"], stats["fixed_k"], stats["variance_target"]) == (2, 2, 2, None)
+    assert stats["variance_reached"] == pytest.approx(ratios[:2].sum(), rel=1e-6)
+    assert "fixed k 2" in gold.summary_line(stats, "fixed")
+    assert_equal_up_to_sign(np.stack(gold_matrix(spark, conf)["pca"]), scores[:, :2])
+
+
+def test_max_k_caps_the_fit_and_k_when_the_target_is_out_of_reach(spark, silver_lake):
+    conf, features = silver_lake("gold.max_k=2")
+    stats = gold.run(spark, conf, "capped")
+    ratios, _, _ = numpy_pca(features)
+    assert (stats["k"], stats["k_fitted"]) == (2, 2)
+    assert stats["variance_reached"] == pytest.approx(ratios[:2].sum(), rel=1e-6) and stats["variance_reached"] < 0.95
+
+
+def test_fixed_k_above_the_feature_count_names_the_setting(spark, silver_lake):
+    conf, _ = silver_lake("gold.k=25")
+    with pytest.raises(ConfError, match=r"gold\.k=25 exceeds the 24 features"):
+        gold.run(spark, conf, "too-wide")
+
+
+def test_fewer_than_two_valid_rows_fit_nothing_and_quarantine_the_rest(spark, make_conf):
+    conf = make_conf(None)
+    append_silver(spark, conf, silver_records([np.ones(4, np.float32), None]))
+    stats = gold.run(spark, conf, "tiny")
+    assert stats["k"] is None and stats["gold_rows"] == 0 and stats["rejected"] == 1
+    assert "not fitted" in gold.summary_line(stats, "tiny")
+    assert lake.read_table(spark, lake.table_location(conf, "gold")) is None
+
+
+def test_missing_silver_table_names_it(spark, make_conf):
+    conf = make_conf(None)
+    with pytest.raises(FileNotFoundError, match="silver table .* does not exist"):
+        gold.run(spark, conf, "no-silver")
+
+
+def test_command_line_prints_one_summary_line(spark, fitted, capsys):
+    conf, _, _ = fitted
+    assert gold.main(["--set", f"lake.root={conf['lake.root']}", "--set", "run.id=cli-run", "--set", "spark.shuffle_partitions=2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("gold run cli-run: incremental, model ") and "written 0" in out[0]

@@ -1,0 +1,107 @@
+"""Gold's pure helpers: choice of k, variance rows, model versions, refit policy, settings."""
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from pipelines.config import ConfError, load_conf
+from pipelines.gold import (
+    GoldSettings,
+    changed_settings,
+    model_version_for,
+    refit_reasons,
+    select_pca_k,
+    variance_records,
+)
+
+
+def test_select_pca_k_is_the_smallest_k_reaching_the_target():
+    ratios = [0.5, 0.3, 0.15, 0.05]
+    assert select_pca_k(ratios, 0.5) == 1
+    assert select_pca_k(ratios, 0.51) == 2
+    assert select_pca_k(ratios, 0.8) == 2
+    assert select_pca_k(ratios, 0.95) == 3
+    assert select_pca_k(ratios, 0.96) == 4
+
+
+def test_select_pca_k_tolerates_float_rounding_at_the_target():
+    ratios = [0.1] * 10  # cumulative sums 0.30000000000000004, ..., 0.9999999999999999
+    assert np.cumsum(ratios)[-1] < 1.0
+    assert select_pca_k(ratios, 1.0) == 10
+    assert select_pca_k(ratios, 0.3) == 3
+
+
+def test_select_pca_k_returns_all_components_when_the_target_is_out_of_reach():
+    # A fit capped by gold.max_k may hold less than the target: k is then every fitted component.
+    assert select_pca_k([0.4, 0.3, 0.1], 0.95) == 3
+
+
+@pytest.mark.parametrize("ratios, target", [([], 0.9), ([0.5, 0.5], 0.0), ([0.5, 0.5], 1.2), ([[0.5], [0.5]], 0.9)])
+def test_select_pca_k_rejects_bad_input(ratios, target):
+    with pytest.raises(ValueError):
+        select_pca_k(ratios, target)
+
+
+def test_variance_records_number_components_from_one_with_cumulative_sums():
+    rows = variance_records(np.array([0.6, 0.3, 0.1]), "v1")
+    assert [r[0] for r in rows] == [1, 2, 3]
+    assert [r[1] for r in rows] == [0.6, 0.3, 0.1]
+    assert [r[2] for r in rows] == pytest.approx([0.6, 0.9, 1.0])
+    assert {r[3] for r in rows} == {"v1"}
+    assert all(type(value) in (int, float, str) for row in rows for value in row)
+
+
+def test_model_version_is_utc_time_rows_and_a_hash_of_the_fingerprint():
+    paris = timezone(timedelta(hours=1))
+    version = model_version_for(datetime(2025, 3, 1, 13, 4, 5, tzinfo=paris), 6270, "fit-set-a")
+    assert version.startswith("20250301T120405Z-n6270-")
+    assert len(version.rsplit("-", 1)[1]) == 8
+    same = model_version_for(datetime(2025, 3, 1, 12, 4, 5, tzinfo=timezone.utc), 6270, "fit-set-a")
+    other = model_version_for(datetime(2025, 3, 1, 12, 4, 5, tzinfo=timezone.utc), 6270, "fit-set-b")
+    assert same == version and other != version
+
+
+def test_refit_is_recommended_when_projected_rows_exceed_the_fraction_of_the_fit():
+    assert refit_reasons(100, 125, 0.25, [], []) == []
+    reasons = refit_reasons(100, 126, 0.25, [], [])
+    assert len(reasons) == 1 and "26 rows projected since the fit on 100 rows" in reasons[0]
+
+
+def test_refit_is_recommended_for_unseen_labels_and_feature_models():
+    reasons = refit_reasons(100, 100, 0.25, ["Kiwi", "Apple", "C", "D", "E", "F"], ["b" * 64])
+    assert "6 label(s) unseen at fit time (Apple, C, D, E, F, ...)" in reasons[0]
+    assert "1 feature-model weight file(s)" in reasons[1]
+
+
+def test_settings_changed_since_the_fit_are_named_and_recommend_a_refit():
+    record = {"fixed_k": None, "variance_target": 0.95, "standardize": False}
+    same = GoldSettings(variance_target=0.95, fixed_k=None, max_k=10, standardize=False, refit_fraction=0.5)
+    assert changed_settings(record, same) == []
+    moved = GoldSettings(variance_target=0.9, fixed_k=None, max_k=10, standardize=True, refit_fraction=0.5)
+    assert changed_settings(record, moved) == ["gold.variance_target 0.95 -> 0.9", "gold.standardize False -> True"]
+    fixed = GoldSettings(variance_target=0.9, fixed_k=12, max_k=10, standardize=False, refit_fraction=0.5)
+    assert changed_settings(record, fixed) == ["gold.k None -> 12"]
+    assert refit_reasons(10, 10, 0.5, [], [], ["gold.k None -> 12"]) == ["settings changed since the fit (gold.k None -> 12)"]
+
+
+def test_gold_settings_defaults_follow_base_yaml():
+    settings = GoldSettings.from_conf(load_conf(["conf/local.yaml"]))
+    assert settings == GoldSettings(variance_target=0.95, fixed_k=None, max_k=1280, standardize=False, refit_fraction=0.25)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("gold.variance_target=0", "gold.variance_target"),
+        ("gold.variance_target=1.5", "gold.variance_target"),
+        ("gold.k=abc", "gold.k"),
+        ("gold.k=0", "gold.k"),
+        ("gold.k=true", "gold.k"),
+        ("gold.max_k=0", "gold.max_k"),
+        ("gold.refit_fraction=-0.1", "gold.refit_fraction"),
+    ],
+)
+def test_gold_settings_name_the_setting_at_fault(override, key):
+    with pytest.raises(ConfError, match=key.replace(".", r"\.")):
+        GoldSettings.from_conf(load_conf(["conf/local.yaml"], [override]))
