@@ -40,7 +40,13 @@ $(STAMPS)/jars: $(STAMPS)/venv conf/base.yaml
 	$(PY) -m pipelines.session --warm-jars
 	@touch $@
 
-setup: $(STAMPS)/venv $(STAMPS)/jars
+# The S3-compatible server (MinIO, pinned, built with Go into .tools/bin/) that the S3 tests and
+# `make run-s3` start on 127.0.0.1 (docs/s3.md).
+$(STAMPS)/s3-server: scripts/install-s3-server.sh | $(STAMPS)
+	bash scripts/install-s3-server.sh
+	@touch $@
+
+setup: $(STAMPS)/venv $(STAMPS)/jars $(STAMPS)/s3-server
 
 run: setup
 	$(PY) scripts/fetch_dataset.py --conf $(CONF) $(ARGS)
