@@ -18,7 +18,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from pipelines.config import Conf, load_conf, resolve_location
+from pipelines.config import Conf, ConfError, is_remote, load_conf, resolve_location
 
 _DELTA_SESSION = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -97,13 +97,46 @@ def session_settings(conf: Conf) -> dict[str, str]:
     return settings
 
 
-def build_spark_session(conf: Conf, stage: str) -> SparkSession:
-    """Create (or join, under spark-submit) the session for one stage, named `<prefix>-<stage>`."""
+_GLUE_CLIENT_FACTORY = "com.amazonaws.glue.catalog.metastore.AWSGlueDataCatalogHiveClientFactory"
+
+
+def catalog_settings(conf: Conf) -> dict[str, str]:
+    """Settings of the persistent table catalog (pipelines/catalog.py): a Hive metastore.
+
+    `catalog.glue: true` (EMR): the AWS Glue Data Catalog, through EMR's Glue client for the Hive
+    metastore. Otherwise an embedded Derby database under `catalog.metastore_dir` (pyspark ships
+    spark-hive and Derby), with derby.log beside it rather than in the current folder. These are
+    static settings: only a session started with them has this catalog, which is why the stages,
+    which address tables by path, do not ask for it.
+    """
+    settings = {
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": "/".join([conf.path("lake.root"), conf["catalog.warehouse"].strip("/")]),
+    }
+    if conf["catalog.glue"]:
+        settings["spark.hadoop.hive.metastore.client.factory.class"] = _GLUE_CLIENT_FACTORY
+        return settings
+    metastore = conf.path("catalog.metastore_dir")
+    if is_remote(metastore):
+        raise ConfError(
+            f"catalog.metastore_dir={metastore!r} must be a local folder (an embedded Derby database); "
+            f"on EMR set catalog.glue: true to use the Glue Data Catalog"
+        )
+    settings["spark.hadoop.javax.jdo.option.ConnectionURL"] = f"jdbc:derby:;databaseName={metastore}/metastore_db;create=true"
+    settings["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={metastore}"
+    return settings
+
+
+def build_spark_session(conf: Conf, stage: str, catalog: bool = False) -> SparkSession:
+    """Create (or join, under spark-submit) the session for one stage, named `<prefix>-<stage>`.
+
+    `catalog=True` adds catalog_settings (the persistent metastore; spark.extra still wins).
+    """
     if not launched_by_spark_submit():
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(f"{conf['spark.app_name_prefix']}-{stage}")
-    settings = session_settings(conf)
+    settings = {**catalog_settings(conf), **session_settings(conf)} if catalog else session_settings(conf)
     if not launched_by_spark_submit():
         settings.update(jvm_settings(conf))
     for key, value in settings.items():

@@ -1,0 +1,208 @@
+"""From the measurements to the ratios, their PASS/MISS against the targets, and the printed tables.
+
+Pure functions over the JSON-ready dictionaries the measurements return, so the arithmetic is
+tested without running anything. A ratio whose measurement failed or was not run is `None` with
+status `n/a`, never a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+# Measurement names used by bench.run, in the order they run.
+LIMIT, REFERENCE, SILVER, CHAIN, INCREMENTAL, SILVER_MEMORY = (
+    "limit", "reference", "silver", "chain", "chain_incremental", "silver_memory",
+)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    name: str
+    value: float | None
+    target: float | None  # None: shown for information, no target
+    comparison: str  # ">=" or "<="
+    status: str  # PASS, MISS, n/a or info
+    explains: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def judge(value: float | None, target: float | None, comparison: str) -> str:
+    if value is None:
+        return "n/a"
+    if target is None:
+        return "info"
+    passed = value >= target if comparison == ">=" else value <= target
+    return "PASS" if passed else "MISS"
+
+
+def _get(measurements: Mapping[str, Mapping], name: str, *keys: str) -> float | None:
+    node = measurements.get(name)
+    for key in keys:
+        if not isinstance(node, Mapping) or "error" in node or node.get(key) is None:
+            return None
+        node = node[key]
+    return float(node) if isinstance(node, (int, float)) else None
+
+
+def _divide(top: float | None, bottom: float | None) -> float | None:
+    if top is None or bottom is None or bottom == 0:
+        return None
+    return round(top / bottom, 3)
+
+
+def ratios(measurements: Mapping[str, Mapping], targets: Mapping[str, float]) -> list[Ratio]:
+    """Every ratio the bench reports, with its target from conf `bench.targets`."""
+    silver_rate = _get(measurements, SILVER, "images_per_s")
+    rows = [
+        ("silver / limit", _divide(silver_rate, _get(measurements, LIMIT, "images_per_s")),
+         targets["silver_vs_limit"], ">=", "silver job images/s over single-process Keras on the same images"),
+        ("silver inference pass / limit",
+         _divide(_get(measurements, SILVER, "inference_images_per_s"), _get(measurements, LIMIT, "images_per_s")),
+         None, ">=", "silver's model pass alone (no read, weights load or publish) over the limit"),
+        ("silver / reference", _divide(silver_rate, _get(measurements, REFERENCE, "images_per_s")),
+         targets["silver_vs_reference"], ">=", "silver job images/s over the seed notebook's job"),
+        ("chain / silver", _divide(_get(measurements, CHAIN, "seconds"), _get(measurements, CHAIN, "stages", "silver")),
+         targets["chain_vs_silver"], "<=", "bronze + silver + gold with gates, over silver's seconds in that run"),
+        ("incremental / full", _divide(_get(measurements, INCREMENTAL, "seconds"), _get(measurements, CHAIN, "seconds")),
+         targets["incremental_vs_full"], "<=", "chain run after adding the increment, over the full chain run"),
+        ("driver Python RSS, 4N / N",
+         _divide(_get(measurements, SILVER_MEMORY, "memory", "python_driver_rss_mib"),
+                 _get(measurements, SILVER, "memory", "python_driver_rss_mib")),
+         targets["driver_memory_growth"], "<=", "peak RSS of silver's Python driver"),
+        ("driver JVM live heap, 4N / N",
+         _divide(_get(measurements, SILVER_MEMORY, "memory", "jvm_heap_after_gc_mib"),
+                 _get(measurements, SILVER, "memory", "jvm_heap_after_gc_mib")),
+         targets["driver_memory_growth"], "<=", "peak heap after a garbage collection (local mode: driver + executor)"),
+        ("driver JVM RSS, 4N / N",
+         _divide(_get(measurements, SILVER_MEMORY, "memory", "jvm_rss_mib"), _get(measurements, SILVER, "memory", "jvm_rss_mib")),
+         None, "<=", "the JVM process; grows with heap the collector was allowed to take, not only live data"),
+        ("Python workers PSS, 4N / N",
+         _divide(_get(measurements, SILVER_MEMORY, "memory", "workers_pss_sum_mib"),
+                 _get(measurements, SILVER, "memory", "workers_pss_sum_mib")),
+         None, "<=", "sum over the Python workers"),
+    ]
+    return [Ratio(name, value, target, comparison, judge(value, target, comparison), explains)
+            for name, value, target, comparison, explains in rows]
+
+
+def cost_throughput(measurements: Mapping[str, Mapping]) -> dict | None:
+    """`{"images_per_s_per_vcpu": x, ...}` for `python -m deploy cost`, from the largest silver run.
+
+    The memory run (memory_factor x N images) spreads silver's fixed costs (weights, worker start,
+    Delta commits) over the most images, so it is the closest to the per-image cost of a large
+    run; the N run is used when the memory run failed.
+    """
+    for name in (SILVER_MEMORY, SILVER):
+        rate = _get(measurements, name, "images_per_s")
+        vcpus = _get(measurements, name, "vcpus")
+        if rate and vcpus:
+            return {
+                "images_per_s_per_vcpu": round(rate / vcpus, 3),
+                "images_per_s": rate,
+                "vcpus": int(vcpus),
+                "images": int(_get(measurements, name, "images") or 0),
+                "from_measurement": name,
+            }
+    return None
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A Markdown table (readable as text too), right-aligned numbers."""
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    for row in cells:
+        lines.append("| " + " | ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(row, widths)) + " |")
+    return "\n".join(lines)
+
+
+def _numeric(cell: str) -> bool:
+    return cell.replace(",", "").replace(".", "").replace("-", "").isdigit()
+
+
+MEASUREMENT_LABELS = {
+    LIMIT: "1. limit: single-process Keras",
+    REFERENCE: "2. reference: seed notebook job",
+    "bronze": "   bronze (prepares silver)",
+    SILVER: "3. silver job",
+    CHAIN: "4. chain: bronze+silver+gold+gates",
+    INCREMENTAL: "5. chain after +increment",
+    "bronze_memory": "   bronze (prepares the memory run)",
+    SILVER_MEMORY: "6. silver job, memory run",
+}
+
+
+def measurements_table(measurements: Mapping[str, Mapping]) -> str:
+    rows = []
+    for name, label in MEASUREMENT_LABELS.items():
+        m = measurements.get(name)
+        if m is None:
+            continue
+        if "error" in m:
+            rows.append([label, None, None, None, f"FAILED: {m['error'][:60]}"])
+            continue
+        note = ""
+        if name in (CHAIN, INCREMENTAL):
+            note = ", ".join(f"{k} {v:.1f} s" for k, v in m["stages"].items())
+        elif name in (SILVER, SILVER_MEMORY):
+            note = f"inference pass {_fmt(m.get('inference_images_per_s'))} images/s"
+        elif name == REFERENCE:
+            note = f"{m.get('models_built')} models built"
+        rows.append([label, m.get("images"), m.get("seconds"), m.get("images_per_s"), note])
+    return render_table(["measurement", "images", "seconds", "images/s", "notes"], rows)
+
+
+def ratios_table(rows: Sequence[Ratio]) -> str:
+    return render_table(
+        ["ratio", "value", "target", "status"],
+        [[r.name, r.value, (f"{r.comparison} {r.target}" if r.target is not None else None), r.status] for r in rows],
+    )
+
+
+MEMORY_FIELDS = (
+    ("python_driver_rss_mib", "Python driver RSS"),
+    ("jvm_rss_mib", "JVM RSS"),
+    ("jvm_heap_used_mib", "JVM heap in use"),
+    ("jvm_heap_after_gc_mib", "JVM heap after GC"),
+    ("worker_max_rss_mib", "largest Python worker RSS"),
+    ("workers_pss_sum_mib", "Python workers, PSS sum"),
+)
+
+
+def memory_table(measurements: Mapping[str, Mapping], images: int, memory_images: int) -> str:
+    small = (measurements.get(SILVER) or {}).get("memory") or {}
+    large = (measurements.get(SILVER_MEMORY) or {}).get("memory") or {}
+    rows = [[label, small.get(key), large.get(key), _divide(large.get(key), small.get(key))] for key, label in MEMORY_FIELDS]
+    return render_table(["silver peak (MiB)", f"N = {images}", f"{memory_images}", "ratio"], rows)
+
+
+def sweep_rows(points: Sequence[Mapping], limit_rate: float | None) -> list[list]:
+    return [
+        [p["setting"], p.get("images_per_s"), p.get("inference_images_per_s"), _divide(p.get("images_per_s"), limit_rate),
+         p.get("error", "")[:60] if p.get("error") else ""]
+        for p in points
+    ]
+
+
+def best_per_key(points: Sequence[Mapping]) -> dict[str, str]:
+    """For each swept key, the `key=value` with the highest silver job images/s."""
+    best: dict[str, Mapping] = {}
+    for point in points:
+        if point.get("images_per_s") is None:
+            continue
+        key = point["setting"].split("=", 1)[0]
+        if key not in best or point["images_per_s"] > best[key]["images_per_s"]:
+            best[key] = point
+    return {key: point["setting"] for key, point in best.items()}

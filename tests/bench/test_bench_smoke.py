@@ -1,0 +1,61 @@
+"""The bench machinery end to end on 8 images with random weights: every measurement runs in its
+own process and the JSON has the schema the cost tool and the docs rely on. No timing is checked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import run, summary
+from pipelines.config import load_conf
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+MEASUREMENT_KEYS = {"images", "seconds", "process_seconds", "log"}
+MEMORY_KEYS = {
+    "python_driver_rss_mib", "jvm_rss_mib", "jvm_heap_used_mib", "jvm_heap_after_gc_mib",
+    "worker_max_rss_mib", "workers_pss_sum_mib", "python_workers_seen", "samples", "mean_load_average_1m",
+}
+
+
+def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_path, capsys):
+    results = tmp_path / "results"
+    code = run.main([
+        "--conf", "conf/local.yaml", "--images", "8",
+        "--set", "silver.weights=random", "--set", "bench.memory_factor=2",
+        "--set", f"bench.results_dir={results}", "--set", f"bench.work_dir={tmp_path / 'work'}",
+    ])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+
+    files = sorted(p.name for p in results.iterdir())
+    assert len(files) == 2 and "latest.json" in files
+    latest = json.loads((results / "latest.json").read_text())
+    assert latest == json.loads((results / [f for f in files if f != "latest.json"][0]).read_text())
+
+    assert latest["schema_version"] == run.SCHEMA_VERSION and latest["kind"] == "bench" and latest["failed"] == []
+    assert {"cpu_model", "cores", "ram_gib", "os", "python", "java", "packages", "load_average_1m_5m_15m"} <= set(latest["machine"])
+    assert latest["machine"]["packages"]["pyspark"] == "4.0.2"
+    assert latest["images"] == {"n": 8, "increment": 1, "memory_n": 16, "source": str(sample), "seed": 360}
+    assert latest["conf"]["silver"]["weights"] == "random"
+
+    m = latest["measurements"]
+    assert set(m) == {"limit", "reference", "bronze", "silver", "chain", "chain_incremental", "bronze_memory", "silver_memory"}
+    for name, result in m.items():
+        assert MEASUREMENT_KEYS <= set(result), name
+    assert m["limit"]["images"] == m["reference"]["images"] == m["silver"]["images"] == m["chain"]["images"] == 8
+    assert m["reference"]["models_built"] >= 1
+    assert m["chain_incremental"]["images"] == 1 and m["chain_incremental"]["silver_images"] == 1
+    assert m["chain_incremental"]["gold_mode"] == "incremental"
+    assert set(m["chain"]["stages"]) == {"bronze", "silver", "gold"}
+    assert m["silver_memory"]["images"] == 16
+    for name in ("silver", "silver_memory"):
+        assert MEMORY_KEYS <= set(m[name]["memory"])
+        assert m[name]["memory"]["python_workers_seen"] >= 1 and m[name]["memory"]["jvm_rss_mib"] > 0
+
+    names = [r["name"] for r in latest["ratios"]]
+    assert names == [r.name for r in summary.ratios(m, load_conf(["conf/local.yaml"])["bench.targets"])]
+    assert {r["status"] for r in latest["ratios"]} <= {"PASS", "MISS", "info"}
+    assert latest["silver"]["images_per_s_per_vcpu"] > 0 and latest["silver"]["from_measurement"] == "silver_memory"
+    assert "| silver / limit" in printed and ("PASS" in printed or "MISS" in printed)
