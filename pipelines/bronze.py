@@ -34,6 +34,7 @@ from pipelines.cli import load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf
 from pipelines.images import inspect_image, sha256_hex
 from pipelines.session import build_spark_session
+from quality import gates
 
 STAGE = "bronze"
 
@@ -344,10 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     run_id = new_run_id(conf)
     spark = build_spark_session(conf, STAGE)
     try:
-        stats = run(spark, conf, run_id)
+        stats = run(spark, conf, run_id, audit=gates.auditor(spark, conf, STAGE, run_id, {"input": conf.path("input.path")}))
     except FileNotFoundError as exc:
         print(f"bronze: {exc}", file=sys.stderr)
         return 2
+    except gates.GateFailed as exc:
+        print(f"bronze: {exc}", file=sys.stderr)
+        return 1
     print(summary_line(stats, run_id))
     return 0
 

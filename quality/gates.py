@@ -409,8 +409,10 @@ def _observed(result, column: str | None) -> str:
 
 
 def _number(value):
-    """1280.0 -> 1280 in messages (GX stores bounds as floats); other values as they are."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    """1280.0 -> 1280 and 0.16666666 -> 0.166667 in messages (GX stores bounds as floats)."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else float(f"{value:.6g}")
+    return value
 
 
 def _exception_message(info) -> str | None:

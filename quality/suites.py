@@ -27,8 +27,6 @@ from pyspark.sql import functions as F
 from pipelines.config import Conf
 from quality.layers import LAYERS, ROW_ID, UPSTREAM
 
-_INFINITY = F.lit(float("inf"))
-
 
 @dataclass(frozen=True)
 class GoldFacts:
@@ -55,7 +53,8 @@ def array_checks(column: str) -> list[Column]:
     (null, NaN or infinite elements), `<c>_min` / `<c>_max` over the finite elements (null when none).
     """
     values = F.col(column)
-    is_invalid = lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == _INFINITY)  # noqa: E731
+    infinity = F.lit(float("inf"))
+    is_invalid = lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == infinity)  # noqa: E731
     finite = F.filter(values, lambda x: ~is_invalid(x))
     return [
         F.when(values.isNull(), F.lit(0)).otherwise(F.size(values)).alias(f"{column}_length"),

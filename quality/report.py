@@ -1,0 +1,56 @@
+"""Print the latest quality-gate result of each layer and where the Data Docs are.
+
+`python -m quality.report [--conf FILE] [--set key=value]`: for bronze, silver and gold, whether the
+last validated batch passed, its counts, its failed expectations and its report page, then the
+path of the Data Docs index (open it in a browser; it renders offline).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pipelines.cli import load_stage_conf, stage_parser
+from pipelines.session import build_spark_session
+from quality import gates, outcomes
+from quality.layers import LAYERS
+from quality.outcomes import Outcome
+
+
+def format_report(latest: dict[str, Outcome], docs_index: str, lake_root: str) -> str:
+    """The text the command prints (pure: outcomes in, text out)."""
+    lines = [f"Quality gates of the lake {lake_root}"]
+    for layer in LAYERS:
+        outcome = latest.get(layer)
+        if outcome is None:
+            lines.append(f"{layer:<7} NOT VALIDATED  no gate has run on this layer yet")
+            continue
+        status = "PASSED" if outcome.success else "FAILED"
+        failed = len(outcome.failed_expectations)
+        lines.append(
+            f"{layer:<7} {status:<14} run {outcome.run_id} at {outcome.validated_at:%Y-%m-%d %H:%M:%S} UTC: "
+            f"{outcome.batch_rows} rows in the batch, {outcome.evaluated_expectations - failed}/"
+            f"{outcome.evaluated_expectations} expectations met"
+        )
+        lines.append("        counts: " + ", ".join(f"{k}={_number(v)}" for k, v in sorted(outcome.metrics.items())))
+        if outcome.context:
+            lines.append("        context: " + ", ".join(f"{k}={v}" for k, v in sorted(outcome.context.items())))
+        lines += [f"        failed: {failure}" for failure in outcome.failed_expectations]
+        lines.append(f"        report: {outcome.report_path}")
+    lines.append(f"Data Docs: {docs_index}")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
+    conf = load_stage_conf(args)
+    spark = build_spark_session(conf, "quality-report")
+    print(format_report(outcomes.latest(spark, conf), gates.docs_index_location(conf), conf.path("lake.root")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Gates on real write-audit-publish runs: bad batches are blocked, good ones published, downstream
+stages refuse a layer whose last validation failed, and the report command tells which."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from pipelines import lake
+from quality import gates, outcomes
+from tests.quality.conftest import IMAGE_IDS, NOW, bronze_rows, gated_publish, report_output
+
+pytestmark = pytest.mark.spark
+
+
+def test_good_batches_pass_and_are_published(gated_lake):
+    assert gated_lake.bronze_published == {"bronze": 6, "quarantine": 0}
+    assert gated_lake.silver_published == {"silver": 5, "quarantine": 1}
+    assert gated_lake.gold_published == {"gold": 5, "quarantine": 0}
+
+
+def test_bad_silver_batch_is_blocked_and_nothing_is_published(gated_lake):
+    message = str(gated_lake.silver_failure)
+
+    assert gated_lake.silver_after_failure is None  # no silver table was ever created
+    assert "silver quality gate failed for run silver-bad-run" in message
+    assert "nothing was published" in message
+    assert f"expect_column_values_to_be_unique on image_id: 2 of 5 rows unexpected, e.g. {IMAGE_IDS[0]}" in message
+    assert f"features_length (min_value=1280, max_value=1280): 1 of 5 rows unexpected, e.g. {IMAGE_IDS[2]}: 1000" in message
+    assert f"features_invalid_values (min_value=0, max_value=0): 1 of 5 rows unexpected, e.g. {IMAGE_IDS[1]}: 1" in message
+    assert "unaccounted_bronze_images (min_value=0, max_value=0): observed 2" in message  # 6 bronze, 4 distinct ids
+    report = message.split("Report: ")[1].splitlines()[0]
+    assert Path(report).is_file() and "/validations/silver_" in report
+
+
+def test_failed_validation_is_recorded_with_json_results(spark, gated_lake):
+    table = spark.read.format("delta").load(outcomes.outcomes_location(gated_lake.conf))
+    row = table.where(F.col("run_id") == "silver-bad-run").first()
+
+    assert row["layer"] == "silver" and row["success"] is False
+    assert row["batch_rows"] == 5 and row["evaluated_expectations"] == 11
+    assert len(row["failed_expectations"]) == 4
+    assert row["metrics"]["unaccounted_bronze_images"] == 2.0
+    results = [json.loads(Path(p).read_text()) for p in row["result_paths"]]
+    assert [r["suite_name"] for r in results] == ["silver_rows", "silver_totals"]
+    assert all(r["success"] is False for r in results)
+    assert Path(row["docs_index"]).is_file()
+
+
+def test_downstream_stage_refuses_a_layer_whose_last_validation_failed(gated_lake):
+    refusal = str(gated_lake.gold_refusal_after_failure)
+
+    assert refusal.startswith("gold refuses to run: the last validation of silver (run silver-bad-run")
+    assert "features_length" in refusal and "Report: " in refusal
+    assert "python -m pipelines.silver" in refusal
+
+
+def test_upstream_refusal_lifts_once_the_upstream_gate_passes(spark, gated_lake):
+    gates.require_upstream_passed(spark, gated_lake.conf, "gold")  # silver's last validation passed
+    gates.require_upstream_passed(spark, gated_lake.conf, "bronze")  # bronze reads no layer
+
+
+def test_gold_batch_missing_the_variance_target_is_blocked(gated_lake):
+    message = str(gated_lake.gold_failure)
+
+    assert "gold_totals: expect_column_values_to_be_between on variance_reached (min_value=0.95): observed 0.9" in message
+    assert gated_lake.gold_versions_after_failure == ["pca-v1"]
+
+
+def test_report_prints_the_latest_result_of_each_layer(gated_lake):
+    during = gated_lake.report_after_failure
+    assert "bronze  PASSED         run bronze-run" in during
+    assert "6 rows in the batch, 9/9 expectations met" in during
+    assert "context: input=test" in during
+    assert "silver  FAILED         run silver-bad-run" in during and "7/11 expectations met" in during
+    assert "failed: silver_rows: expect_column_values_to_be_between on features_length" in during
+    assert "gold    NOT VALIDATED" in during
+    assert during.rstrip().endswith("/_reports/quality/gx/data_docs/index.html")
+
+    now = report_output(gated_lake.conf)
+    assert "silver  PASSED         run silver-run" in now
+    assert "gold    FAILED         run gold-bad-run" in now
+
+
+def test_bad_bronze_batch_is_blocked(spark, make_conf):
+    conf = make_conf()
+    rows = bronze_rows(
+        spark, IMAGE_IDS[:5], "r",
+        overrides={1: {"image_id": IMAGE_IDS[0]}, 2: {"path": "Training/Apple Red 1/0_100.jpg"}, 3: {"size_bytes": 0}, 4: {"label": None}},
+    )
+    rejected = spark.createDataFrame(
+        [("f" * 64, "Training/Apple Red 1/bad.jpg", "bronze", "truncated: test", 3, NOW, "r", NOW)], lake.QUARANTINE_SCHEMA
+    )
+
+    with pytest.raises(gates.GateFailed) as failure:
+        gated_publish(spark, conf, "bronze", "r", rows, rejected)
+
+    message = str(failure.value)
+    for expected in (
+        "bronze_rows: expect_column_values_to_be_unique on image_id",
+        "bronze_rows: expect_column_values_to_be_unique on path",
+        "bronze_rows: expect_column_values_to_be_between on size_bytes",
+        "bronze_rows: expect_column_values_to_not_be_null on label",
+        "bronze_totals: expect_column_values_to_be_between on batch_quarantine_rate (min_value=0, max_value=0.05): observed 0.166667",
+    ):
+        assert expected in message
+    assert lake.read_table(spark, lake.table_location(conf, "bronze")) is None
+    assert lake.read_table(spark, lake.table_location(conf, "quarantine")) is None
+
+
+def test_a_layer_never_validated_is_not_refused_and_unknown_layers_are_errors(spark, make_conf):
+    conf = make_conf()
+    gates.require_upstream_passed(spark, conf, "silver")
+    with pytest.raises(ValueError, match="unknown layer 'platinum'"):
+        gates.auditor(spark, conf, "platinum", "r")

@@ -1,0 +1,116 @@
+"""The Spark derivations and suites of quality/suites.py, without GX runs or lake I/O."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipelines.config import load_conf
+from quality import suites
+
+pytestmark = pytest.mark.spark
+
+
+def test_array_checks_count_invalid_values_and_bound_the_finite_ones(spark):
+    rows = [
+        ("good", [0.5, 5.5, 1.0]),
+        ("nan_and_inf", [float("nan"), 2.0, float("inf"), -float("inf")]),
+        ("null_element", [None, 3.0]),
+        ("null_array", None),
+        ("empty", []),
+    ]
+    frame = spark.createDataFrame(rows, "image_id string, features array<float>")
+    got = {r["image_id"]: r.asDict() for r in frame.select("image_id", *suites.array_checks("features")).collect()}
+
+    assert got["good"] == {"image_id": "good", "features_length": 3, "features_invalid_values": 0, "features_min": 0.5, "features_max": 5.5}
+    assert (got["nan_and_inf"]["features_length"], got["nan_and_inf"]["features_invalid_values"]) == (4, 3)
+    assert got["nan_and_inf"]["features_min"] == got["nan_and_inf"]["features_max"] == 2.0
+    assert (got["null_element"]["features_invalid_values"], got["null_element"]["features_min"]) == (1, 3.0)
+    assert (got["null_array"]["features_length"], got["null_array"]["features_invalid_values"]) == (0, 0)
+    assert got["empty"]["features_min"] is None and got["empty"]["features_length"] == 0
+
+
+def test_row_checks_drop_binary_and_array_columns(spark):
+    silver = spark.createDataFrame([("a", [1.0, 2.0], "m")], "image_id string, features array<float>, model_name string")
+    assert suites.row_checks("silver", silver).columns == [
+        "image_id", "features_length", "features_invalid_values", "features_min", "features_max"
+    ]
+    with pytest.raises(ValueError, match="unknown layer 'platinum'"):
+        suites.row_checks("platinum", silver)
+
+
+def test_batch_counts_give_the_quarantine_rate(spark):
+    batch = spark.createDataFrame([("a",), ("b",), ("c",)], "image_id string")
+    quarantine = spark.createDataFrame([("d",)], "image_id string")
+    empty = spark.createDataFrame([], "image_id string")
+
+    row = suites.batch_counts(batch, quarantine).first()
+    assert (row["batch_rows"], row["batch_quarantined"], row["batch_quarantine_rate"]) == (3, 1, 0.25)
+    assert suites.batch_counts(empty, empty).first()["batch_quarantine_rate"] == 0.0
+
+
+def test_reconciliation_counts_every_kind_of_mismatch(spark):
+    def ids(*values):
+        return spark.createDataFrame([(v,) for v in values], "image_id string")
+
+    row = suites.reconciliation("bronze", ids("a", "b", "c", "d"), ids("a", "b", "e", "a"), ids("b", "c", None)).first()
+    assert row.asDict() == {
+        "bronze_images": 4,
+        "rows_after_publish": 3,
+        "quarantined_images": 2,
+        "unaccounted_bronze_images": 1,  # d
+        "rows_without_bronze": 1,  # e
+        "accounted_twice": 1,  # b
+    }
+
+
+def test_gold_after_publish_holds_only_the_batch_model_version(spark):
+    schema = "image_id string, model_version string"
+    published = spark.createDataFrame([("a", "v1"), ("b", "v1")], schema)
+    refit = spark.createDataFrame([("a", "v2"), ("c", "v2")], schema)
+    incremental = spark.createDataFrame([("c", "v1")], schema)
+
+    def after(layer, batch):
+        return sorted(r["image_id"] for r in suites.layer_after_publish(layer, published, batch).collect())
+
+    assert after("gold", refit) == ["a", "c"]
+    assert after("gold", incremental) == ["a", "b", "c"]
+    assert sorted(r[0] for r in suites.layer_after_publish("silver", None, refit.drop("model_version")).collect()) == ["a", "c"]
+
+
+def test_choose_k_takes_the_smallest_k_reaching_the_target():
+    ratios = [0.5, 0.3, 0.15, 0.05]
+    k, reached = suites.choose_k(ratios, None, 0.9)
+    assert k == 3 and math.isclose(reached, 0.95)
+    assert suites.choose_k(ratios, 2, 0.9) == (2, 0.8)
+    k, reached = suites.choose_k([0.5, 0.3], None, 0.95)
+    assert k == 2 and math.isclose(reached, 0.8)  # not reachable: all components, and the gate fails
+
+
+def _checks(suite):
+    return {(e.expectation_type if hasattr(e, "expectation_type") else e.type, getattr(e, "column", None)): e for e in suite.expectations}
+
+
+def test_suites_take_their_thresholds_from_conf():
+    conf = load_conf(["conf/local.yaml"], ["quality.silver.feature_length=16", "quality.silver.max_quarantine_rate=0.2"])
+    rows = _checks(suites.rows_suite("silver", conf))
+    length = rows[("expect_column_values_to_be_between", "features_length")]
+    assert (length.min_value, length.max_value) == (16, 16)
+    assert rows[("expect_column_values_to_be_between", "features_max")].max_value == 6.0
+    assert ("expect_column_values_to_be_unique", "image_id") in rows
+
+    totals = _checks(suites.totals_suite("silver", conf))
+    assert totals[("expect_column_values_to_be_between", "batch_quarantine_rate")].max_value == 0.2
+    assert ("expect_column_values_to_be_between", "unaccounted_bronze_images") in totals
+
+
+def test_gold_suites_check_k_and_the_variance_target_only_when_k_is_chosen_by_it():
+    conf = load_conf(["conf/local.yaml"])
+    chosen = suites.GoldFacts("v1", k=3, variance_reached=0.97, variance_target=0.95, variance_components=4)
+    fixed = suites.GoldFacts("v1", k=3, variance_reached=0.97, variance_target=None, variance_components=4)
+
+    pca = _checks(suites.rows_suite("gold", conf, chosen))[("expect_column_values_to_be_between", "pca_length")]
+    assert (pca.min_value, pca.max_value) == (3, 3)
+    assert _checks(suites.totals_suite("gold", conf, chosen))[("expect_column_values_to_be_between", "variance_reached")].min_value == 0.95
+    assert ("expect_column_values_to_be_between", "variance_reached") not in _checks(suites.totals_suite("gold", conf, fixed))
