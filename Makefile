@@ -46,7 +46,14 @@ $(STAMPS)/s3-server: scripts/install-s3-server.sh | $(STAMPS)
 	bash scripts/install-s3-server.sh
 	@touch $@
 
-setup: $(STAMPS)/venv $(STAMPS)/jars $(STAMPS)/s3-server
+# Headless Chromium (Debian package) for the test that opens the quality gates' Data Docs the way QA
+# does (tests/quality/test_data_docs_browser.py); sudo when not root.
+$(STAMPS)/chromium: | $(STAMPS)
+	command -v chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }
+	@touch $@
+
+setup: $(STAMPS)/venv $(STAMPS)/jars $(STAMPS)/s3-server $(STAMPS)/chromium
 
 run: setup
 	$(PY) scripts/fetch_dataset.py --conf $(CONF) $(ARGS)
