@@ -58,6 +58,7 @@ setup: $(STAMPS)/venv $(STAMPS)/jars $(STAMPS)/s3-server $(STAMPS)/chromium
 run: setup
 	$(PY) scripts/fetch_dataset.py --conf $(CONF) $(ARGS)
 	$(PY) -m pipelines.bronze --conf $(CONF) $(ARGS)
+	$(PY) -m pipelines.silver --conf $(CONF) $(ARGS)
 	$(PY) -m pipelines.gold --conf $(CONF) $(ARGS)
 
 test: setup

@@ -1,0 +1,263 @@
+"""Silver: MobileNetV2 features for every bronze image, in Spark, with the weights broadcast once.
+
+read bronze -> keep images with no silver row and no silver quarantine row -> load the weights once
+on the driver -> broadcast them -> repartition -> Scalar-Iterator pandas UDF (one model per Python
+worker, batched inference) -> split features / decode failures -> audit -> publish.
+
+Decisions (see docs/silver.md):
+- The UDF returns struct<features, error>: an image that cannot be decoded gets a null vector and
+  a reason instead of failing the task, and becomes a quarantine row with `stage = 'silver'`.
+  Every bronze image ends in exactly one of silver or silver quarantine, so the counts reconcile
+  and a rerun processes nothing (and does not even load the model).
+- The featurized batch is persisted once, so the silver rows and the quarantine rows are both
+  derived from a single inference pass.
+- Inference partitions = task slots x `silver.partitions_per_slot`, never more than one per
+  `silver.batch_size` images: every core works, and a small increment does not start a model in
+  workers that would get a handful of images.
+- TensorFlow threads per worker = cores per executor / concurrent Python workers per executor,
+  which is `spark.task.cpus` (each task runs in its own Python worker): the workers never
+  oversubscribe the cores.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.functions import pandas_udf
+
+from pipelines import features, lake
+from pipelines.cli import load_stage_conf, new_run_id, stage_parser
+from pipelines.config import Conf
+from pipelines.session import build_spark_session
+
+STAGE = "silver"
+ARROW_BATCH_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
+
+SILVER_SCHEMA = T.StructType(
+    [
+        T.StructField("image_id", T.StringType(), False),
+        T.StructField("label", T.StringType(), True),
+        T.StructField("split", T.StringType(), True),
+        T.StructField("features", T.ArrayType(T.FloatType()), True),
+        T.StructField("model_name", T.StringType(), True),
+        T.StructField("model_weights_sha256", T.StringType(), True),
+        T.StructField("featurized_at", T.TimestampType(), True),
+        T.StructField("run_id", T.StringType(), True),
+    ]
+)
+FEATURE_RESULT = T.StructType(
+    [T.StructField("features", T.ArrayType(T.FloatType())), T.StructField("error", T.StringType())]
+)
+
+
+# ---------------------------------------------------------------- pure functions
+
+
+def select_new_images(bronze: DataFrame, silver: DataFrame, quarantine: DataFrame) -> DataFrame:
+    """Bronze rows whose image has neither a silver row nor a silver quarantine row yet."""
+    done = silver.select("image_id").unionByName(quarantine.where(F.col("stage") == STAGE).select("image_id"))
+    return bronze.join(done, "image_id", "left_anti")
+
+
+def with_features(new_images: DataFrame, feature_udf) -> DataFrame:
+    """The columns silver and its quarantine need, plus the UDF's struct<features, error> as `result`."""
+    return new_images.select(
+        "image_id", "path", "label", "split", "source_size_bytes", "source_modified_at",
+        feature_udf(F.col("content"), F.col("orientation")).alias("result"),
+    )
+
+
+def silver_rows(featurized: DataFrame, model_name: str, weights_sha256: str, run_id: str) -> DataFrame:
+    return featurized.where(F.col("result.error").isNull()).select(
+        "image_id", "label", "split", F.col("result.features").alias("features"),
+        F.lit(model_name).alias("model_name"), F.lit(weights_sha256).alias("model_weights_sha256"),
+        F.current_timestamp().alias("featurized_at"), F.lit(run_id).alias("run_id"),
+    )
+
+
+def quarantine_rows(featurized: DataFrame, run_id: str) -> DataFrame:
+    return featurized.where(F.col("result.error").isNotNull()).select(
+        "image_id", "path", F.lit(STAGE).alias("stage"), F.col("result.error").alias("reason"),
+        "source_size_bytes", "source_modified_at", F.lit(run_id).alias("run_id"),
+        F.current_timestamp().alias("recorded_at"),
+    )
+
+
+def inference_partitions(images: int, task_slots: int, partitions_per_slot: int, batch_size: int) -> int:
+    """Enough partitions for every task slot to work, but no partition smaller than one batch."""
+    return max(1, min(task_slots * partitions_per_slot, math.ceil(images / batch_size)))
+
+
+def reason_code(reason: Column) -> Column:
+    return F.split(reason, ":").getItem(0)
+
+
+# ---------------------------------------------------------------- the UDF
+
+
+def make_feature_udf(broadcast_weights, weights_sha256: str, batch_size: int, tf_threads: int):
+    """Scalar-Iterator pandas UDF (content, orientation) -> struct<features, error>.
+
+    The model is taken (built on first use in the worker, then cached at module level) once per
+    task before the first batch, and reused for every batch of the partition.
+    """
+
+    @pandas_udf(FEATURE_RESULT)
+    def featurize_images(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
+        model = None
+        for contents, orientations in batches:
+            if model is None:
+                model = features.worker_model(broadcast_weights, weights_sha256, tf_threads)
+            vectors, errors = features.featurize(model, contents.tolist(), orientations.tolist(), batch_size)
+            yield pd.DataFrame({"features": vectors, "error": errors})
+
+    return featurize_images
+
+
+# ---------------------------------------------------------------- I/O edges
+
+
+def weights_settings(conf: Conf) -> features.WeightsSettings:
+    return features.WeightsSettings(
+        choice=conf["silver.weights"],
+        keras_home=conf.path("silver.keras_home"),
+        seed_dir=conf.path("silver.model_seed_dir"),
+        weights_file=conf.path("silver.weights_file") if conf["silver.weights_file"] else "",
+        weights_url=conf["silver.weights_url"],
+        download=conf["silver.download"],
+    )
+
+
+def task_slots(spark: SparkSession) -> tuple[int, int]:
+    """(concurrent tasks in the cluster, cores per task) from Spark's own settings."""
+    task_cpus = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
+    return max(1, spark.sparkContext.defaultParallelism // task_cpus), task_cpus
+
+
+@contextmanager
+def arrow_batch_rows(spark: SparkSession, rows: int):
+    """Set the Arrow batch size for this stage only, then restore the session's value."""
+    previous = spark.conf.get(ARROW_BATCH_KEY)
+    spark.conf.set(ARROW_BATCH_KEY, str(rows))
+    try:
+        yield
+    finally:
+        spark.conf.set(ARROW_BATCH_KEY, previous)
+
+
+def read_bronze(spark: SparkSession, conf: Conf) -> DataFrame:
+    location = lake.table_location(conf, "bronze")
+    bronze = lake.read_table(spark, location)
+    if bronze is None:
+        raise FileNotFoundError(
+            f"bronze table '{location}' does not exist: run `python -m pipelines.bronze` with the same conf first"
+        )
+    return bronze
+
+
+def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None = None) -> dict:
+    started = time.monotonic()
+    bronze = read_bronze(spark, conf)
+    silver = lake.read_table_or_empty(spark, lake.table_location(conf, "silver"), SILVER_SCHEMA)
+    quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
+    new_images = select_new_images(bronze, silver, quarantine)
+    slots, task_cpus = task_slots(spark)
+    stats = {
+        "bronze_rows": bronze.count(),
+        "new": new_images.select("image_id").count(),
+        "featurized": 0, "quarantined": 0, "quarantine_reasons": {},
+        "batch_size": conf["silver.batch_size"], "arrow_batch_rows": conf["silver.arrow_batch_rows"],
+        "partitions": 0, "tf_threads": conf["silver.tf_threads"] or task_cpus,
+        "inference_seconds": 0.0, "images_per_s": 0.0, "weights": None,
+    }
+    stats["already_present"] = stats["bronze_rows"] - stats["new"]
+    if stats["new"]:
+        stats.update(_featurize_and_publish(spark, conf, run_id, new_images, slots, stats, audit))
+    stats["seconds"] = round(time.monotonic() - started, 1)
+    return stats
+
+
+def _featurize_and_publish(
+    spark: SparkSession, conf: Conf, run_id: str, new_images: DataFrame, slots: int, stats: dict,
+    audit: lake.Audit | None,
+) -> dict:
+    weights = features.load_driver_weights(weights_settings(conf))
+    broadcast_weights = spark.sparkContext.broadcast(weights.arrays)
+    batch_size = conf["silver.batch_size"]
+    partitions = inference_partitions(stats["new"], slots, conf["silver.partitions_per_slot"], batch_size)
+    feature_udf = make_feature_udf(broadcast_weights, weights.sha256, batch_size, stats["tf_threads"])
+    featurized = with_features(new_images.repartition(partitions), feature_udf).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        with arrow_batch_rows(spark, conf["silver.arrow_batch_rows"]):
+            inference_started = time.monotonic()
+            featurized.count()  # the one inference pass; both outputs below read the persisted result
+            inference_seconds = time.monotonic() - inference_started
+            # Counted before publishing: Delta's writes to silver and quarantine drop the cached
+            # result (its plan reads those tables), and a recomputation would now find nothing new.
+            reasons = (
+                featurized.where(F.col("result.error").isNotNull())
+                .groupBy(reason_code(F.col("result.error")).alias("code")).count().collect()
+            )
+            results = lake.write_audit_publish(
+                spark, conf, STAGE, run_id,
+                {
+                    "silver": (silver_rows(featurized, features.MODEL_NAME, weights.sha256, run_id), ("image_id",)),
+                    "quarantine": (quarantine_rows(featurized, run_id), lake.QUARANTINE_KEYS),
+                },
+                audit=audit,
+            )
+    finally:
+        featurized.unpersist()
+        broadcast_weights.destroy()
+    return {
+        "featurized": results["silver"].inserted_rows,
+        "quarantined": results["quarantine"].inserted_rows,
+        "quarantine_reasons": {r["code"]: r["count"] for r in reasons},
+        "partitions": partitions,
+        "inference_seconds": round(inference_seconds, 1),
+        "images_per_s": round(stats["new"] / inference_seconds, 1) if inference_seconds else 0.0,
+        "weights": f"sha256 {weights.sha256[:12]} from {weights.source}",
+    }
+
+
+def summary_line(stats: dict, run_id: str) -> str:
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(stats["quarantine_reasons"].items())) or "none"
+    line = (
+        f"silver run {run_id}: bronze rows {stats['bronze_rows']}, new {stats['new']}, "
+        f"featurized {stats['featurized']}, quarantined {stats['quarantined']} ({reasons}), "
+        f"already present {stats['already_present']}"
+    )
+    if not stats["new"]:
+        return f"{line}; nothing to featurize (model not loaded), {stats['seconds']} s"
+    return (
+        f"{line}; {stats['images_per_s']} images/s ({stats['inference_seconds']} s inference), "
+        f"{stats['seconds']} s total; batch {stats['batch_size']}, Arrow batch {stats['arrow_batch_rows']} rows, "
+        f"{stats['partitions']} partitions, {stats['tf_threads']} TF thread(s) per worker; weights {stats['weights']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
+    conf = load_stage_conf(args)
+    run_id = new_run_id(conf)
+    spark = build_spark_session(conf, STAGE)
+    try:
+        stats = run(spark, conf, run_id)
+    except (FileNotFoundError, features.WeightsUnavailable) as exc:
+        print(f"silver: {exc}", file=sys.stderr)
+        return 2
+    print(summary_line(stats, run_id))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
