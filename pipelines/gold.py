@@ -50,6 +50,7 @@ from pipelines import lake
 from pipelines.cli import load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.session import build_spark_session
+from quality import gates
 
 STAGE = "gold"
 
@@ -637,10 +638,14 @@ def main(argv: list[str] | None = None) -> int:
     run_id = new_run_id(conf)
     spark = build_spark_session(conf, STAGE)
     try:
-        stats = run(spark, conf, run_id, refit=args.refit)
+        gates.require_upstream_passed(spark, conf, STAGE)
+        stats = run(spark, conf, run_id, refit=args.refit, audit=gates.auditor(spark, conf, STAGE, run_id, {"refit": args.refit}))
     except (FileNotFoundError, GoldStateError, ConfError) as exc:
         print(f"gold: {exc}", file=sys.stderr)
         return 2
+    except (gates.GateFailed, gates.UpstreamNotValidated) as exc:
+        print(f"gold: {exc}", file=sys.stderr)
+        return 1
     print(summary_line(stats, run_id))
     if stats.get("refit_reasons"):
         print(f"gold: refit recommended ({'; '.join(stats['refit_reasons'])}): run python -m pipelines.gold --refit")

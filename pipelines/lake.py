@@ -158,7 +158,8 @@ def write_audit_publish(
     results = {
         table: publish(spark, rows, table_location(conf, table), keys) for table, (rows, keys) in staged.items()
     }
-    drop_location(spark, staging_location(conf, stage, run_id))
+    for table in staged:
+        drop_location(spark, staging_location(conf, f"{stage}/{table}", run_id))
     return results
 
 

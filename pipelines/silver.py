@@ -38,6 +38,7 @@ from pipelines import features, lake
 from pipelines.cli import load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf
 from pipelines.session import build_spark_session
+from quality import gates
 
 STAGE = "silver"
 ARROW_BATCH_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
@@ -251,10 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     run_id = new_run_id(conf)
     spark = build_spark_session(conf, STAGE)
     try:
-        stats = run(spark, conf, run_id)
+        gates.require_upstream_passed(spark, conf, STAGE)
+        stats = run(spark, conf, run_id, audit=gates.auditor(spark, conf, STAGE, run_id))
     except (FileNotFoundError, features.WeightsUnavailable) as exc:
         print(f"silver: {exc}", file=sys.stderr)
         return 2
+    except (gates.GateFailed, gates.UpstreamNotValidated) as exc:
+        print(f"silver: {exc}", file=sys.stderr)
+        return 1
     print(summary_line(stats, run_id))
     return 0
 

@@ -93,7 +93,8 @@ def test_rerun_adds_nothing_and_new_files_add_only_their_rows(spark, make_conf, 
     table = read(spark, conf, "bronze")
     assert table.count() == 40 and table.select("path").distinct().count() == 40
     assert {r.run_id for r in table.where("split = 'Test'").collect()} == {"run-3"}
-    assert not (tmp_path / "lake" / "_staging" / "bronze" / "run-3").exists()
+    assert not list((tmp_path / "lake" / "_staging").glob("bronze/*/run-3"))
+    assert (tmp_path / "lake" / "_staging" / "bronze" / "bronze").is_dir()  # the layout the check above relies on
 
 
 def test_file_rewritten_in_place_is_quarantined_not_ignored(spark, make_conf, tmp_path):
