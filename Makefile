@@ -76,3 +76,8 @@ deploy-cost: setup
 
 deploy-plan: setup
 	$(PY) -m deploy run --mode serverless --dry-run
+
+# Presentation deck: docs/deck/deck.md -> work/deck/deck.html and work/deck/deck.pdf (headless Chromium).
+.PHONY: deck
+deck: $(STAMPS)/venv $(STAMPS)/chromium
+	$(PY) scripts/render_deck.py --source docs/deck/deck.md --out-dir work/deck
