@@ -15,11 +15,12 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup run test bench clean-lake help deploy-cost deploy-plan
+.PHONY: setup run run-s3 test bench clean-lake help deploy-cost deploy-plan
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make run    - run the pipeline (bronze -> silver -> gold with quality gates) on the embedded default"
+	@echo "make run-s3 - the same pipeline on s3a:// against a local S3 server (MinIO on 127.0.0.1, docs/s3.md)"
 	@echo "make test   - run the test suite"
 	@echo "make setup  - install everything (done by run and test)"
 	@echo "make bench  - run the benchmarks"
@@ -60,6 +61,13 @@ run: setup
 	$(PY) -m pipelines.bronze --conf $(CONF) $(ARGS)
 	$(PY) -m pipelines.silver --conf $(CONF) $(ARGS)
 	$(PY) -m pipelines.gold --conf $(CONF) $(ARGS)
+	$(PY) -m quality.report --conf $(CONF) $(ARGS)
+
+# Starts MinIO, uploads the input images with boto3, runs the stages with conf/s3-local.yaml, prints
+# the tables' counts, stops the server. Options: make run-s3 ARGS="--limit 300 --compare-local".
+run-s3: setup
+	$(PY) scripts/fetch_dataset.py --conf conf/local.yaml
+	$(PY) -m scripts.run_s3_demo $(ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
