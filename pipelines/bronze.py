@@ -30,11 +30,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines import lake
-from pipelines.cli import load_stage_conf, new_run_id, stage_parser
+from pipelines.cli import execute_stage, stage_parser
 from pipelines.config import Conf
 from pipelines.images import inspect_image, sha256_hex
-from pipelines.session import build_spark_session
-from quality import gates
 
 STAGE = "bronze"
 
@@ -341,19 +339,11 @@ def summary_line(stats: dict, run_id: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
-    conf = load_stage_conf(args)
-    run_id = new_run_id(conf)
-    spark = build_spark_session(conf, STAGE)
-    try:
-        stats = run(spark, conf, run_id, audit=gates.auditor(spark, conf, STAGE, run_id, {"input": conf.path("input.path")}))
-    except FileNotFoundError as exc:
-        print(f"bronze: {exc}", file=sys.stderr)
-        return 2
-    except gates.GateFailed as exc:
-        print(f"bronze: {exc}", file=sys.stderr)
-        return 1
-    print(summary_line(stats, run_id))
-    return 0
+    code, _ = execute_stage(
+        STAGE, args, lambda spark, conf, run_id, audit: run(spark, conf, run_id, audit=audit), summary_line,
+        context=lambda conf: {"input": conf.path("input.path")},
+    )
+    return code
 
 
 if __name__ == "__main__":

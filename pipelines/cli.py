@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
 from pipelines.config import Conf, ConfError, load_conf
+from pipelines.session import build_spark_session
+from quality import gates
 
 DEFAULT_CONF = "conf/local.yaml"
 
@@ -45,3 +48,37 @@ def new_run_id(conf: Conf) -> str:
     if conf["run.id"]:
         return conf["run.id"]
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+StageRun = Callable[..., dict]
+
+
+def execute_stage(
+    stage: str,
+    args: argparse.Namespace,
+    run: StageRun,
+    summary: Callable[[dict, str], str],
+    input_errors: tuple[type[BaseException], ...] = (FileNotFoundError,),
+    context: Callable[[Conf], Mapping[str, object]] | None = None,
+) -> tuple[int, dict | None]:
+    """The body every stage's main() shares: conf, session, upstream check, run with its gate, summary.
+
+    `run(spark, conf, run_id, audit)` does the stage's work. Exit codes: 0 done, 1 a quality gate
+    failed or the upstream layer's last validation failed (nothing published), 2 missing input,
+    weights or setting (the message says what to do). Returns the stats for stage-specific advice.
+    """
+    conf = load_stage_conf(args)
+    run_id = new_run_id(conf)
+    spark = build_spark_session(conf, stage)
+    try:
+        gates.require_upstream_passed(spark, conf, stage)
+        audit = gates.auditor(spark, conf, stage, run_id, context(conf) if context else None)
+        stats = run(spark, conf, run_id, audit)
+    except input_errors as exc:
+        print(f"{stage}: {exc}", file=sys.stderr)
+        return 2, None
+    except (gates.GateFailed, gates.UpstreamNotValidated) as exc:
+        print(f"{stage}: {exc}", file=sys.stderr)
+        return 1, None
+    print(summary(stats, run_id))
+    return 0, stats

@@ -47,10 +47,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines import lake
-from pipelines.cli import load_stage_conf, new_run_id, stage_parser
+from pipelines.cli import execute_stage, stage_parser
 from pipelines.config import Conf, ConfError
-from pipelines.session import build_spark_session
-from quality import gates
 
 STAGE = "gold"
 
@@ -634,22 +632,13 @@ def main(argv: list[str] | None = None) -> int:
         help="fit a new model on all of silver and rewrite gold with it in one commit (docs/gold.md: when to refit)",
     )
     args = parser.parse_args(argv)
-    conf = load_stage_conf(args)
-    run_id = new_run_id(conf)
-    spark = build_spark_session(conf, STAGE)
-    try:
-        gates.require_upstream_passed(spark, conf, STAGE)
-        stats = run(spark, conf, run_id, refit=args.refit, audit=gates.auditor(spark, conf, STAGE, run_id, {"refit": args.refit}))
-    except (FileNotFoundError, GoldStateError, ConfError) as exc:
-        print(f"gold: {exc}", file=sys.stderr)
-        return 2
-    except (gates.GateFailed, gates.UpstreamNotValidated) as exc:
-        print(f"gold: {exc}", file=sys.stderr)
-        return 1
-    print(summary_line(stats, run_id))
-    if stats.get("refit_reasons"):
+    code, stats = execute_stage(
+        STAGE, args, lambda spark, conf, run_id, audit: run(spark, conf, run_id, refit=args.refit, audit=audit),
+        summary_line, input_errors=(FileNotFoundError, GoldStateError, ConfError), context=lambda conf: {"refit": args.refit},
+    )
+    if stats and stats.get("refit_reasons"):
         print(f"gold: refit recommended ({'; '.join(stats['refit_reasons'])}): run python -m pipelines.gold --refit")
-    return 0
+    return code
 
 
 if __name__ == "__main__":

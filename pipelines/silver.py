@@ -35,10 +35,8 @@ from pyspark.sql import types as T
 from pyspark.sql.functions import pandas_udf
 
 from pipelines import features, lake
-from pipelines.cli import load_stage_conf, new_run_id, stage_parser
+from pipelines.cli import execute_stage, stage_parser
 from pipelines.config import Conf
-from pipelines.session import build_spark_session
-from quality import gates
 
 STAGE = "silver"
 ARROW_BATCH_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
@@ -248,20 +246,11 @@ def summary_line(stats: dict, run_id: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
-    conf = load_stage_conf(args)
-    run_id = new_run_id(conf)
-    spark = build_spark_session(conf, STAGE)
-    try:
-        gates.require_upstream_passed(spark, conf, STAGE)
-        stats = run(spark, conf, run_id, audit=gates.auditor(spark, conf, STAGE, run_id))
-    except (FileNotFoundError, features.WeightsUnavailable) as exc:
-        print(f"silver: {exc}", file=sys.stderr)
-        return 2
-    except (gates.GateFailed, gates.UpstreamNotValidated) as exc:
-        print(f"silver: {exc}", file=sys.stderr)
-        return 1
-    print(summary_line(stats, run_id))
-    return 0
+    code, _ = execute_stage(
+        STAGE, args, lambda spark, conf, run_id, audit: run(spark, conf, run_id, audit=audit), summary_line,
+        input_errors=(FileNotFoundError, features.WeightsUnavailable),
+    )
+    return code
 
 
 if __name__ == "__main__":
