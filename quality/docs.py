@@ -116,45 +116,52 @@ def localise_site(site_root: Path, changed_since: float) -> list[Path]:
 # ---------------------------------------------------------------- Hadoop FileSystem copies
 
 
-def _filesystem(spark: SparkSession, location: str):
+def _filesystems(spark: SparkSession, location: str):
+    """(jvm, Hadoop conf, the Path and FileSystem of `location`, the raw local FileSystem: no .crc files)."""
     jvm = spark.sparkContext._jvm
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
     path = jvm.org.apache.hadoop.fs.Path(location)
-    return jvm, path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    local = jvm.org.apache.hadoop.fs.FileSystem.getLocal(hadoop_conf).getRawFileSystem()
+    return jvm, hadoop_conf, path, path.getFileSystem(hadoop_conf), local
 
 
 def download_tree(spark: SparkSession, remote: str, local: Path, skip_prefixes: tuple[str, ...] = ()) -> int:
     """Copy every file under `remote` into `local`, except those whose relative path starts with one
     of `skip_prefixes`; returns the number of files copied (0 when `remote` does not exist)."""
-    jvm, root, fs = _filesystem(spark, remote)
+    jvm, hadoop_conf, root, fs, local_fs = _filesystems(spark, remote)
     if not fs.exists(root):
         return 0
     base = fs.makeQualified(root).toString().rstrip("/") + "/"
     files = fs.listFiles(root, True)
     copied = 0
     while files.hasNext():
-        status = files.next()
-        source = status.getPath()
+        source = files.next().getPath()
         relative = source.toString()[len(base):]
         if any(relative.startswith(prefix) for prefix in skip_prefixes):
             continue
         target = local / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        fs.copyToLocalFile(False, source, jvm.org.apache.hadoop.fs.Path(str(target)), True)
+        jvm.org.apache.hadoop.fs.FileUtil.copy(fs, source, local_fs, jvm.org.apache.hadoop.fs.Path(target.as_uri()), False, hadoop_conf)
         copied += 1
     return copied
 
 
 def upload_tree(spark: SparkSession, local: Path, remote: str, changed_since: float) -> int:
-    """Copy the files under `local` modified since `changed_since` to the same relative paths under `remote`."""
-    jvm, root, fs = _filesystem(spark, remote)
+    """Copy the files under `local` modified since `changed_since` to the same relative paths under `remote`.
+
+    FileUtil.copy streams each file, overwriting what is there (hadoop-aws 3.4.1's S3A
+    copyFromLocalFile fails on a single file with "Cannot get relative path for URI").
+    """
+    jvm, hadoop_conf, root, fs, local_fs = _filesystems(spark, remote)
     copied = 0
     for directory, _, names in os.walk(local):
         for name in names:
             source = Path(directory) / name
             if source.stat().st_mtime < changed_since:
                 continue
-            relative = source.relative_to(local).as_posix()
-            target = jvm.org.apache.hadoop.fs.Path(root, relative)
-            fs.copyFromLocalFile(False, True, jvm.org.apache.hadoop.fs.Path(str(source)), target)
+            target = jvm.org.apache.hadoop.fs.Path(root, source.relative_to(local).as_posix())
+            jvm.org.apache.hadoop.fs.FileUtil.copy(
+                local_fs, jvm.org.apache.hadoop.fs.Path(source.as_uri()), fs, target, False, True, hadoop_conf
+            )
             copied += 1
     return copied

@@ -251,21 +251,23 @@ def _totals(spark, conf, layer, batch, staged_quarantine, gold) -> dict[str, flo
 
 
 def _one_row_frame(spark: SparkSession, metrics: dict) -> DataFrame:
-    fields = [
-        T.StructField(name, T.LongType() if isinstance(value, int) and not isinstance(value, bool) else T.DoubleType())
-        for name, value in metrics.items()
-    ]
-    values = {k: (float(v) if isinstance(f.dataType, T.DoubleType) and v is not None else v) for (k, v), f in zip(metrics.items(), fields)}
-    return spark.createDataFrame([values], T.StructType(fields))
+    """The totals as the one-row DataFrame GX validates: counts as longs, ratios and unknowns as doubles."""
+
+    def is_count(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    schema = T.StructType([T.StructField(k, T.LongType() if is_count(v) else T.DoubleType()) for k, v in metrics.items()])
+    row = [v if v is None or is_count(v) else float(v) for v in metrics.values()]
+    return spark.createDataFrame([row], schema)
 
 
 @contextmanager
 def _workspace(spark: SparkSession, conf: Conf, started: float) -> Iterator[tuple[Path, Callable[[str], str]]]:
     """The local folder GX works in, and the function mapping a file in it to its place in the lake.
 
-    A local lake is written in place. For a remote lake, the GX project is downloaded without its
-    rendered pages (the stores are what the index is built from), and the files this run wrote are
-    copied back once the checkpoints are done.
+    A local lake is written in place. For a remote lake, the GX project is downloaded (GX's index
+    lists the validation pages already in the site, so those come too; the static assets, rewritten
+    by every build, do not), and the files this run wrote are copied back once the checkpoints are done.
     """
     reports = reports_location(conf)
     if not is_remote(reports):
@@ -274,7 +276,7 @@ def _workspace(spark: SparkSession, conf: Conf, started: float) -> Iterator[tupl
         return
     local = Path(tempfile.mkdtemp(prefix="fruits-gx-"))
     try:
-        docs.download_tree(spark, reports, local, skip_prefixes=(f"{GX_DIR}/{SITE_DIR}/",))
+        docs.download_tree(spark, f"{reports}/{GX_DIR}", local / GX_DIR, skip_prefixes=(f"{SITE_DIR}/static/",))
         yield local, lambda path: reports + "/" + Path(path).relative_to(local).as_posix()
         docs.upload_tree(spark, local, reports, started - 1)
     finally:
