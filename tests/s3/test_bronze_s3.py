@@ -79,10 +79,13 @@ def test_bronze_on_s3a_equals_local_disk_and_rerun_adds_nothing(spark, make_conf
     s3_rejected = {r.path: r.reason for r in table_rows(spark, s3_run.conf, "quarantine")}
     assert s3_rejected == {r.path: r.reason for r in table_rows(spark, local_conf, "quarantine")}
 
-    # The tables live in the bucket, not on local disk.
+    # The tables live in the bucket (not on local disk) and the staging tables were deleted there.
     lake_keys = list_keys(s3_run.client, s3_run.bucket, "lake/")
     assert "lake/bronze/_delta_log/00000000000000000000.json" in lake_keys
     assert any(k.startswith("lake/quarantine/_delta_log/") for k in lake_keys)
+    staging = f"lake/{s3_run.conf['lake.staging']}/"
+    # S3A leaves empty directory markers (keys ending in '/') where it deleted a folder: no data.
+    assert not [k for k in lake_keys if k.startswith(staging) and not k.endswith("/")]
 
 
 def test_bronze_command_line_with_s3_local_overlay(s3_run, spark, tmp_path, sample):
