@@ -42,7 +42,13 @@ _DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 # Settings never printed on a command line (where `ps` shows them): S3A reads the same secrets from
 # the environment by itself.
 _SECRET_SUFFIXES = (".access.key", ".secret.key", ".session.token")
-_DERBY_IN_USE = ("Another instance of Derby may have already booted", "XSDB6")
+# How a local metastore that cannot be opened shows up: Derby's own error when its text reaches
+# Python, else Spark's (the Derby cause stays in the JVM stack trace). With an embedded Derby the
+# usual reason is another process holding the database.
+_DERBY_NOT_OPENED = (
+    "XSDB6", "Another instance of Derby may have already booted",
+    "Unable to instantiate org.apache.hadoop.hive.ql.metadata.SessionHiveMetaStoreClient",
+)
 
 
 class CatalogError(RuntimeError):
@@ -221,17 +227,19 @@ def register_tables(spark: SparkSession, conf: Conf) -> Registration:
 
 def _metastore_error(conf: Conf, exc: Exception) -> Exception:
     text = str(exc)
-    if any(marker in text for marker in _DERBY_IN_USE):
+    if not conf["catalog.glue"] and any(marker in text for marker in _DERBY_NOT_OPENED):
+        metastore = conf.path("catalog.metastore_dir")
         return CatalogError(
-            f"the local metastore {conf.path('catalog.metastore_dir')} is open in another Spark process "
-            f"(Derby allows one at a time): stop that process (a notebook kernel, a spark-sql shell, another "
-            f"`python -m pipelines.sql`) or give this one another folder with --set catalog.metastore_dir=..."
+            f"the local metastore {metastore} could not be opened; most often it is open in another Spark "
+            f"process (Derby allows one at a time): stop that process (a notebook kernel, a spark-sql shell, "
+            f"another `python -m pipelines.sql`) or give this one another folder with "
+            f"--set catalog.metastore_dir=...; Derby's own message is in {metastore}/derby.log"
         )
     if conf["catalog.glue"]:
         return CatalogError(
             f"the Glue Data Catalog could not be reached ({text.splitlines()[0]}): the job's IAM role needs "
             f"glue:GetDatabase/CreateDatabase/GetTable(s)/CreateTable/DeleteTable on database "
-            f"'{conf['catalog.database']}' (docs/deploy.md)"
+            f"'{conf['catalog.database']}'"
         )
     return exc
 

@@ -104,13 +104,28 @@ def test_spark_sql_args_carry_catalog_and_delta_settings_but_no_secret(monkeypat
     assert "AKIDEXAMPLE" not in joined and "secret-value" not in joined
 
 
-def test_a_derby_database_in_use_becomes_an_error_naming_the_folder_and_the_fix():
+@pytest.mark.parametrize(
+    "message",
+    [
+        "ERROR XSDB6: Another instance of Derby may have already booted the database /var/ms/metastore_db.",
+        # What Python receives when a second process opens the same Derby database (seen with pyspark 4.0.2)
+        "org.apache.hadoop.hive.ql.metadata.HiveException: java.lang.RuntimeException: Unable to instantiate "
+        "org.apache.hadoop.hive.ql.metadata.SessionHiveMetaStoreClient",
+    ],
+)
+def test_a_local_metastore_that_cannot_open_becomes_an_error_naming_the_folder_and_the_fix(message):
+    error = catalog._metastore_error(conf("catalog.metastore_dir=/var/ms"), RuntimeError(message))
+    assert isinstance(error, catalog.CatalogError)
+    assert "/var/ms" in str(error) and "catalog.metastore_dir" in str(error) and "/var/ms/derby.log" in str(error)
+
+
+def test_glue_failures_name_the_permissions_the_role_needs():
     error = catalog._metastore_error(
-        conf("catalog.metastore_dir=/var/ms"),
-        RuntimeError("...ERROR XSDB6: Another instance of Derby may have already booted the database /var/ms/metastore_db."),
+        conf("catalog.glue=true", "lake.root=s3a://bucket/lake"),
+        RuntimeError("AccessDeniedException: not authorized to perform glue:GetDatabase"),
     )
     assert isinstance(error, catalog.CatalogError)
-    assert "/var/ms" in str(error) and "catalog.metastore_dir" in str(error)
+    assert "glue:GetDatabase" in str(error) and "'fruits'" in str(error)
 
 
 def test_other_metastore_failures_are_not_disguised():
