@@ -1,0 +1,100 @@
+"""kill -9 in the middle of a stage's write, then a rerun: the lake ends exactly as after a clean run.
+
+Each test starts the stage as `python -m pipelines.<stage>` with a known run id, waits until the
+run is inside its write-audit-publish (a file the protocol writes at a known point appears), then
+SIGKILLs the whole process tree (the Python driver, the JVM, the PySpark daemon and workers). A
+rerun with a new run id (what a scheduler does) must then leave every table equal to the clean
+reference lake's: the same image_ids, no duplicate, nothing missing, the same features and scores.
+
+Kill points (the trigger file, and what the kill leaves):
+- silver and gold, "staged": the run's private staging table commits its version 0
+  (`_staging/<stage>/<stage>/<run_id>/_delta_log/00000000000000000000.json` appears): the batch is
+  computed (silver's inference is done) and written, nothing is published yet;
+- bronze, "between publishes": one of the run's two tables (bronze, quarantine) has its
+  insert-if-absent MERGE committed (its version 1 appears) and the other not yet: the two tables of
+  one run are two Delta commits, and the rerun must complete the second without redoing the first.
+  Whichever table write_audit_publish publishes first, the kill falls between the two. (The staged
+  point is the same protocol code for every stage, covered by silver and gold.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines import gold, lake
+from tests.reliability.conftest import (
+    assert_bronze_equal,
+    assert_gold_equal,
+    assert_silver_equal,
+    bronze_rows,
+    copy_tables,
+    delta_version_file,
+    quarantine_rows,
+    run_main_in_process,
+)
+
+pytestmark = [pytest.mark.spark]
+
+
+def kill_when(process, trigger, what: str) -> None:
+    process.wait_for(trigger.exists, what)
+    assert len(process.kill_tree()) >= 2, "expected the stage and its JVM in the killed tree"
+
+
+@pytest.mark.slow
+def test_bronze_killed_between_its_two_publishes_then_rerun_equals_clean_run(spark, reference, tmp_path, stage_processes):
+    scenario = reference.conf.elsewhere(tmp_path / "lake")
+    published = [delta_version_file(scenario.table_dir(table), 1) for table in ("bronze", "quarantine")]
+
+    process = stage_processes("bronze", scenario.args("kill-bronze"), tmp_path / "logs", "kill-bronze")
+    process.wait_for(lambda: any(p.exists() for p in published), "the first of bronze's two publishes")
+    assert len(process.kill_tree()) >= 2, "expected the stage and its JVM in the killed tree"
+
+    left = (bronze_rows(spark, scenario.conf), quarantine_rows(spark, scenario.conf, "bronze"))
+    assert [bool(rows) for rows in left].count(True) == 1, "the kill did not fall between the two publishes"
+    assert run_main_in_process("bronze", scenario.args("rerun-bronze")) == 0, "the rerun after the kill failed"
+    assert_bronze_equal(spark, scenario.conf, reference.conf.conf)
+
+
+@pytest.mark.slow
+def test_silver_killed_mid_write_then_rerun_equals_clean_run(spark, reference, tmp_path, stage_processes):
+    scenario = reference.conf.elsewhere(tmp_path / "lake")
+    copy_tables(reference.conf, scenario, ["bronze", "quarantine"])
+    assert quarantine_rows(spark, scenario.conf, "silver") == [], "the reference quarantine must hold bronze rows only"
+
+    process = stage_processes("silver", scenario.args("kill-silver"), tmp_path / "logs", "kill-silver")
+    staged = delta_version_file(scenario.staging_table("silver", "silver", "kill-silver"), 0)
+    kill_when(process, staged, "silver's staged batch")
+
+    assert not scenario.table_dir("silver").exists(), "the killed run published silver rows"
+    assert run_main_in_process("silver", scenario.args("rerun-silver")) == 0, "the rerun after the kill failed"
+    assert_silver_equal(spark, scenario.conf, reference.conf.conf)
+    assert_bronze_equal(spark, scenario.conf, reference.conf.conf)
+
+
+@pytest.mark.slow
+def test_gold_killed_mid_write_then_rerun_equals_clean_run(spark, reference, tmp_path, stage_processes):
+    scenario = reference.conf.elsewhere(tmp_path / "lake")
+    copy_tables(reference.conf, scenario, ["bronze", "quarantine", "silver"])
+
+    process = stage_processes("gold", scenario.args("kill-gold"), tmp_path / "logs", "kill-gold")
+    staged = delta_version_file(scenario.staging_table("gold", "gold", "kill-gold"), 0)
+    kill_when(process, staged, "gold's staged batch")
+
+    assert not scenario.table_dir("gold").exists(), "the killed run published gold rows"
+    assert run_main_in_process("gold", scenario.args("rerun-gold")) == 0, "the rerun after the kill failed"
+    assert_gold_equal(spark, scenario.conf, reference.conf.conf)
+    # The model of the published gold rows is registered (the killed fit's model is an orphan at worst).
+    version = spark.read.format("delta").load(str(scenario.table_dir("gold"))).select("model_version").first()[0]
+    registry = spark.read.format("delta").load(gold.registry_location(scenario.conf))
+    assert registry.where(registry.model_version == version).count() == 1
+
+
+@pytest.mark.slow
+def test_clean_runs_leave_no_staging_tables(reference):
+    """write-audit-publish drops a run's private staging tables once they are published."""
+    staging = Path(lake.lake_location(reference.conf.conf, reference.conf.conf["lake.staging"]))
+    leftovers = sorted(str(p.relative_to(staging)) for p in staging.glob("*/*/*") if p.is_dir()) if staging.exists() else []
+    assert leftovers == [], f"staging tables left behind by the clean runs: {leftovers}"
