@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
+from pipelines import lake
 from pipelines.config import Conf, ConfError, load_conf
 from pipelines.session import build_spark_session
 from quality import gates
@@ -51,6 +53,12 @@ def new_run_id(conf: Conf) -> str:
 
 
 StageRun = Callable[..., dict]
+_UNREACHABLE = re.compile(r"ConnectException|UnknownHostException|Unable to execute HTTP request|Connection refused")
+
+
+def storage_unreachable(exc: BaseException) -> bool:
+    """True when the lake's storage (an S3 endpoint) did not answer, as opposed to a bug."""
+    return bool(_UNREACHABLE.search(str(exc)[:20000]))
 
 
 def execute_stage(
@@ -65,7 +73,7 @@ def execute_stage(
 
     `run(spark, conf, run_id, audit)` does the stage's work. Exit codes: 0 done, 1 a quality gate
     failed or the upstream layer's last validation failed (nothing published), 2 missing input,
-    weights or setting (the message says what to do). Returns the stats for stage-specific advice.
+    weights or setting (the message says what to do), 3 the storage did not answer. Returns the stats for stage-specific advice.
     """
     conf = load_stage_conf(args)
     run_id = new_run_id(conf)
@@ -77,8 +85,17 @@ def execute_stage(
     except input_errors as exc:
         print(f"{stage}: {exc}", file=sys.stderr)
         return 2, None
-    except (gates.GateFailed, gates.UpstreamNotValidated) as exc:
+    except (gates.GateFailed, gates.UpstreamNotValidated, lake.ConcurrentWriteError) as exc:
         print(f"{stage}: {exc}", file=sys.stderr)
         return 1, None
+    except Exception as exc:  # noqa: BLE001 - only an unreachable store is turned into one line
+        if not storage_unreachable(exc):
+            raise
+        print(
+            f"{stage}: cannot reach the storage of {conf.path('lake.root')} (s3.endpoint={conf['s3.endpoint']}): "
+            f"{str(exc).splitlines()[0][:300]}; nothing of this run was published: rerun when it answers",
+            file=sys.stderr,
+        )
+        return 3, None
     print(summary(stats, run_id))
     return 0, stats

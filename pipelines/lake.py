@@ -147,7 +147,7 @@ def write_audit_publish(
     """Stage every batch (table name -> (rows, key columns)), audit the main one, then publish all.
 
     The first entry is the stage's own table and is what `audit` validates; the others (the
-    quarantine rows) are published after it. If the audit raises, nothing is published.
+    quarantine rows) are published before it. If the audit raises, nothing is published.
     """
     staged = {
         table: (stage_batch(spark, conf, f"{stage}/{table}", run_id, rows), keys)
@@ -155,8 +155,12 @@ def write_audit_publish(
     }
     if audit is not None:
         audit(next(iter(staged.values()))[0])
+    # The stage's own table is published last: a run killed between two commits then leaves only
+    # quarantine rows, which the rerun skips, instead of accepted rows whose rejects never land.
+    own, *others = staged
     results = {
-        table: publish(spark, rows, table_location(conf, table), keys) for table, (rows, keys) in staged.items()
+        table: publish(spark, staged[table][0], table_location(conf, table), staged[table][1])
+        for table in [*others, own]
     }
     for table in staged:
         drop_location(spark, staging_location(conf, f"{stage}/{table}", run_id))

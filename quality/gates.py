@@ -21,6 +21,7 @@ table of the run is staged and before anything is published. The audit:
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import tempfile
 import time
@@ -272,7 +273,10 @@ def _workspace(spark: SparkSession, conf: Conf, started: float) -> Iterator[tupl
     reports = reports_location(conf)
     if not is_remote(reports):
         Path(reports).mkdir(parents=True, exist_ok=True)
-        yield Path(reports), lambda local: local
+        # Two gates at once (two runs of a stage) would rewrite the same GX files: one at a time.
+        with open(Path(reports) / ".gx.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield Path(reports), lambda local: local
         return
     local = Path(tempfile.mkdtemp(prefix="fruits-gx-"))
     try:
