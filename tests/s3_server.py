@@ -42,6 +42,18 @@ class S3ServerError(RuntimeError):
     """The local S3 server is missing or did not start; the message says what to do."""
 
 
+def server_binary_or_skip() -> Path:
+    """The server binary for a pytest fixture: skip where it is not installed, but fail under CI."""
+    import pytest
+
+    try:
+        return server_binary()
+    except S3ServerError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
 def server_binary() -> Path:
     """The MinIO binary: $FRUITS_S3_SERVER_BIN, else the one the install script puts in .tools/bin."""
     binary = Path(os.environ.get(SERVER_BIN_ENV) or DEFAULT_SERVER_BIN)

@@ -26,7 +26,7 @@ from tests.s3_server import (
     load_s3_conf,
     new_bucket_name,
     region_of_overlay,
-    server_binary,
+    server_binary_or_skip,
     upload_tree,
 )
 
@@ -67,12 +67,7 @@ class RestartableS3Server(LocalS3Server):
 
 @pytest.fixture
 def s3_server():
-    try:
-        binary = server_binary()
-    except S3ServerError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+    binary = server_binary_or_skip()
     with RestartableS3Server(region_of_overlay(), binary) as server:
         yield server
 

@@ -7,7 +7,6 @@ server fails them: CI must prove the S3 path, not skip it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import pytest
@@ -16,11 +15,10 @@ from pipelines.config import Conf
 from pipelines.session import s3a_settings
 from tests.s3_server import (
     LocalS3Server,
-    S3ServerError,
     load_s3_conf,
     new_bucket_name,
     region_of_overlay,
-    server_binary,
+    server_binary_or_skip,
 )
 
 # Seconds per (stage, storage) measured by the S3 tests, printed at the end of the run (never asserted).
@@ -29,12 +27,7 @@ TIMINGS: dict[str, float] = {}
 
 @pytest.fixture(scope="session")
 def s3_server():
-    try:
-        binary = server_binary()
-    except S3ServerError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+    binary = server_binary_or_skip()
     with LocalS3Server(region_of_overlay(), binary) as server:
         yield server
 
