@@ -56,9 +56,11 @@ StageRun = Callable[..., dict]
 _UNREACHABLE = re.compile(r"ConnectException|UnknownHostException|Unable to execute HTTP request|Connection refused")
 
 
-def storage_unreachable(exc: BaseException) -> bool:
-    """True when the lake's storage (an S3 endpoint) did not answer, as opposed to a bug."""
-    return bool(_UNREACHABLE.search(str(exc)[:20000]))
+def storage_unreachable(exc: BaseException) -> str | None:
+    """The innermost line saying the lake's storage (an S3 endpoint) did not answer, or None for any
+    other failure (a bug keeps its traceback)."""
+    causes = [line.strip() for line in str(exc)[:200000].splitlines() if _UNREACHABLE.search(line)]
+    return causes[-1][:300] if causes else None
 
 
 def execute_stage(
@@ -89,11 +91,13 @@ def execute_stage(
         print(f"{stage}: {exc}", file=sys.stderr)
         return 1, None
     except Exception as exc:  # noqa: BLE001 - only an unreachable store is turned into one line
-        if not storage_unreachable(exc):
+        cause = storage_unreachable(exc)
+        if cause is None:
             raise
         print(
             f"{stage}: cannot reach the storage of {conf.path('lake.root')} (s3.endpoint={conf['s3.endpoint']}): "
-            f"{str(exc).splitlines()[0][:300]}; nothing of this run was published: rerun when it answers",
+            f"{cause}; run {run_id} stopped before its end: rerun when the storage answers again "
+            "(a rerun publishes exactly what this one did not)",
             file=sys.stderr,
         )
         return 3, None

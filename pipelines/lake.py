@@ -98,9 +98,14 @@ _DELTA_CONFLICT = re.compile(
 )
 
 
-def is_commit_conflict(exc: BaseException) -> bool:
-    """True for Delta's optimistic-concurrency conflicts (another writer committed first)."""
-    return bool(_DELTA_CONFLICT.search(f"{type(exc).__name__}: {exc}"))
+def is_commit_conflict(exc: BaseException, creating: bool = False) -> bool:
+    """True for Delta's optimistic-concurrency conflicts (another writer committed first).
+
+    While this run creates a table, DELTA_TABLE_NOT_FOUND is one too: another writer creating the
+    same table has made its `_delta_log` folder but not yet committed version 0.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    return bool(_DELTA_CONFLICT.search(text)) or (creating and "DELTA_TABLE_NOT_FOUND" in text)
 
 
 def publish(
@@ -116,15 +121,17 @@ def publish(
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     attempt = 1
     while True:
+        creating = True
         try:
             DeltaTable.createIfNotExists(spark).location(location).addColumns(staged.schema).execute()
+            creating = False
             if staged_rows == 0:
                 return PublishResult(location, 0, 0)
             table = DeltaTable.forPath(spark, location)
             merged = table.alias("t").merge(staged.alias("s"), condition).whenNotMatchedInsertAll().execute()
             return PublishResult(location, staged_rows, int(merged.first()["num_inserted_rows"]))
         except Exception as exc:  # noqa: BLE001 - only commit conflicts are retried
-            if not is_commit_conflict(exc):
+            if not is_commit_conflict(exc, creating):
                 raise
             if attempt >= attempts:
                 raise ConcurrentWriteError(

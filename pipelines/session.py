@@ -43,6 +43,15 @@ def jvm_settings(conf: Conf) -> dict[str, str]:
     return settings
 
 
+# conf key -> Hadoop S3A key (after "fs.s3a."), each left at Hadoop's default when the conf value is null.
+_S3A_RETRY_KEYS = {
+    "s3.attempts_maximum": "attempts.maximum",
+    "s3.retry_limit": "retry.limit",
+    "s3.retry_interval": "retry.interval",
+    "s3.connection_establish_timeout": "connection.establish.timeout",
+}
+
+
 def s3a_settings(conf: Conf, environ: dict[str, str] | None = None) -> dict[str, str]:
     """Hadoop S3A settings from conf; credentials are read from the environment variables conf names."""
     environ = os.environ if environ is None else environ
@@ -69,6 +78,9 @@ def s3a_settings(conf: Conf, environ: dict[str, str] | None = None) -> dict[str,
             )
         else:
             settings[prefix + "aws.credentials.provider"] = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+    for key, hadoop_key in _S3A_RETRY_KEYS.items():
+        if conf[key] is not None:
+            settings[prefix + hadoop_key] = str(conf[key])
     if conf["s3.encryption_algorithm"]:
         settings[prefix + "encryption.algorithm"] = conf["s3.encryption_algorithm"]
         if conf["s3.encryption_key"]:

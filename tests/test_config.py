@@ -58,3 +58,25 @@ def test_free_form_map_and_unset_env_var(tmp_path, monkeypatch):
     path = overlay(tmp_path, "lake:\n  root: ${NOPE_VAR}\n")
     with pytest.raises(ConfError, match="NOPE_VAR"):
         load_conf(["conf/local.yaml", path])
+
+
+def test_s3a_retry_settings_come_from_conf_and_default_to_hadoop(monkeypatch):
+    """Null retry keys leave Hadoop's defaults; set ones map to the fs.s3a.* names the docs quote."""
+    from pipelines.session import s3a_settings
+
+    monkeypatch.delenv("FRUITS_LAKE", raising=False)
+
+    defaults = s3a_settings(load_conf(["conf/local.yaml"]), environ={})
+    assert not [k for k in defaults if "retry" in k or "attempts" in k or "establish" in k]
+    fail_fast = load_conf(
+        ["conf/local.yaml"],
+        ["s3.attempts_maximum=1", "s3.retry_limit=2", "s3.retry_interval=250ms", "s3.connection_establish_timeout=5s"],
+    )
+    settings = s3a_settings(fail_fast, environ={})
+    assert {k: v for k, v in settings.items() if k.split("fs.s3a.")[1] in (
+        "attempts.maximum", "retry.limit", "retry.interval", "connection.establish.timeout")} == {
+        "spark.hadoop.fs.s3a.attempts.maximum": "1",
+        "spark.hadoop.fs.s3a.retry.limit": "2",
+        "spark.hadoop.fs.s3a.retry.interval": "250ms",
+        "spark.hadoop.fs.s3a.connection.establish.timeout": "5s",
+    }

@@ -50,3 +50,8 @@ def test_concurrent_publishers_never_duplicate(spark, tmp_path):
 def test_conflict_detection():
     assert lake.is_commit_conflict(RuntimeError("[DELTA_CONCURRENT_APPEND.WITHOUT_HINT] ConcurrentAppendException: x"))
     assert not lake.is_commit_conflict(RuntimeError("[PATH_NOT_FOUND] Path does not exist"))
+    # A table another writer is creating (log folder there, version 0 not yet) is a conflict only
+    # while this run creates the table too.
+    half_created = RuntimeError("[DELTA_TABLE_NOT_FOUND] Delta table `/lake/_models/pca/_registry` doesn't exist.")
+    assert lake.is_commit_conflict(half_created, creating=True)
+    assert not lake.is_commit_conflict(half_created)

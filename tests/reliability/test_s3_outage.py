@@ -5,8 +5,8 @@ The server is the real local S3-compatible server of tests/s3_server.py (MinIO),
 run (a `python -m pipelines.bronze` process) has started writing its staging table: requests in
 flight break and every later connection is refused. The rerun is bronze's main in this process.
 Hadoop S3A's defaults retry a refused connection for a long time (7 S3A retries with exponential
-back-off on top of 5 AWS SDK attempts per call); the run here uses the fail-fast settings below,
-the ones docs/reliability.md recommends for the `s3:` section of conf.
+back-off on top of 5 AWS SDK attempts per call); the run here sets the `s3.*` retry keys of conf
+to the fail-fast values below (docs/reliability.md, "S3 outages").
 """
 
 from __future__ import annotations
@@ -32,16 +32,14 @@ from tests.s3_server import (
 
 pytestmark = [pytest.mark.spark, pytest.mark.s3]
 
-# S3A settings that make a lost server fail a call within seconds (Hadoop 3.4.1 defaults in brackets).
-S3A_FAIL_FAST = {
-    # AWS SDK attempts per request [5].
-    "spark.hadoop.fs.s3a.attempts.maximum": "1",
-    # S3A retries of a failed request, exponential back-off from retry.interval [7, 500ms].
-    "spark.hadoop.fs.s3a.retry.limit": "2",
-    "spark.hadoop.fs.s3a.retry.interval": "250ms",
-    # TCP connect timeout [30s]: a server host that vanished (no RST) costs this per attempt.
-    "spark.hadoop.fs.s3a.connection.establish.timeout": "5s",
-}
+# The s3.* retry keys of conf/base.yaml set so that a lost server fails a call within seconds
+# (Hadoop 3.4.1 defaults in brackets).
+S3A_FAIL_FAST = (
+    "s3.attempts_maximum=1",  # AWS SDK attempts per request [5]
+    "s3.retry_limit=2",  # S3A retries of a failed request, exponential back-off from retry_interval [7]
+    "s3.retry_interval=250ms",  # [500ms]
+    "s3.connection_establish_timeout=5s",  # TCP connect timeout: a vanished host costs this per attempt [30s]
+)
 # The crashed run must end within this after the server died (a hang fails the test).
 FAILURE_TIMEOUT_S = float(os.environ.get("FRUITS_RELIABILITY_S3_FAILURE_TIMEOUT_S", "300"))
 
@@ -97,8 +95,10 @@ def test_s3_server_stopped_mid_run_fails_clearly_then_rerun_completes(
     client = s3_server.client()
     files = sorted(p for p in suite_input.root.rglob("*") if p.is_file())
     upload_tree(client, suite_input.root, bucket, bucket_key(s3_conf.path("input.path"), bucket), files)
-    overlay = write_overlay(tmp_path / "s3-fail-fast.yaml", {**SUITE_SPARK_EXTRA, **S3A_FAIL_FAST})
-    scenario = StageConf(s3_conf.path("lake.root"), s3_conf.path("input.path"), (*S3_LOCAL_CONF, str(overlay)))
+    overlay = write_overlay(tmp_path / "suite.yaml", SUITE_SPARK_EXTRA)
+    scenario = StageConf(
+        s3_conf.path("lake.root"), s3_conf.path("input.path"), (*S3_LOCAL_CONF, str(overlay)), S3A_FAIL_FAST
+    )
     staging = bucket_key(lake.staging_location(scenario.conf, "bronze/bronze", "s3-outage"), bucket)
 
     run = stage_processes("bronze", scenario.args("s3-outage"), tmp_path / "logs", "bronze-s3-outage")

@@ -91,8 +91,14 @@ def test_chain_on_s3a_equals_local_disk(spark, s3_run, tmp_path, sample, capsys)
     csv_key = f"lake/{conf['lake.exports']}/{conf['gold.export_csv_dir']}/{conf['gold.export_csv_name']}"
     s3_csv = s3_run.client.get_object(Bucket=s3_run.bucket, Key=csv_key)["Body"].read().decode()
     local_csv = (local_lake / conf["lake.exports"] / conf["gold.export_csv_dir"] / conf["gold.export_csv_name"]).read_text()
-    assert len(list(csv.DictReader(io.StringIO(s3_csv)))) == 30
-    assert s3_csv == local_csv
+    s3_rows, local_rows = list(csv.reader(io.StringIO(s3_csv))), list(csv.reader(io.StringIO(local_csv)))
+    assert len(s3_rows) == 31 and s3_rows[0] == local_rows[0]
+    # Same rows in the same order; PCA values agree to float round-off (the two fits see differently
+    # partitioned inputs, so the last digits of a float64 sum may differ).
+    assert [r[:3] for r in s3_rows[1:]] == [r[:3] for r in local_rows[1:]]
+    s3_matrix = np.array([[float(v) for v in r[3:]] for r in s3_rows[1:]])
+    local_matrix = np.array([[float(v) for v in r[3:]] for r in local_rows[1:]])
+    assert s3_matrix.shape == local_matrix.shape and np.allclose(s3_matrix, local_matrix, atol=1e-4)
     assert any(k.startswith(f"lake/{conf['lake.exports']}/{conf['gold.export_parquet_dir']}/") for k in keys)
     assert any(k.startswith(f"lake/{conf['lake.models']}/{conf['gold.models_dir']}/") for k in keys)
     assert any(k.startswith(f"lake/{conf['lake.reports']}/") and k.endswith(".png") for k in keys)
