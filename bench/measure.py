@@ -84,17 +84,10 @@ def measure_limit(conf: Conf) -> dict:
     }
 
 
-def _session(conf: Conf, kind: str):
-    from pipelines.session import build_spark_session
-
-    return build_spark_session(conf, f"bench-{kind}")
-
-
-def measure_reference(conf: Conf) -> dict:
+def measure_reference(spark, conf: Conf) -> dict:
     from bench.reference import run_reference
     from pipelines import lake
 
-    spark = _session(conf, "reference")
     weights = "imagenet" if conf["silver.weights"] == "imagenet" else None
     with MemorySampler(conf["bench.memory_poll_seconds"], jvm_heap_probe(spark)) as sampler:
         result = run_reference(
@@ -106,28 +99,23 @@ def measure_reference(conf: Conf) -> dict:
             weights,
         )
     result["memory"] = sampler.peaks.as_mib()
-    spark.stop()
     return result
 
 
-def measure_bronze(conf: Conf) -> dict:
+def measure_bronze(spark, conf: Conf) -> dict:
     from pipelines import bronze
 
-    spark = _session(conf, "bronze")
     stats, seconds = timed(lambda: bronze.run(spark, conf, new_run_id(conf)))
-    spark.stop()
     return {"images": stats["new_rows"], "rejected": stats["rejected"], "seconds": round(seconds, 2),
             "images_per_s": rate(stats["new_rows"], seconds)}
 
 
-def measure_silver(conf: Conf) -> dict:
+def measure_silver(spark, conf: Conf) -> dict:
     from pipelines import silver
 
-    spark = _session(conf, "silver")
     vcpus = spark.sparkContext.defaultParallelism
     with MemorySampler(conf["bench.memory_poll_seconds"], jvm_heap_probe(spark)) as sampler:
         stats, seconds = timed(lambda: silver.run(spark, conf, new_run_id(conf)))
-    spark.stop()
     return {
         "images": stats["new"],
         "featurized": stats["featurized"],
@@ -169,22 +157,33 @@ def run_chain(spark, conf: Conf) -> dict:
     }
 
 
-def measure_chain(conf: Conf) -> dict:
-    spark = _session(conf, "chain")
+def measure_chain(spark, conf: Conf) -> dict:
     with MemorySampler(conf["bench.memory_poll_seconds"], jvm_heap_probe(spark)) as sampler:
         result = run_chain(spark, conf)
-    spark.stop()
     result["memory"] = sampler.peaks.as_mib()
     return result
 
 
-MEASUREMENTS: dict[str, Callable[[Conf], dict]] = {
-    "limit": measure_limit,
+# The Spark measurements, each given the process's session (started outside the timing).
+SPARK_MEASUREMENTS: dict[str, Callable[..., dict]] = {
     "reference": measure_reference,
     "bronze": measure_bronze,
     "silver": measure_silver,
     "chain": measure_chain,
 }
+
+
+def run_measurement(kind: str, conf: Conf) -> dict:
+    """`limit` without Spark; the others on a SparkSession started (and stopped) around them."""
+    if kind == "limit":
+        return measure_limit(conf)
+    from pipelines.session import build_spark_session
+
+    spark = build_spark_session(conf, f"bench-{kind}")
+    try:
+        return SPARK_MEASUREMENTS[kind](spark, conf)
+    finally:
+        spark.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     # weights file from the Keras cache in every task).
     features.use_keras_home(conf.path("silver.keras_home"))
     try:
-        result = MEASUREMENTS[args.kind](conf)
+        result = run_measurement(args.kind, conf)
     except Exception as exc:  # noqa: BLE001 - reported to bench.run, which goes on with the others
         traceback.print_exc()
         Path(args.out).write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), encoding="utf-8")

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from urllib.parse import unquote
 
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -300,15 +301,20 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
                 "path",
             )
         )
-        outcomes = assign_outcomes(inspected, bronze.select("image_id", "path"))
-        results = lake.write_audit_publish(
-            spark, conf, STAGE, run_id,
-            {
-                "bronze": (bronze_rows(outcomes, run_id), ("image_id",)),
-                "quarantine": (quarantine_rows(outcomes, run_id), lake.QUARANTINE_KEYS),
-            },
-            audit=audit,
-        )
+        # Persisted: both staged tables (accepted and rejected rows) come from one read and one
+        # inspection of each file, instead of one each.
+        outcomes = assign_outcomes(inspected, bronze.select("image_id", "path")).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            results = lake.write_audit_publish(
+                spark, conf, STAGE, run_id,
+                {
+                    "bronze": (bronze_rows(outcomes, run_id), ("image_id",)),
+                    "quarantine": (quarantine_rows(outcomes, run_id), lake.QUARANTINE_KEYS),
+                },
+                audit=audit,
+            )
+        finally:
+            outcomes.unpersist()
     stats["new_rows"] = results["bronze"].inserted_rows if results else 0
     stats["rejected"] = results["quarantine"].inserted_rows if results else 0
     stats["rejected_reasons"] = _reason_counts(spark, conf, run_id) if stats["rejected"] else {}

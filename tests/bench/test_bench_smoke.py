@@ -1,14 +1,24 @@
-"""The bench machinery end to end on 8 images with random weights: every measurement runs in its
-own process and the JSON has the schema the cost tool and the docs rely on. No timing is checked."""
+"""The bench machinery end to end on 8 images with random weights: `bench.run` plans and runs every
+measurement, and the JSON has the schema the cost tool and the docs rely on. No timing is checked.
+
+Each measurement runs here in the test process, on the suite's SparkSession, instead of in a
+process of its own (that is `bench.run.run_logged`'s job, exercised below by one real
+`python -m bench.measure` process): eight JVM and TensorFlow start-ups would cost the suite ten
+minutes and test nothing the measurements themselves do not.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+import sys
 
 import pytest
 
-from bench import run, summary
-from pipelines.config import load_conf
+from bench import measure, run, summary
+from pipelines.config import PROJECT_ROOT, load_conf
+from tests.conftest import copy_sample
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -19,7 +29,25 @@ MEMORY_KEYS = {
 }
 
 
-def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_path, capsys):
+@pytest.fixture
+def measurements_in_this_process(spark, monkeypatch):
+    """`bench.run` runs `python -m bench.measure ...` commands; run them as `measure.main(...)` here,
+    on the suite's session (which the measurements must not stop), output into the same log file."""
+    monkeypatch.setattr(spark, "stop", lambda: None)
+    monkeypatch.setenv("KERAS_HOME", str(PROJECT_ROOT / "work" / "keras"))  # restored after the test
+    commands = []
+
+    def run_in_process(command, log, timeout_s):
+        assert command[:3] == [sys.executable, "-m", "bench.measure"], command
+        commands.append(command[3])
+        with log.open("w", encoding="utf-8") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+            return measure.main(command[3:])
+
+    monkeypatch.setattr(run, "run_logged", run_in_process)
+    return commands
+
+
+def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_path, capsys, measurements_in_this_process):
     results = tmp_path / "results"
     code = run.main([
         "--conf", "conf/local.yaml", "--images", "8",
@@ -28,6 +56,7 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     ])
     printed = capsys.readouterr().out
     assert code == 0, printed
+    assert measurements_in_this_process == ["limit", "reference", "bronze", "silver", "chain", "chain", "bronze", "silver"]
 
     files = sorted(p.name for p in results.iterdir())
     assert len(files) == 2 and "latest.json" in files
@@ -59,3 +88,19 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     assert {r["status"] for r in latest["ratios"]} <= {"PASS", "MISS", "info"}
     assert latest["silver"]["images_per_s_per_vcpu"] > 0 and latest["silver"]["from_measurement"] == "silver_memory"
     assert "| silver / limit" in printed and ("PASS" in printed or "MISS" in printed)
+
+
+def test_a_measurement_runs_in_its_own_process_and_writes_its_json(sample, tmp_path):
+    """What bench.run starts for each measurement: `python -m bench.measure KIND --out FILE`."""
+    images = tmp_path / "input"
+    copy_sample(images, 4)
+    out = tmp_path / "limit.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.measure", "limit", "--out", str(out), "--conf", "conf/local.yaml",
+         "--set", "silver.weights=random", "--set", f"input.path={images}", "--set", "silver.batch_size=2"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["images"] == 4 and result["failed"] == 0 and result["batch_size"] == 2
+    assert result["images_per_s"] > 0 and result["memory"]["python_driver_rss_mib"] > 0

@@ -112,6 +112,9 @@ def test_s3_server_stopped_mid_run_fails_clearly_then_rerun_completes(
     assert code != 0, run.tail()
     failure = run.tail()
     error_lines = run.errors().splitlines()
+    # The process got S3A's endpoint, path style and keys from conf and the environment alone (it
+    # wrote its staging objects above); the secret never appears in what it printed.
+    assert s3_server.secret_key not in run.output() + run.errors()
 
     s3_server.restart()
     # The rerun is the stage's own main in this process (no second JVM), on the test session given

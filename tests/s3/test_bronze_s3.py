@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import subprocess
-import sys
 import time
 
 import pytest
 
 from pipelines import bronze, lake
-from pipelines.config import PROJECT_ROOT
 from tests.conftest import jpeg_bytes, sample_files
 from tests.s3.conftest import TIMINGS
-from tests.s3_server import S3_LOCAL_CONF, list_keys, upload_tree
+from tests.s3_server import list_keys, upload_tree
 
 pytestmark = [pytest.mark.s3, pytest.mark.spark]
 
@@ -86,24 +82,3 @@ def test_bronze_on_s3a_equals_local_disk_and_rerun_adds_nothing(spark, make_conf
     staging = f"lake/{s3_run.conf['lake.staging']}/"
     # S3A leaves empty directory markers (keys ending in '/') where it deleted a folder: no data.
     assert not [k for k in lake_keys if k.startswith(staging) and not k.endswith("/")]
-
-
-def test_bronze_command_line_with_s3_local_overlay(s3_run, spark, tmp_path, sample):
-    """`python -m pipelines.bronze --conf conf/local.yaml --conf conf/s3-local.yaml`: the session
-    builder alone wires S3A from conf and the environment (endpoint, path style, plain HTTP, keys)."""
-    local_input = tmp_path / "input"
-    build_input(local_input, train=3, test=1)
-    real_images = [p for p in local_input.rglob("*.jpg") if p.parent.name != "Odd Fruit"]
-    upload_tree(s3_run.client, local_input, s3_run.bucket, "input", real_images)
-    conf_args = [arg for file in S3_LOCAL_CONF for arg in ("--conf", file)]
-
-    done = subprocess.run(
-        [sys.executable, "-m", "pipelines.bronze", *conf_args, "--set", "spark.master=local[1]"],
-        capture_output=True, text=True, cwd=PROJECT_ROOT, env=dict(os.environ), timeout=600,
-    )
-
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = [line for line in done.stdout.splitlines() if line.startswith("bronze run ")]
-    assert len(summary) == 1 and "new rows 4," in summary[0], done.stdout
-    assert len(table_rows(spark, s3_run.conf, "bronze")) == 4
-    assert s3_run.server.secret_key not in done.stdout + done.stderr
