@@ -8,6 +8,9 @@ Three roles:
 The two job roles get the same data policy: read code and input, read-write lake and tmp, write logs,
 and list only those prefixes. No statement on data has a wildcard resource: every object ARN is
 under a prefix of the one bucket. Input is read-only, so a job cannot alter the source images.
+With `catalog.glue` (conf/aws.yaml), the policy also lets the jobs register the lake's tables in
+the AWS Glue Data Catalog: in the `catalog.database` database only, plus reading (and, on a fresh
+account, creating) the `default` database, which Spark's Hive client opens when it starts.
 """
 
 from __future__ import annotations
@@ -29,7 +32,37 @@ def trust_policy(service: str, account: str | None = None) -> dict:
     return {"Version": "2012-10-17", "Statement": [statement]}
 
 
-def data_policy(s: Settings) -> dict:
+GLUE_TABLE_ACTIONS = [
+    "glue:GetDatabase", "glue:GetDatabases", "glue:CreateDatabase",
+    "glue:GetTable", "glue:GetTables", "glue:CreateTable", "glue:UpdateTable", "glue:DeleteTable",
+    "glue:GetPartition", "glue:GetPartitions", "glue:BatchGetPartition", "glue:GetUserDefinedFunctions",
+]
+
+
+def glue_statements(s: Settings, account: str) -> list[dict]:
+    """Glue Data Catalog rights of the job roles: the lake's database and its tables, nothing else."""
+    arn = lambda kind: f"arn:aws:glue:{s.conf['aws.region']}:{account}:{kind}"  # noqa: E731
+    database = s.conf["catalog.database"]
+    return [
+        {
+            "Sid": "CatalogLakeTables",
+            "Effect": "Allow",
+            "Action": GLUE_TABLE_ACTIONS,
+            "Resource": [
+                arn("catalog"), arn(f"database/{database}"), arn(f"table/{database}/*"),
+                arn(f"userDefinedFunction/{database}/*"),
+            ],
+        },
+        {
+            "Sid": "CatalogDefaultDatabase",
+            "Effect": "Allow",
+            "Action": ["glue:GetDatabase", "glue:CreateDatabase", "glue:GetUserDefinedFunctions"],
+            "Resource": [arn("catalog"), arn("database/default"), arn("userDefinedFunction/default/*")],
+        },
+    ]
+
+
+def data_policy(s: Settings, account: str) -> dict:
     objects = lambda *prefixes: [f"{s.bucket_arn}/{p}/*" for p in prefixes]  # noqa: E731
     listable = [pattern for p in s.object_prefixes() for pattern in (p, f"{p}/*")]
     statements = [
@@ -61,6 +94,8 @@ def data_policy(s: Settings) -> dict:
         },
         {"Sid": "WriteLogs", "Effect": "Allow", "Action": "s3:PutObject", "Resource": objects(s.logs_prefix)},
     ]
+    if s.conf["catalog.glue"]:
+        statements += glue_statements(s, account)
     if s.kms_key:
         statements.append(
             {
@@ -101,7 +136,7 @@ def provision_roles(ex: Executor, s: Settings) -> dict[str, str]:
     """Create or update the three roles; returns their ARNs by conf key."""
     account = account_id(ex)
     iam = s.conf["aws.iam"]
-    data = json.dumps(data_policy(s))
+    data = json.dumps(data_policy(s, account))
 
     _ensure_role(ex, iam["emr_service_role"], trust_policy("elasticmapreduce.amazonaws.com", account))
     ex.call("iam", "attach_role_policy", RoleName=iam["emr_service_role"], PolicyArn=iam["emr_service_policy_arn"])

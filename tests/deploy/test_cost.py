@@ -25,7 +25,7 @@ def test_cluster_cost_by_hand(model):
     s, prices = model("aws.cost.images_per_s_per_vcpu=10", "aws.cost.chain_factor=1.25")
     line = cost.cluster_line(s, prices, 10.0, spot=False)
     hourly = 3 * (0.224 + 0.056)  # master + 2 core m5.xlarge, EC2 + EMR
-    fixed_hours = (8 + 3 * 1.5) / 60  # start-up + 3 stages' start-up
+    fixed_hours = (8 + 4 * 1.5) / 60  # start-up + 4 steps' start-up (bronze, silver, gold, catalog)
     work_hours = 1_000_000 * 1.25 / 10 / 3600 / 8  # vCPU-hours over 8 worker vCPUs
     assert line.hours(1_000_000) == pytest.approx(fixed_hours + work_hours)
     assert line.usd(1_000_000) == pytest.approx(hourly * (fixed_hours + work_hours))
@@ -43,7 +43,7 @@ def test_serverless_cost_by_hand(model):
     line = cost.serverless_line(s, prices, 10.0)
     hourly = (2 * 0.0619 + 8 * 0.0068) + 2 * (4 * 0.0619 + 16 * 0.0068)  # driver + 2 executors
     work_hours = 100_000 * 1.25 / 10 / 3600 / 8
-    assert line.usd(100_000) == pytest.approx(hourly * (3 * 1.5 / 60 + work_hours))
+    assert line.usd(100_000) == pytest.approx(hourly * (4 * 1.5 / 60 + work_hours))
 
 
 def test_warm_capacity_costs_its_idle_time(model):

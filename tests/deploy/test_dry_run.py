@@ -71,9 +71,9 @@ def test_dry_run_provision_is_a_complete_plan(cli):
             "iam.create_instance_profile", "iam.add_role_to_instance_profile"} <= set(calls)  # fmt: skip
 
 
-def test_dry_run_cluster_plan_embeds_three_steps(cli):
+def test_dry_run_cluster_plan_embeds_one_step_per_stage(cli):
     calls = dict(_calls(cli("run", "--mode", "cluster", "--dry-run", dry_run_only=True)[1]))
-    assert [st["Name"] for st in calls["emr.run_job_flow"]["Steps"]] == ["bronze", "silver", "gold"]
+    assert [st["Name"] for st in calls["emr.run_job_flow"]["Steps"]] == ["bronze", "silver", "gold", "catalog"]
 
 
 def test_dry_run_serverless_plan_has_one_job_per_stage(cli):
@@ -81,5 +81,5 @@ def test_dry_run_serverless_plan_has_one_job_per_stage(cli):
     names = [name for name, _ in calls]
     assert names.index("emr-serverless.create_application") < names.index("emr-serverless.start_job_run")
     jobs = [params for name, params in calls if name == "emr-serverless.start_job_run"]
-    assert [j["jobDriver"]["sparkSubmit"]["entryPointArguments"][0] for j in jobs] == ["bronze", "silver", "gold"]
+    assert [j["jobDriver"]["sparkSubmit"]["entryPointArguments"][0] for j in jobs] == ["bronze", "silver", "gold", "catalog"]
     assert all(j["applicationId"] == "<emr-serverless.create_application:applicationId>" for j in jobs)

@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from tests.deploy.conftest import BUCKET, REGION
-from tests.deploy.policy_eval import is_denied
+from tests.deploy.policy_eval import is_denied, statement_applies
 
 ARN = f"arn:aws:s3:::{BUCKET}"
 
@@ -139,3 +139,23 @@ def test_provision_is_idempotent(provisioned, cli, service_policy):
 
 def _list(value):
     return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize("role", ["fruits-emr-ec2", "fruits-emr-serverless-job"])
+def test_job_roles_may_register_the_lake_tables_in_glue_and_nothing_else(provisioned, role):
+    """conf/aws.yaml turns catalog.glue on: the catalog step needs Glue rights on its database only."""
+    policy = _inline(role, "fruits-data-access")
+    glue = [st for st in policy["Statement"] if any(a.startswith("glue:") for a in _list(st["Action"]))]
+    account = boto3.client("sts", region_name=REGION).get_caller_identity()["Account"]
+    arn = f"arn:aws:glue:{REGION}:{account}"
+
+    def allowed(action, resource):
+        return any(statement_applies(st, action, resource, {}) for st in glue)
+
+    assert allowed("glue:CreateTable", f"{arn}:table/fruits/gold")
+    assert allowed("glue:GetTables", f"{arn}:database/fruits")
+    assert allowed("glue:GetDatabase", f"{arn}:database/default")
+    assert not allowed("glue:CreateTable", f"{arn}:table/default/gold")
+    assert not allowed("glue:DeleteTable", f"{arn}:table/other_team/orders")
+    assert not allowed("glue:DeleteDatabase", f"{arn}:database/fruits")
+    assert all(r != "*" and not r.startswith("arn:aws:glue:*") for st in glue for r in _list(st["Resource"]))

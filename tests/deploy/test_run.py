@@ -13,7 +13,7 @@ from deploy import cluster, serverless
 from deploy.executor import Executor
 from tests.deploy.conftest import BUCKET, REGION
 
-STAGES = ["bronze", "silver", "gold"]
+STAGES = ["bronze", "silver", "gold", "catalog"]
 # moto 5.1.22 accepts only release labels shaped emr-X.Y.0; the default emr-spark-8.0.0 is checked
 # in the plan tests below, without moto.
 MOTO_SERVERLESS_RELEASE = "aws.serverless.release_label=emr-7.9.0"
@@ -125,7 +125,9 @@ class FakeEmr:
 
 
 def test_wait_for_steps_polls_until_every_step_ended(settings, capsys):
-    fake = FakeEmr([["RUNNING", "PENDING", "PENDING"], ["COMPLETED", "RUNNING", "PENDING"], ["COMPLETED"] * 3])
+    fake = FakeEmr([
+        ["RUNNING", "PENDING", "PENDING", "PENDING"], ["COMPLETED", "RUNNING", "PENDING", "PENDING"], ["COMPLETED"] * 4,
+    ])
     ex = Executor(REGION, dry_run=False, client_factory=lambda service, region: fake)
     slept = []
     steps = cluster.wait_for_steps(ex, settings(), "j-1", sleep=slept.append)
