@@ -38,9 +38,15 @@ from tests.reliability.conftest import (
 pytestmark = [pytest.mark.spark]
 
 
-def kill_when(process, trigger, what: str) -> None:
-    process.wait_for(trigger.exists, what)
+def kill_when_staged_then_rerun(stage: str, scenario, stage_processes, log_dir) -> None:
+    """Run `stage` in its own process, kill -9 its tree as soon as its staging table commits (the
+    batch computed, nothing published yet), check nothing was published, then rerun it here."""
+    process = stage_processes(stage, scenario.args(f"kill-{stage}"), log_dir, f"kill-{stage}")
+    staged = delta_version_file(scenario.staging_table(stage, stage, f"kill-{stage}"), 0)
+    process.wait_for(staged.exists, f"{stage}'s staged batch")
     assert len(process.kill_tree()) >= 2, "expected the stage and its JVM in the killed tree"
+    assert not scenario.table_dir(stage).exists(), f"the killed run published {stage} rows"
+    assert run_main_in_process(stage, scenario.args(f"rerun-{stage}")) == 0, "the rerun after the kill failed"
 
 
 @pytest.mark.slow
@@ -64,12 +70,7 @@ def test_silver_killed_mid_write_then_rerun_equals_clean_run(spark, reference, t
     copy_tables(reference.conf, scenario, ["bronze", "quarantine"])
     assert quarantine_rows(spark, scenario.conf, "silver") == [], "the reference quarantine must hold bronze rows only"
 
-    process = stage_processes("silver", scenario.args("kill-silver"), tmp_path / "logs", "kill-silver")
-    staged = delta_version_file(scenario.staging_table("silver", "silver", "kill-silver"), 0)
-    kill_when(process, staged, "silver's staged batch")
-
-    assert not scenario.table_dir("silver").exists(), "the killed run published silver rows"
-    assert run_main_in_process("silver", scenario.args("rerun-silver")) == 0, "the rerun after the kill failed"
+    kill_when_staged_then_rerun("silver", scenario, stage_processes, tmp_path / "logs")
     assert_silver_equal(spark, scenario.conf, reference.conf.conf)
     assert_bronze_equal(spark, scenario.conf, reference.conf.conf)
 
@@ -79,12 +80,7 @@ def test_gold_killed_mid_write_then_rerun_equals_clean_run(spark, reference, tmp
     scenario = reference.conf.elsewhere(tmp_path / "lake")
     copy_tables(reference.conf, scenario, ["bronze", "quarantine", "silver"])
 
-    process = stage_processes("gold", scenario.args("kill-gold"), tmp_path / "logs", "kill-gold")
-    staged = delta_version_file(scenario.staging_table("gold", "gold", "kill-gold"), 0)
-    kill_when(process, staged, "gold's staged batch")
-
-    assert not scenario.table_dir("gold").exists(), "the killed run published gold rows"
-    assert run_main_in_process("gold", scenario.args("rerun-gold")) == 0, "the rerun after the kill failed"
+    kill_when_staged_then_rerun("gold", scenario, stage_processes, tmp_path / "logs")
     assert_gold_equal(spark, scenario.conf, reference.conf.conf)
     # The model of the published gold rows is registered (the killed fit's model is an orphan at worst).
     version = spark.read.format("delta").load(str(scenario.table_dir("gold"))).select("model_version").first()[0]
