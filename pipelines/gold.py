@@ -172,10 +172,14 @@ def variance_records(explained_variance: Sequence[float], model_version: str) ->
     return [(i + 1, ratios[i], float(cumulative[i]), model_version) for i in range(len(ratios))]
 
 
-def model_version_for(fitted_at: datetime, fit_rows: int, fingerprint: str) -> str:
-    """`<UTC time>-n<rows>-<8 hex>`: sortable by time, readable, and distinct for distinct inputs."""
+def model_version_for(fitted_at: datetime, fit_rows: int, run_id: str, fingerprint: str) -> str:
+    """`<UTC time>-n<rows>-<8 hex>`: sortable by time, readable, and distinct for distinct inputs.
+
+    The hash covers the run id too: two runs fitting the same rows within the same second (two
+    gold runs started at once) must not save their models into the same folder.
+    """
     stamp = fitted_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-n{fit_rows}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:8]}"
+    return f"{stamp}-n{fit_rows}-{hashlib.sha256(f'{run_id}|{fingerprint}'.encode()).hexdigest()[:8]}"
 
 
 def refit_reasons(
@@ -439,7 +443,7 @@ def _fit_and_replace(
         pipeline, k, k_fitted = fit_model(vectors, settings, feature_dim, fit_rows)
         fitted_at = datetime.now(timezone.utc)
         fingerprint = f"{summary['ids_xor']}|{fit_rows}|{feature_dim}|{k}|{k_fitted}|{settings.standardize}"
-        version = model_version_for(fitted_at, fit_rows, fingerprint)
+        version = model_version_for(fitted_at, fit_rows, run_id, fingerprint)
         pipeline.write().overwrite().save(model_location(conf, version))
         explained = pipeline.stages[1].explainedVariance.toArray()
         record = {

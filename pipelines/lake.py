@@ -119,17 +119,44 @@ def publish(
     """
     staged_rows = staged.count()
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+
+    def merge() -> PublishResult:
+        if staged_rows == 0:
+            return PublishResult(location, 0, 0)
+        table = DeltaTable.forPath(spark, location)
+        merged = table.alias("t").merge(staged.alias("s"), condition).whenNotMatchedInsertAll().execute()
+        return PublishResult(location, staged_rows, int(merged.first()["num_inserted_rows"]))
+
+    return _commit_retrying_conflicts(spark, staged.schema, location, merge, attempts)
+
+
+def overwrite(spark: SparkSession, staged: DataFrame, location: str, attempts: int = 5) -> PublishResult:
+    """Replace every row of the table at `location` with the staged rows, in one commit.
+
+    Two runs overwriting the same table at once (two first fits of gold) conflict in Delta's
+    optimistic concurrency, above all while both create the table; the loser retries and overwrites
+    again, so the table ends holding exactly one run's rows, never a mix or a failed run.
+    """
+    staged_rows = staged.count()
+
+    def replace() -> PublishResult:
+        staged.write.format("delta").mode("overwrite").save(location)
+        return PublishResult(location, staged_rows, staged_rows)
+
+    return _commit_retrying_conflicts(spark, staged.schema, location, replace, attempts)
+
+
+def _commit_retrying_conflicts(
+    spark: SparkSession, schema: StructType, location: str, commit: Callable[[], PublishResult], attempts: int
+) -> PublishResult:
+    """Create the table at `location` if absent, then run `commit`; retry both on commit conflicts."""
     attempt = 1
     while True:
         creating = True
         try:
-            DeltaTable.createIfNotExists(spark).location(location).addColumns(staged.schema).execute()
+            DeltaTable.createIfNotExists(spark).location(location).addColumns(schema).execute()
             creating = False
-            if staged_rows == 0:
-                return PublishResult(location, 0, 0)
-            table = DeltaTable.forPath(spark, location)
-            merged = table.alias("t").merge(staged.alias("s"), condition).whenNotMatchedInsertAll().execute()
-            return PublishResult(location, staged_rows, int(merged.first()["num_inserted_rows"]))
+            return commit()
         except Exception as exc:  # noqa: BLE001 - only commit conflicts are retried
             if not is_commit_conflict(exc, creating):
                 raise
@@ -138,7 +165,7 @@ def publish(
                     f"{location}: another run kept committing to this table first ({attempts} attempts); "
                     f"nothing of this run was published to it: rerun the stage when the other run is done"
                 ) from exc
-            print(f"{location}: a concurrent run committed first; retrying the merge ({attempt}/{attempts - 1})")
+            print(f"{location}: a concurrent run committed first; retrying ({attempt}/{attempts - 1})")
             time.sleep(attempt * random.uniform(0.5, 1.5))
             attempt += 1
 
@@ -196,14 +223,12 @@ def replace_table(
     where write_audit_publish's insert-if-absent would mix old and new rows. A Delta overwrite is a
     single commit, so readers see the old table or the new one, never a mix; a run killed before it
     leaves the old table as it was, and the old version stays readable by time travel until vacuumed.
-    A concurrent writer of the table conflicts in Delta's optimistic concurrency control. Unlike
-    publish(), a rerun replaces the table again (with the same rows when the input is unchanged).
+    A concurrent writer of the table conflicts in Delta's optimistic concurrency control and
+    overwrite() retries. Unlike publish(), a rerun replaces the table again (with the same rows when the input is unchanged).
     """
     staged = stage_batch(spark, conf, f"{stage}/{table}", run_id, rows)
     if audit is not None:
         audit(staged)
-    location = table_location(conf, table)
-    staged_rows = staged.count()
-    staged.write.format("delta").mode("overwrite").save(location)
+    result = overwrite(spark, staged, table_location(conf, table))
     drop_location(spark, staging_location(conf, f"{stage}/{table}", run_id))
-    return PublishResult(location, staged_rows, staged_rows)
+    return result

@@ -27,19 +27,7 @@ def test_concurrent_publishers_never_duplicate(spark, tmp_path):
     ]
     for batch in batches:
         batch.count()
-    results, errors = [], []
-
-    def run(batch):
-        try:
-            results.append(lake.publish(spark, batch, location, ["id"]))
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(b,)) for b in batches]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, errors = run_at_once([lambda b=b: lake.publish(spark, b, location, ["id"]) for b in batches])
 
     table = spark.read.format("delta").load(location)
     assert not errors
@@ -55,3 +43,40 @@ def test_conflict_detection():
     half_created = RuntimeError("[DELTA_TABLE_NOT_FOUND] Delta table `/lake/_models/pca/_registry` doesn't exist.")
     assert lake.is_commit_conflict(half_created, creating=True)
     assert not lake.is_commit_conflict(half_created)
+
+
+def run_at_once(calls) -> tuple[list, list]:
+    """Run the callables in threads started together; their results and their exceptions."""
+    results, errors = [], []
+    start = threading.Barrier(len(calls))
+
+    def run(call):
+        start.wait()
+        try:
+            results.append(call())
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
+def test_concurrent_first_overwrites_leave_one_run_rows(spark, tmp_path):
+    """Two runs creating the same table by overwrite at once (two first gold fits): the loser of
+    Delta's commit race retries, both succeed and the table holds exactly one run's rows."""
+    batches = [
+        spark.createDataFrame([(i, f"run{n}") for i in range(50)], "id int, v string").cache() for n in (1, 2)
+    ]
+    for batch in batches:
+        batch.count()
+    for attempt in range(3):
+        location = str(tmp_path / f"t{attempt}")
+        results, errors = run_at_once([lambda b=b: lake.overwrite(spark, b, location) for b in batches])
+        rows = spark.read.format("delta").load(location).collect()
+        assert not errors, errors
+        assert [r.staged_rows for r in results] == [50, 50]
+        assert len(rows) == 50 and len({r.v for r in rows}) == 1

@@ -52,14 +52,16 @@ def test_variance_records_number_components_from_one_with_cumulative_sums():
     assert all(type(value) in (int, float, str) for row in rows for value in row)
 
 
-def test_model_version_is_utc_time_rows_and_a_hash_of_the_fingerprint():
+def test_model_version_is_utc_time_rows_and_a_hash_of_the_run_and_the_fingerprint():
     paris = timezone(timedelta(hours=1))
-    version = model_version_for(datetime(2025, 3, 1, 13, 4, 5, tzinfo=paris), 6270, "fit-set-a")
+    version = model_version_for(datetime(2025, 3, 1, 13, 4, 5, tzinfo=paris), 6270, "run-1", "fit-set-a")
     assert version.startswith("20250301T120405Z-n6270-")
     assert len(version.rsplit("-", 1)[1]) == 8
-    same = model_version_for(datetime(2025, 3, 1, 12, 4, 5, tzinfo=timezone.utc), 6270, "fit-set-a")
-    other = model_version_for(datetime(2025, 3, 1, 12, 4, 5, tzinfo=timezone.utc), 6270, "fit-set-b")
-    assert same == version and other != version
+    utc = datetime(2025, 3, 1, 12, 4, 5, tzinfo=timezone.utc)
+    assert model_version_for(utc, 6270, "run-1", "fit-set-a") == version
+    assert model_version_for(utc, 6270, "run-1", "fit-set-b") != version
+    # two runs fitting the same rows in the same second (started at once) save distinct models
+    assert model_version_for(utc, 6270, "run-2", "fit-set-a") != version
 
 
 def test_refit_is_recommended_when_projected_rows_exceed_the_fraction_of_the_fit():

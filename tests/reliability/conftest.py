@@ -228,7 +228,16 @@ class StageProcess:
         return self.stderr_path.read_text(errors="replace")
 
     def tail(self, chars: int = 3000) -> str:
-        return f"--- {self.name} stdout ---\n{self.output()[-chars:]}\n--- {self.name} stderr ---\n{self.errors()[-chars:]}"
+        """The end of both outputs, after the error headlines of stderr (a Java stack's end hides its cause)."""
+        headlines = [
+            line[:400] for line in self.errors().splitlines()
+            if ("Error" in line or "Exception" in line) and not line.lstrip().startswith("at ")
+        ]
+        return (
+            f"--- {self.name} stdout ---\n{self.output()[-chars:]}\n"
+            f"--- {self.name} stderr error headlines ---\n" + "\n".join(headlines[:15]) + "\n"
+            f"--- {self.name} stderr ---\n{self.errors()[-chars:]}"
+        )
 
     def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = STAGE_TIMEOUT_S) -> float:
         """Poll `condition` until true; fail (after cleaning up) if the process ends first or time runs out."""
