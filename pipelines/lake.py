@@ -98,14 +98,19 @@ _DELTA_CONFLICT = re.compile(
 )
 
 
+# Seen while another process creates the same table: its `_delta_log` folder exists but version 0
+# is not committed yet (TABLE_NOT_FOUND), or Delta read "no table" and then found the other run's
+# files in the folder (CREATE_TABLE_WITH_NON_EMPTY_LOCATION).
+_HALF_CREATED = re.compile(r"DELTA_TABLE_NOT_FOUND|DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION")
+
+
 def is_commit_conflict(exc: BaseException, creating: bool = False) -> bool:
     """True for Delta's optimistic-concurrency conflicts (another writer committed first).
 
-    While this run creates a table, DELTA_TABLE_NOT_FOUND is one too: another writer creating the
-    same table has made its `_delta_log` folder but not yet committed version 0.
+    While this run creates a table, finding it half-created is one too (see _HALF_CREATED).
     """
     text = f"{type(exc).__name__}: {exc}"
-    return bool(_DELTA_CONFLICT.search(text)) or (creating and "DELTA_TABLE_NOT_FOUND" in text)
+    return bool(_DELTA_CONFLICT.search(text)) or (creating and bool(_HALF_CREATED.search(text)))
 
 
 def publish(
@@ -160,6 +165,12 @@ def _commit_retrying_conflicts(
         except Exception as exc:  # noqa: BLE001 - only commit conflicts are retried
             if not is_commit_conflict(exc, creating):
                 raise
+            if attempt >= attempts and not _DELTA_CONFLICT.search(f"{type(exc).__name__}: {exc}"):
+                raise ConcurrentWriteError(
+                    f"{location}: still not a Delta table after {attempts} attempts to create it, and another "
+                    f"run creating it would have finished: if no other run is active, the folder holds something "
+                    f"else (look inside, move it away) and rerun the stage"
+                ) from exc
             if attempt >= attempts:
                 raise ConcurrentWriteError(
                     f"{location}: another run kept committing to this table first ({attempts} attempts); "

@@ -1,6 +1,8 @@
 """Write-audit-publish on real Delta tables: exactly-once inserts, conflicts retried."""
 
+import shutil
 import threading
+import time
 
 import pytest
 
@@ -43,6 +45,9 @@ def test_conflict_detection():
     half_created = RuntimeError("[DELTA_TABLE_NOT_FOUND] Delta table `/lake/_models/pca/_registry` doesn't exist.")
     assert lake.is_commit_conflict(half_created, creating=True)
     assert not lake.is_commit_conflict(half_created)
+    files_seen = RuntimeError("[DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION] Cannot create table ... is not empty")
+    assert lake.is_commit_conflict(files_seen, creating=True)
+    assert not lake.is_commit_conflict(files_seen)
 
 
 def run_at_once(calls) -> tuple[list, list]:
@@ -80,3 +85,40 @@ def test_concurrent_first_overwrites_leave_one_run_rows(spark, tmp_path):
         assert not errors, errors
         assert [r.staged_rows for r in results] == [50, 50]
         assert len(rows) == 50 and len({r.v for r in rows}) == 1
+
+
+def test_publish_waits_for_a_table_another_run_is_creating(spark, tmp_path, monkeypatch):
+    """Another process creating the table has made its `_delta_log` folder but not yet committed
+    version 0 (what the second of two first gold fits saw): the publish retries instead of failing,
+    and the other run, finishing its creation meanwhile, loses nothing either."""
+    location = tmp_path / "t"
+    (location / "_delta_log").mkdir(parents=True)
+    first_retry = threading.Event()
+    real_sleep = time.sleep
+
+    def sleep(seconds):
+        first_retry.set()
+        real_sleep(seconds)
+
+    monkeypatch.setattr(lake.time, "sleep", sleep)
+
+    def other_run_finishes_creating():
+        assert first_retry.wait(120), "the publish never retried"
+        shutil.rmtree(location / "_delta_log")
+        return lake.publish(spark, spark.createDataFrame([(1, "other")], "id int, v string"), str(location), ["id"])
+
+    results, errors = run_at_once([
+        other_run_finishes_creating,
+        lambda: lake.publish(spark, spark.createDataFrame([(2, "this")], "id int, v string"), str(location), ["id"]),
+    ])
+    assert not errors, errors
+    assert sorted(r.inserted_rows for r in results) == [1, 1]
+    assert sorted(r.id for r in spark.read.format("delta").load(str(location)).collect()) == [1, 2]
+
+
+def test_publish_into_a_folder_that_stays_half_created_says_what_to_do(spark, tmp_path, monkeypatch):
+    location = tmp_path / "t"
+    (location / "_delta_log").mkdir(parents=True)
+    monkeypatch.setattr(lake.time, "sleep", lambda seconds: None)
+    with pytest.raises(lake.ConcurrentWriteError, match=r"still not a Delta table after 2 attempts.*move it away"):
+        lake.publish(spark, spark.createDataFrame([(1, "a")], "id int, v string"), str(location), ["id"], attempts=2)
