@@ -53,6 +53,19 @@ def _divide(top: float | None, bottom: float | None) -> float | None:
     return round(top / bottom, 3)
 
 
+def silver_marginal_rate(measurements: Mapping[str, Mapping]) -> float | None:
+    """Images/s of the images the memory run has beyond the N run: (4N - N) / (t(4N) - t(N)).
+
+    Both runs pay the same fixed costs (weights, Python workers, Delta commits), so the difference
+    is silver's per-image speed once they are paid: what a run of many images approaches.
+    """
+    small, large = _get(measurements, SILVER, "images"), _get(measurements, SILVER_MEMORY, "images")
+    small_s, large_s = _get(measurements, SILVER, "seconds"), _get(measurements, SILVER_MEMORY, "seconds")
+    if None in (small, large, small_s, large_s) or large <= small or large_s <= small_s:
+        return None
+    return round((large - small) / (large_s - small_s), 2)
+
+
 def ratios(measurements: Mapping[str, Mapping], targets: Mapping[str, float]) -> list[Ratio]:
     """Every ratio the bench reports, with its target from conf `bench.targets`."""
     silver_rate = _get(measurements, SILVER, "images_per_s")
@@ -62,6 +75,8 @@ def ratios(measurements: Mapping[str, Mapping], targets: Mapping[str, float]) ->
         ("silver inference pass / limit",
          _divide(_get(measurements, SILVER, "inference_images_per_s"), _get(measurements, LIMIT, "images_per_s")),
          None, ">=", "silver's model pass alone (no read, weights load or publish) over the limit"),
+        ("silver marginal rate / limit", _divide(silver_marginal_rate(measurements), _get(measurements, LIMIT, "images_per_s")),
+         None, ">=", "(4N - N images) / (silver's seconds at 4N - at N): silver once its fixed costs are paid"),
         ("silver / reference", _divide(silver_rate, _get(measurements, REFERENCE, "images_per_s")),
          targets["silver_vs_reference"], ">=", "silver job images/s over the seed notebook's job"),
         ("chain / silver", _divide(_get(measurements, CHAIN, "seconds"), _get(measurements, CHAIN, "stages", "silver")),

@@ -44,6 +44,9 @@ def test_ratios_are_computed_from_the_same_run_and_judged_against_their_targets(
     assert (rows["driver JVM live heap, 4N / N"].value, rows["driver JVM live heap, 4N / N"].status) == (3.0, "MISS")
     assert rows["silver inference pass / limit"].status == "info"
     assert rows["silver inference pass / limit"].target is None
+    # (400 - 100) images in (20 - 6.25) s = 21.82 images/s, over the limit's 20
+    assert summary.silver_marginal_rate(_measurements()) == 21.82
+    assert (rows["silver marginal rate / limit"].value, rows["silver marginal rate / limit"].status) == (1.091, "info")
 
 
 def test_a_failed_or_missing_measurement_gives_no_ratio_rather_than_a_guess():
@@ -54,6 +57,8 @@ def test_a_failed_or_missing_measurement_gives_no_ratio_rather_than_a_guess():
     assert (rows["silver / reference"].value, rows["silver / reference"].status) == (None, "n/a")
     assert (rows["incremental / full"].value, rows["incremental / full"].status) == (None, "n/a")
     assert rows["silver / limit"].status == "MISS"
+    del measurements["silver_memory"]
+    assert summary.silver_marginal_rate(measurements) is None
 
 
 def test_cost_throughput_is_per_vcpu_from_the_largest_silver_run_else_the_n_run():
