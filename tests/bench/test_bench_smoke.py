@@ -85,7 +85,11 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
 
     names = [r["name"] for r in latest["ratios"]]
     assert names == [r.name for r in summary.ratios(m, load_conf(["conf/local.yaml"])["bench.targets"])]
-    assert {r["status"] for r in latest["ratios"]} <= {"PASS", "MISS", "info"}
+    statuses = {r["name"]: r["status"] for r in latest["ratios"]}
+    # 8 and 16 images on one warm session: the 16-image run may take no longer than the 8-image
+    # one, and then a marginal rate cannot be derived (n/a); every other ratio must have a value.
+    assert statuses.pop("silver marginal rate / limit") in {"info", "n/a"}
+    assert set(statuses.values()) <= {"PASS", "MISS", "info"}
     assert latest["silver"]["images_per_s_per_vcpu"] > 0 and latest["silver"]["from_measurement"] == "silver_memory"
     assert "| silver / limit" in printed and ("PASS" in printed or "MISS" in printed)
 
