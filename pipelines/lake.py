@@ -165,16 +165,16 @@ def _commit_retrying_conflicts(
         except Exception as exc:  # noqa: BLE001 - only commit conflicts are retried
             if not is_commit_conflict(exc, creating):
                 raise
-            if attempt >= attempts and not _DELTA_CONFLICT.search(f"{type(exc).__name__}: {exc}"):
+            if attempt >= attempts:
+                if is_commit_conflict(exc):
+                    raise ConcurrentWriteError(
+                        f"{location}: another run kept committing to this table first ({attempts} attempts); "
+                        f"nothing of this run was published to it: rerun the stage when the other run is done"
+                    ) from exc
                 raise ConcurrentWriteError(
                     f"{location}: still not a Delta table after {attempts} attempts to create it, and another "
                     f"run creating it would have finished: if no other run is active, the folder holds something "
                     f"else (look inside, move it away) and rerun the stage"
-                ) from exc
-            if attempt >= attempts:
-                raise ConcurrentWriteError(
-                    f"{location}: another run kept committing to this table first ({attempts} attempts); "
-                    f"nothing of this run was published to it: rerun the stage when the other run is done"
                 ) from exc
             print(f"{location}: a concurrent run committed first; retrying ({attempt}/{attempts - 1})")
             time.sleep(attempt * random.uniform(0.5, 1.5))
@@ -235,7 +235,8 @@ def replace_table(
     single commit, so readers see the old table or the new one, never a mix; a run killed before it
     leaves the old table as it was, and the old version stays readable by time travel until vacuumed.
     A concurrent writer of the table conflicts in Delta's optimistic concurrency control and
-    overwrite() retries. Unlike publish(), a rerun replaces the table again (with the same rows when the input is unchanged).
+    overwrite() retries. Unlike publish(), a rerun replaces the table again (with the same rows
+    when the input is unchanged).
     """
     staged = stage_batch(spark, conf, f"{stage}/{table}", run_id, rows)
     if audit is not None:
