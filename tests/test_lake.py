@@ -24,11 +24,7 @@ def test_concurrent_publishers_never_duplicate(spark, tmp_path):
     """Two runs publishing overlapping batches at once: Delta rejects one commit, the MERGE retries."""
     location = str(tmp_path / "t")
     lake.publish(spark, spark.createDataFrame([(0, "seed")], "id int, v string"), location, ["id"])
-    batches = [
-        spark.createDataFrame([(i, f"run{n}") for i in range(1, 201)], "id int, v string").cache() for n in (1, 2)
-    ]
-    for batch in batches:
-        batch.count()
+    batches = two_runs_batches(spark, range(1, 201))
     results, errors = run_at_once([lambda b=b: lake.publish(spark, b, location, ["id"]) for b in batches])
 
     table = spark.read.format("delta").load(location)
@@ -48,6 +44,14 @@ def test_conflict_detection():
     files_seen = RuntimeError("[DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION] Cannot create table ... is not empty")
     assert lake.is_commit_conflict(files_seen, creating=True)
     assert not lake.is_commit_conflict(files_seen)
+
+
+def two_runs_batches(spark, ids):
+    """One batch per run (rows `ids`, value `run1` / `run2`), computed before the race starts."""
+    batches = [spark.createDataFrame([(i, f"run{n}") for i in ids], "id int, v string").cache() for n in (1, 2)]
+    for batch in batches:
+        batch.count()
+    return batches
 
 
 def run_at_once(calls) -> tuple[list, list]:
@@ -73,11 +77,7 @@ def run_at_once(calls) -> tuple[list, list]:
 def test_concurrent_first_overwrites_leave_one_run_rows(spark, tmp_path):
     """Two runs creating the same table by overwrite at once (two first gold fits): the loser of
     Delta's commit race retries, both succeed and the table holds exactly one run's rows."""
-    batches = [
-        spark.createDataFrame([(i, f"run{n}") for i in range(50)], "id int, v string").cache() for n in (1, 2)
-    ]
-    for batch in batches:
-        batch.count()
+    batches = two_runs_batches(spark, range(50))
     for attempt in range(3):
         location = str(tmp_path / f"t{attempt}")
         results, errors = run_at_once([lambda b=b: lake.overwrite(spark, b, location) for b in batches])
