@@ -155,7 +155,26 @@ def build_spark_session(conf: Conf, stage: str, catalog: bool = False) -> SparkS
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(conf["spark.log_level"])
+    keep_jars_off_python_path(spark)
     return spark
+
+
+def keep_jars_off_python_path(spark: SparkSession) -> None:
+    """Take the Maven package jars off the Python path of the driver and of the Python workers.
+
+    spark-submit adds every `--packages` jar to the Python files (in case a jar ships Python code),
+    so PySpark puts them on `sys.path` here and in every Python worker. Ours ship no Python, and
+    each package-metadata lookup (`importlib.metadata`, run by TensorFlow, scipy and Great
+    Expectations as they import) then reads the whole index of the 500 MB AWS SDK bundle jar:
+    measured here, importing TensorFlow in a worker took 4.7 s instead of 1.9 s, and importing
+    Spark ML in the driver 8.3 s instead of 0.1 s. `_python_includes` is what PySpark sends to
+    the workers with each Python function (pyspark/core/context.py); the jars stay on the JVM's
+    classpath.
+    """
+    sc = spark.sparkContext
+    jars = {name for name in sc._python_includes if name.lower().endswith(".jar")}
+    sc._python_includes = [name for name in sc._python_includes if name not in jars]
+    sys.path[:] = [entry for entry in sys.path if os.path.basename(entry) not in jars]
 
 
 def submit_args(conf: Conf) -> list[str]:
