@@ -8,8 +8,9 @@ table of the run is staged and before anything is published. The audit:
    (never the arrays themselves) and one row of counts over the batch, the quarantine rows staged
    beside it, and the published tables (reconciliation with the upstream layer, quarantine rate,
    gold's variance);
-2. runs one GX checkpoint per suite against a file Data Context kept under the lake
-   (`<lake.root>/<lake.reports>/<quality.reports_dir>/gx`): validation results as JSON in its
+2. runs one GX checkpoint per suite (the per-row frame on Spark, the one row of counts, collected
+   from Spark, on pandas) against a file Data Context kept under the lake
+   at `<lake.root>/<lake.reports>/<quality.reports_dir>/gx`: validation results as JSON in its
    validations store, Data Docs (HTML) rebuilt by the checkpoint's UpdateDataDocsAction; a remote
    lake is worked on in a local folder and copied back (quality/docs.py);
 3. appends the outcome to the outcomes table (quality/outcomes.py);
@@ -32,9 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from pipelines import lake
 from pipelines.config import Conf, is_remote
@@ -45,7 +46,8 @@ from quality.outcomes import Outcome
 GX_DIR = "gx"
 SITE_NAME = "quality"
 SITE_DIR = "data_docs"
-DATASOURCE = "staged_batches"
+DATASOURCE = "staged_batches"  # Spark: the per-row frame of the staged batch
+TOTALS_DATASOURCE = "batch_totals"  # pandas: the one row of counts
 BATCH_DEFINITION = "whole batch"
 
 
@@ -156,7 +158,7 @@ def validate(
     try:
         checks = [
             (suites.rows_suite(layer, conf, gold), rows, [ROW_ID]),
-            (suites.totals_suite(layer, conf, gold), _one_row_frame(spark, metrics), []),
+            (suites.totals_suite(layer, conf, gold), totals_frame(metrics), []),
         ]
         with _workspace(spark, conf, started) as (local_root, to_lake):
             results = _run_checkpoints(local_root, conf, run_id, validated_at, checks)
@@ -251,15 +253,23 @@ def _totals(spark, conf, layer, batch, staged_quarantine, gold) -> dict[str, flo
     return metrics
 
 
-def _one_row_frame(spark: SparkSession, metrics: dict) -> DataFrame:
-    """The totals as the one-row DataFrame GX validates: counts as longs, ratios and unknowns as doubles."""
+def totals_frame(metrics: dict) -> pd.DataFrame:
+    """The totals as the one-row frame GX validates: counts as integers, ratios and unknowns as floats.
+
+    A pandas frame: the counts are already computed (in Spark) and collected, and GX validates one
+    row on pandas in ~0.2 s where a one-row Spark frame took ~2 s (a Spark job per metric).
+    """
 
     def is_count(value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    schema = T.StructType([T.StructField(k, T.LongType() if is_count(v) else T.DoubleType()) for k, v in metrics.items()])
-    row = [v if v is None or is_count(v) else float(v) for v in metrics.values()]
-    return spark.createDataFrame([row], schema)
+    return pd.DataFrame(
+        {
+            key: pd.Series([value], dtype="int64") if is_count(value)
+            else pd.Series([None if value is None else float(value)], dtype="float64")
+            for key, value in metrics.items()
+        }
+    )
 
 
 @contextmanager
@@ -295,14 +305,10 @@ def _run_checkpoints(root: Path, conf: Conf, run_id: str, validated_at: datetime
     context = gx.get_context(mode="file", project_root_dir=str(root))
     _configure(context, ProgressBarsConfig)
     docs.install_custom_styles(root / GX_DIR)
-    try:
-        source = context.data_sources.get(DATASOURCE)
-    except KeyError:
-        source = context.data_sources.add_spark(name=DATASOURCE, persist=False)
     examples = conf["quality.unexpected_examples"]
     results = []
     for suite, frame, index_columns in checks:
-        checkpoint = _checkpoint(context, source, suite, index_columns, examples)
+        checkpoint = _checkpoint(context, _data_source(context, frame), suite, index_columns, examples)
         run = checkpoint.run(
             batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_id, run_time=validated_at)
         )
@@ -318,6 +324,18 @@ def _run_checkpoints(root: Path, conf: Conf, run_id: str, validated_at: datetime
                 )
             )
     return results
+
+
+def _data_source(context, frame):
+    """The GX data source for `frame`: pandas for a pandas frame, else Spark (created on first use)."""
+    pandas = isinstance(frame, pd.DataFrame)
+    name = TOTALS_DATASOURCE if pandas else DATASOURCE
+    try:
+        return context.data_sources.get(name)
+    except KeyError:
+        if pandas:
+            return context.data_sources.add_pandas(name=name)
+        return context.data_sources.add_spark(name=name, persist=False)
 
 
 def _configure(context, progress_bars_config) -> None:

@@ -116,3 +116,12 @@ def test_a_layer_never_validated_is_not_refused_and_unknown_layers_are_errors(sp
     gates.require_upstream_passed(spark, conf, "silver")
     with pytest.raises(ValueError, match="unknown layer 'platinum'"):
         gates.auditor(spark, conf, "platinum", "r")
+
+
+def test_totals_frame_keeps_counts_integral_and_unknowns_as_missing_floats():
+    frame = gates.totals_frame({"batch_rows": 40, "batch_quarantine_rate": 0.025, "variance_reached": None, "k": 7})
+    assert frame.shape == (1, 4)
+    assert str(frame["batch_rows"].dtype) == "int64" and frame["batch_rows"][0] == 40
+    assert str(frame["k"].dtype) == "int64"
+    assert str(frame["batch_quarantine_rate"].dtype) == "float64" and frame["batch_quarantine_rate"][0] == 0.025
+    assert str(frame["variance_reached"].dtype) == "float64" and frame["variance_reached"].isna()[0]
