@@ -305,7 +305,8 @@ def load_driver_weights(settings: WeightsSettings) -> DriverWeights:
 
 # ---------------------------------------------------------------- one model per Python worker
 
-_worker_model: dict[str, Any] = {}
+# This Python worker's model: key = sha256 of the weights set in it, None = built, no weights set yet.
+_worker_model: dict[str | None, Any] = {}
 
 
 def configure_tensorflow(threads: int) -> None:
@@ -325,14 +326,30 @@ def configure_tensorflow(threads: int) -> None:
         pass  # already initialised in this process: the first sizes stay
 
 
+def warm_worker(threads: int) -> None:
+    """Start TensorFlow and build the model (weights not set) in this Python worker, if not done yet.
+
+    Run by silver's warm-up tasks while the driver is still loading the weights, so a worker's
+    TensorFlow import and model build (~2.5 s) overlap the driver's instead of following them.
+    """
+    if not _worker_model:
+        configure_tensorflow(threads)
+        _worker_model[None] = build_model(None)
+
+
 def worker_model(broadcast_weights: Any, sha256: str, threads: int) -> Any:
-    """The model for these weights, built once per Python worker process and then reused."""
+    """The model with these weights, built once per Python worker process and then reused.
+
+    A worker that already holds a model (warmed up, or set with other weights by an earlier run in
+    the same session) gets the broadcast weights set into it: every weight is replaced, so there
+    is nothing to rebuild.
+    """
     cached = _worker_model.get(sha256)
     if cached is not None:
         return cached
-    configure_tensorflow(threads)
-    model = build_model(None)
+    warm_worker(threads)
+    model = next(iter(_worker_model.values()))
     model.set_weights(broadcast_weights.value)
-    _worker_model.clear()  # keep one model: a new run with other weights replaces it
+    _worker_model.clear()
     _worker_model[sha256] = model
     return model

@@ -1,8 +1,9 @@
 """Silver: MobileNetV2 features for every bronze image, in Spark, with the weights broadcast once.
 
 read bronze -> keep images with no silver row and no silver quarantine row -> load the weights once
-on the driver -> broadcast them -> repartition -> Scalar-Iterator pandas UDF (one model per Python
-worker, batched inference) -> split features / decode failures -> audit -> publish.
+on the driver (meanwhile the Python workers start) -> broadcast them -> repartition ->
+Scalar-Iterator pandas UDF (one model per Python worker, batched inference) -> split features /
+decode failures -> audit -> publish.
 
 Decisions (see docs/silver.md):
 - The UDF returns struct<features, error>: an image that cannot be decoded gets a null vector and
@@ -14,6 +15,8 @@ Decisions (see docs/silver.md):
 - Inference partitions = task slots x `silver.partitions_per_slot`, never more than one per
   `silver.batch_size` images: every core works, and a small increment does not start a model in
   workers that would get a handful of images.
+- While the driver loads the weights, warm-up tasks already start TensorFlow and build the model
+  in the Python workers the inference reuses; the broadcast weights are then only set into it.
 - TensorFlow threads per worker = cores per executor / concurrent Python workers per executor,
   which is `spark.task.cpus` (each task runs in its own Python worker): the workers never
   oversubscribe the cores.
@@ -25,6 +28,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pandas as pd
@@ -122,6 +126,25 @@ def make_feature_udf(broadcast_weights, weights_sha256: str, batch_size: int, tf
     return featurize_images
 
 
+def warm_up_workers(spark: SparkSession, workers: int, tf_threads: int) -> Future:
+    """Run features.warm_worker in `workers` Python workers, in the background; returns the job's future.
+
+    A pandas UDF like the feature UDF, so the workers it starts are the ones the inference tasks
+    reuse (`spark.python.worker.reuse`): their TensorFlow import and model build then overlap the
+    driver's weights loading instead of following it.
+    """
+
+    @pandas_udf(T.BooleanType())
+    def warm_worker(ids: pd.Series) -> pd.Series:
+        features.warm_worker(tf_threads)
+        return pd.Series([True] * len(ids))
+
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silver-warm-up")
+    future = executor.submit(lambda: spark.range(0, workers, 1, workers).select(warm_worker("id")).collect())
+    executor.shutdown(wait=False)
+    return future
+
+
 # ---------------------------------------------------------------- I/O edges
 
 
@@ -189,10 +212,14 @@ def _featurize_and_publish(
     spark: SparkSession, conf: Conf, run_id: str, new_images: DataFrame, slots: int, stats: dict,
     audit: lake.Audit | None,
 ) -> dict:
-    weights = features.load_driver_weights(weights_settings(conf))
-    broadcast_weights = spark.sparkContext.broadcast(weights.arrays)
     batch_size = conf["silver.batch_size"]
     partitions = inference_partitions(stats["new"], slots, conf["silver.partitions_per_slot"], batch_size)
+    warm_up = warm_up_workers(spark, min(slots, partitions), stats["tf_threads"])
+    try:
+        weights = features.load_driver_weights(weights_settings(conf))
+    finally:
+        warm_up.result()
+    broadcast_weights = spark.sparkContext.broadcast(weights.arrays)
     feature_udf = make_feature_udf(broadcast_weights, weights.sha256, batch_size, stats["tf_threads"])
     featurized = with_features(new_images.repartition(partitions), feature_udf).persist(StorageLevel.MEMORY_AND_DISK)
     try:

@@ -106,7 +106,9 @@ class FakeModel:
         self.weights = weights
 
 
-def test_worker_builds_the_model_once_per_weights(monkeypatch):
+@pytest.fixture
+def fresh_worker(monkeypatch) -> list[FakeModel]:
+    """A Python worker with no model yet; returns the list of models it builds."""
     built: list[FakeModel] = []
 
     def build(weights=None):
@@ -116,8 +118,20 @@ def test_worker_builds_the_model_once_per_weights(monkeypatch):
     monkeypatch.setattr(features, "build_model", build)
     monkeypatch.setattr(features, "configure_tensorflow", lambda threads: None)
     monkeypatch.setattr(features, "_worker_model", {})
+    return built
+
+
+def test_worker_builds_the_model_once_and_sets_new_weights_into_it(fresh_worker):
     first = features.worker_model(FakeBroadcast(["w1"]), "sha-1", 1)
     assert features.worker_model(FakeBroadcast(["w1"]), "sha-1", 1) is first
-    assert len(built) == 1 and first.weights == ["w1"]
+    assert len(fresh_worker) == 1 and first.weights == ["w1"]
     other = features.worker_model(FakeBroadcast(["w2"]), "sha-2", 1)
-    assert other is not first and other.weights == ["w2"] and len(built) == 2
+    assert other.weights == ["w2"] and len(fresh_worker) == 1
+
+
+def test_a_warmed_worker_only_sets_the_weights(fresh_worker):
+    features.warm_worker(1)
+    features.warm_worker(1)
+    assert len(fresh_worker) == 1 and fresh_worker[0].weights is None
+    model = features.worker_model(FakeBroadcast(["w1"]), "sha-1", 1)
+    assert model is fresh_worker[0] and model.weights == ["w1"] and len(fresh_worker) == 1
