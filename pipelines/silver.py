@@ -217,8 +217,10 @@ def _featurize_and_publish(
     warm_up = warm_up_workers(spark, min(slots, partitions), stats["tf_threads"])
     try:
         weights = features.load_driver_weights(weights_settings(conf))
-    finally:
-        warm_up.result()
+    except BaseException:
+        warm_up.exception()  # wait for it; its own failure must not hide why the weights failed
+        raise
+    warm_up.result()
     broadcast_weights = spark.sparkContext.broadcast(weights.arrays)
     feature_udf = make_feature_udf(broadcast_weights, weights.sha256, batch_size, stats["tf_threads"])
     featurized = with_features(new_images.repartition(partitions), feature_udf).persist(StorageLevel.MEMORY_AND_DISK)

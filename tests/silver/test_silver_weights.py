@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 import pytest
 
 from pipelines import bronze, features, lake, silver
@@ -91,6 +93,26 @@ def test_job_without_weights_stops_with_exit_code_2_and_no_trace(spark, make_con
     assert code == 2
     assert "KERAS_HOME" in err and "silver.keras_home" in err and "Traceback" not in err
     assert lake.read_table(spark, lake.table_location(conf, "silver")) is None
+
+
+def test_missing_weights_are_reported_even_when_the_worker_warm_up_fails(spark, make_conf, tmp_path, sample, capsys, monkeypatch):
+    # The warm-up runs beside the weights loading; its own failure must not hide the weights error.
+    copy_sample(tmp_path / "input", 2)
+    conf = make_conf(tmp_path / "input")
+    bronze.run(spark, conf, "bronze-run")
+    failed_warm_up = Future()
+    failed_warm_up.set_exception(RuntimeError("Python worker exited unexpectedly"))
+    monkeypatch.setattr(silver, "warm_up_workers", lambda spark, workers, tf_threads: failed_warm_up)
+    capsys.readouterr()
+    code = silver.main(
+        [
+            "--set", f"lake.root={conf['lake.root']}", "--set", f"silver.keras_home={tmp_path / 'empty-home'}",
+            "--set", f"silver.model_seed_dir={tmp_path / 'empty-seed'}", "--set", "silver.download=false",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "KERAS_HOME" in err and "Traceback" not in err
 
 
 class FakeBroadcast:
