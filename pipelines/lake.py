@@ -17,11 +17,13 @@ the rows whose key is absent. Why this shape:
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -75,6 +77,8 @@ class PublishResult:
     table: str
     staged_rows: int
     inserted_rows: int
+    # Commit attempts it took: 1, or more when another run committed first and this one retried.
+    attempts: int = 1
 
 
 def stage_batch(spark: SparkSession, conf: Conf, stage: str, run_id: str, batch: DataFrame) -> DataFrame:
@@ -161,7 +165,7 @@ def _commit_retrying_conflicts(
         try:
             DeltaTable.createIfNotExists(spark).location(location).addColumns(schema).execute()
             creating = False
-            return commit()
+            return replace(commit(), attempts=attempt)
         except Exception as exc:  # noqa: BLE001 - only commit conflicts are retried
             if not is_commit_conflict(exc, creating):
                 raise
@@ -177,8 +181,36 @@ def _commit_retrying_conflicts(
                     f"else (look inside, move it away) and rerun the stage"
                 ) from exc
             print(f"{location}: a concurrent run committed first; retrying ({attempt}/{attempts - 1})")
-            time.sleep(attempt * random.uniform(0.5, 1.5))
+            wait_before_retry(attempt * random.uniform(0.5, 1.5))
             attempt += 1
+
+
+def wait_before_retry(seconds: float) -> None:
+    """The pause between two commit attempts (its own function: tests replace it, not time.sleep)."""
+    time.sleep(seconds)
+
+
+# Fault point for the reliability tests (and for anyone reproducing a crash): set to a table name,
+# write_audit_publish stops right after that table's commit. "<table>" or "<table>:stop": the
+# process sends itself SIGSTOP (frozen exactly there, to be killed from outside); "<table>:raise":
+# it raises InjectedFault. Unset in normal runs.
+FAULT_AFTER_PUBLISH_ENV = "FRUITS_FAULT_AFTER_PUBLISH"
+
+
+class InjectedFault(RuntimeError):
+    """Raised at the fault point FRUITS_FAULT_AFTER_PUBLISH=<table>:raise."""
+
+
+def _fault_point(table: str) -> None:
+    wanted, _, action = os.environ.get(FAULT_AFTER_PUBLISH_ENV, "").partition(":")
+    if wanted != table:
+        return
+    if action == "raise":
+        raise InjectedFault(f"{FAULT_AFTER_PUBLISH_ENV}={wanted}:raise: stopped after publishing {table}")
+    if action not in ("", "stop"):
+        raise ValueError(f"{FAULT_AFTER_PUBLISH_ENV}: unknown action {action!r} (stop or raise): unset it for a normal run")
+    print(f"{FAULT_AFTER_PUBLISH_ENV}={wanted}: {table} published, process {os.getpid()} stops here", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def write_audit_publish(
@@ -193,6 +225,11 @@ def write_audit_publish(
 
     The first entry is the stage's own table and is what `audit` validates; the others (the
     quarantine rows) are published before it. If the audit raises, nothing is published.
+
+    Fault point: with the environment variable FRUITS_FAULT_AFTER_PUBLISH=<table> the process stops
+    (SIGSTOP) right after that table's commit, before the next publish; `<table>:raise` raises
+    InjectedFault there instead. The reliability tests use it to kill a run between its two
+    publishes deterministically.
     """
     staged = {
         table: (stage_batch(spark, conf, f"{stage}/{table}", run_id, rows), keys)
@@ -203,10 +240,10 @@ def write_audit_publish(
     # The stage's own table is published last: a run killed between two commits then leaves only
     # quarantine rows, which the rerun skips, instead of accepted rows whose rejects never land.
     own, *others = staged
-    results = {
-        table: publish(spark, staged[table][0], table_location(conf, table), staged[table][1])
-        for table in [*others, own]
-    }
+    results = {}
+    for table in [*others, own]:
+        results[table] = publish(spark, staged[table][0], table_location(conf, table), staged[table][1])
+        _fault_point(table)
     for table in staged:
         drop_location(spark, staging_location(conf, f"{stage}/{table}", run_id))
     return results

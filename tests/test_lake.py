@@ -2,7 +2,6 @@
 
 import shutil
 import threading
-import time
 
 import pytest
 
@@ -17,20 +16,34 @@ def test_publish_inserts_only_absent_keys(spark, tmp_path):
     again = lake.publish(spark, spark.createDataFrame([(2, "B"), (3, "c")], "id int, v string"), location, ["id"])
     rows = sorted(tuple(r) for r in spark.read.format("delta").load(location).collect())
     assert (first.inserted_rows, again.inserted_rows) == (2, 1)
+    assert (first.attempts, again.attempts) == (1, 1)
     assert rows == [(1, "a"), (2, "b"), (3, "c")]
 
 
-def test_concurrent_publishers_never_duplicate(spark, tmp_path):
-    """Two runs publishing overlapping batches at once: Delta rejects one commit, the MERGE retries."""
-    location = str(tmp_path / "t")
-    lake.publish(spark, spark.createDataFrame([(0, "seed")], "id int, v string"), location, ["id"])
-    batches = two_runs_batches(spark, range(1, 201))
-    results, errors = run_at_once([lambda b=b: lake.publish(spark, b, location, ["id"]) for b in batches])
+RACES = 3
 
-    table = spark.read.format("delta").load(location)
-    assert not errors
-    assert table.count() == 201 and table.select("id").distinct().count() == 201
-    assert sum(r.inserted_rows for r in results) == 200
+
+def test_concurrent_publishers_never_duplicate(spark, tmp_path):
+    """Two runs publishing overlapping batches at once: Delta rejects one commit, the MERGE retries.
+
+    Each race is on a fresh table; races are repeated (at most RACES) until one of them really had
+    a commit conflict (a result with attempts > 1), so the retry path is what the test checked.
+    """
+    batches = two_runs_batches(spark, range(1, 201))
+    attempts = []
+    for race in range(RACES):
+        location = str(tmp_path / f"t{race}")
+        lake.publish(spark, spark.createDataFrame([(0, "seed")], "id int, v string"), location, ["id"])
+        results, errors = run_at_once([lambda b=b: lake.publish(spark, b, location, ["id"]) for b in batches])
+
+        table = spark.read.format("delta").load(location)
+        assert not errors, errors
+        assert table.count() == 201 and table.select("id").distinct().count() == 201
+        assert sorted(r.inserted_rows for r in results) == [0, 200]
+        attempts.append(sorted(r.attempts for r in results))
+        if attempts[-1][-1] > 1:
+            break
+    assert attempts[-1][0] == 1 and attempts[-1][-1] > 1, f"no commit conflict in {RACES} races: attempts {attempts}"
 
 
 def test_conflict_detection():
@@ -85,6 +98,8 @@ def test_concurrent_first_overwrites_leave_one_run_rows(spark, tmp_path):
         assert not errors, errors
         assert [r.staged_rows for r in results] == [50, 50]
         assert len(rows) == 50 and len({r.v for r in rows}) == 1
+        # Both created the table at once: the loser's commit conflicted and it retried.
+        assert sorted(r.attempts for r in results)[-1] > 1, f"race {attempt}: no retry ({results})"
 
 
 def test_publish_waits_for_a_table_another_run_is_creating(spark, tmp_path, monkeypatch):
@@ -94,13 +109,13 @@ def test_publish_waits_for_a_table_another_run_is_creating(spark, tmp_path, monk
     location = tmp_path / "t"
     (location / "_delta_log").mkdir(parents=True)
     first_retry = threading.Event()
-    real_sleep = time.sleep
+    real_wait = lake.wait_before_retry
 
-    def sleep(seconds):
+    def wait(seconds):
         first_retry.set()
-        real_sleep(seconds)
+        real_wait(seconds)
 
-    monkeypatch.setattr(lake.time, "sleep", sleep)
+    monkeypatch.setattr(lake, "wait_before_retry", wait)
 
     def other_run_finishes_creating():
         assert first_retry.wait(120), "the publish never retried"
@@ -113,12 +128,13 @@ def test_publish_waits_for_a_table_another_run_is_creating(spark, tmp_path, monk
     ])
     assert not errors, errors
     assert sorted(r.inserted_rows for r in results) == [1, 1]
+    assert max(r.attempts for r in results) > 1  # the run that found the table half-created retried
     assert sorted(r.id for r in spark.read.format("delta").load(str(location)).collect()) == [1, 2]
 
 
 def test_publish_into_a_folder_that_stays_half_created_says_what_to_do(spark, tmp_path, monkeypatch):
     location = tmp_path / "t"
     (location / "_delta_log").mkdir(parents=True)
-    monkeypatch.setattr(lake.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(lake, "wait_before_retry", lambda seconds: None)
     with pytest.raises(lake.ConcurrentWriteError, match=r"still not a Delta table after 2 attempts.*move it away"):
         lake.publish(spark, spark.createDataFrame([(1, "a")], "id int, v string"), str(location), ["id"], attempts=2)
