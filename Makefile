@@ -15,13 +15,14 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup run run-s3 test bench clean-lake help deploy-cost deploy-plan
+.PHONY: setup run run-s3 test test-fast test-data bench clean-lake help deploy-cost deploy-plan
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make run    - run the pipeline (bronze -> silver -> gold with quality gates) on the embedded default"
 	@echo "make run-s3 - the same pipeline on s3a:// against a local S3 server (MinIO on 127.0.0.1, docs/s3.md)"
-	@echo "make test   - run the test suite"
+	@echo "make test   - run the test suite (prints how many tests were skipped; under CI=true an unlisted skip fails it)"
+	@echo "make test-fast - the tests not marked slow, for the edit loop"
 	@echo "make setup  - install everything (done by run and test)"
 	@echo "make bench  - run the benchmarks"
 
@@ -69,8 +70,19 @@ run-s3: setup
 	$(PY) scripts/fetch_dataset.py --conf conf/local.yaml
 	$(PY) -m scripts.run_s3_demo $(ARGS)
 
-test: setup
+# What the tests need besides setup, prepared as `make run` prepares it: the input folder (a link to
+# the local sample, else the public archive) and the MobileNetV2 weights in the Keras cache. Under
+# CI=true a test skipped for want of them fails the run (tests/skip_guard.py, tests/allowed_skips.py).
+test-data: setup
+	$(PY) scripts/fetch_dataset.py --conf $(CONF)
+	$(PY) scripts/fetch_weights.py --conf $(CONF)
+
+# Every test has a timeout (pyproject.toml [tool.pytest.ini_options] timeout; slow ones get longer).
+test: setup test-data
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup test-data
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m bench.run --conf $(CONF) $(ARGS)

@@ -20,7 +20,7 @@ from pipelines.config import PROJECT_ROOT, load_conf
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "fruits_walkthrough.ipynb"
 KERNEL = "fruits-test-venv"
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
 def text_outputs(cell) -> str:
