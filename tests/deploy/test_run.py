@@ -14,6 +14,18 @@ from deploy.executor import Executor
 from tests.deploy.conftest import BUCKET, REGION
 
 STAGES = ["bronze", "silver", "gold", "catalog"]
+# Inputs of the run tests, fixed here so that what they assert follows from the test and not from
+# copies of conf/aws.yaml's current values.
+FIXED = (
+    f"aws.stages=[{', '.join(STAGES)}]", "aws.cluster.name=test-etl", "aws.serverless.name=test-etl",
+    "aws.cluster.release_label=emr-7.9.0", "aws.cluster.master.instance_type=m5.2xlarge",
+    "aws.cluster.core.instance_type=m6g.xlarge", "aws.cluster.core.count=3", "aws.cluster.task.count=0",
+    "aws.serverless.auto_stop_idle_minutes=7", "aws.serverless.max_executors=3",
+)
+
+
+def fixed(*more: str) -> list[str]:
+    return [a for o in (*FIXED, *more) for a in ("--set", o)]
 # moto 5.1.22 accepts only release labels shaped emr-X.Y.0; the default emr-spark-8.0.0 is checked
 # in the plan tests below, without moto.
 MOTO_SERVERLESS_RELEASE = "aws.serverless.release_label=emr-7.9.0"
@@ -46,25 +58,26 @@ def _cluster_id() -> str:
 # --- EMR on EC2 -------------------------------------------------------------------------------
 
 
-def test_cluster_run_submits_the_cluster_from_conf(roles, cli):
-    status, out = cli("run", "--mode", "cluster", "--no-wait")
+def test_cluster_run_submits_the_cluster_from_conf(roles, cli, settings):
+    status, out = cli("run", "--mode", "cluster", "--no-wait", *fixed())
     assert status == 0, out
+    iam = settings().conf["aws.iam"]  # the roles the fixture created
     described = emr().describe_cluster(ClusterId=_cluster_id())["Cluster"]
-    assert described["Name"] == "fruits-etl"
-    assert described["ReleaseLabel"] == "emr-spark-8.0.0"
+    assert described["Name"] == "test-etl"
+    assert described["ReleaseLabel"] == "emr-7.9.0"
     assert described["LogUri"] == f"s3://{BUCKET}/logs/emr/"
-    assert described["ServiceRole"] == "fruits-emr-service"
-    assert described["Ec2InstanceAttributes"]["IamInstanceProfile"] == "fruits-emr-ec2"
+    assert described["ServiceRole"] == iam["emr_service_role"]
+    assert described["Ec2InstanceAttributes"]["IamInstanceProfile"] == iam["ec2_role"]
     assert [a["Name"] for a in described["Applications"]] == ["Spark"]
     groups = {g["InstanceGroupType"]: g for g in emr().list_instance_groups(ClusterId=_cluster_id())["InstanceGroups"]}
     assert {k: (g["InstanceType"], g["RequestedInstanceCount"], g["Market"]) for k, g in groups.items()} == {
-        "MASTER": ("m5.xlarge", 1, "ON_DEMAND"),
-        "CORE": ("m5.xlarge", 2, "ON_DEMAND"),
+        "MASTER": ("m5.2xlarge", 1, "ON_DEMAND"),
+        "CORE": ("m6g.xlarge", 3, "ON_DEMAND"),
     }
 
 
 def test_cluster_steps_in_order_with_their_arguments(roles, cli):
-    assert cli("run", "--mode", "cluster", "--no-wait")[0] == 0
+    assert cli("run", "--mode", "cluster", "--no-wait", *fixed())[0] == 0
     steps = list(reversed(emr().list_steps(ClusterId=_cluster_id())["Steps"]))  # API: newest first
     assert [st["Name"] for st in steps] == STAGES
     for stage, st in zip(STAGES, steps):
@@ -147,20 +160,21 @@ def test_failed_step_is_reported(settings):
 # --- EMR Serverless -----------------------------------------------------------------------------
 
 
-def test_serverless_run_creates_the_application_and_runs_each_stage(roles, cli):
-    status, out = cli("run", "--mode", "serverless", "--set", MOTO_SERVERLESS_RELEASE, "--set", "aws.poll_seconds=0")
+def test_serverless_run_creates_the_application_and_runs_each_stage(roles, cli, settings):
+    status, out = cli("run", "--mode", "serverless", *fixed(MOTO_SERVERLESS_RELEASE, "aws.poll_seconds=0"))
     assert status == 0, out
     assert "all stages succeeded" in out
     (app,) = sls().list_applications()["applications"]
     described = sls().get_application(applicationId=app["id"])["application"]
-    assert described["name"] == "fruits-etl" and described["type"].upper() == "SPARK"
-    assert described["autoStopConfiguration"] == {"enabled": True, "idleTimeoutMinutes": 15}
+    assert described["name"] == "test-etl" and described["type"].upper() == "SPARK"
+    assert described["autoStopConfiguration"] == {"enabled": True, "idleTimeoutMinutes": 7}
     runs = sls().list_job_runs(applicationId=app["id"])["jobRuns"]
     by_name = {r["name"]: sls().get_job_run(applicationId=app["id"], jobRunId=r["id"])["jobRun"] for r in runs}
-    assert set(by_name) == {f"fruits-etl-{stage}" for stage in STAGES}
+    assert set(by_name) == {f"test-etl-{stage}" for stage in STAGES}
+    job_role = settings().conf["aws.iam.serverless_job_role"]  # the role the fixture created
     for stage in STAGES:
-        job = by_name[f"fruits-etl-{stage}"]
-        assert job["executionRole"].endswith(":role/fruits-emr-serverless-job")
+        job = by_name[f"test-etl-{stage}"]
+        assert job["executionRole"].endswith(f":role/{job_role}")
         driver = job["jobDriver"]["sparkSubmit"]
         assert driver["entryPoint"] == f"s3://{BUCKET}/code/entry.py"
         assert driver["entryPointArguments"] == [stage, "--conf", "conf/aws.yaml"]
@@ -171,7 +185,7 @@ def test_serverless_run_creates_the_application_and_runs_each_stage(roles, cli):
         assert confs["spark.emr-serverless.driverEnv.PYSPARK_PYTHON"] == "./environment/bin/python"
         assert confs["spark.executorEnv.PYSPARK_PYTHON"] == "./environment/bin/python"
         assert confs["spark.jars"] == "/usr/share/aws/delta/lib/delta-spark.jar,/usr/share/aws/delta/lib/delta-storage.jar"
-        assert confs["spark.dynamicAllocation.maxExecutors"] == "2"
+        assert confs["spark.dynamicAllocation.maxExecutors"] == "3"
         assert job["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"]["logUri"] == (
             f"s3://{BUCKET}/logs/serverless/"
         )
