@@ -154,11 +154,12 @@ def validate(
     staged_quarantine = _staged_quarantine(spark, conf, layer, run_id)
     gold = _gold_facts(spark, conf, batch) if layer == "gold" else None
     metrics = _totals(spark, conf, layer, batch, staged_quarantine, gold)
-    rows = suites.row_checks(layer, batch).persist()
+    # NaN and infinity become null, which each bounded column's not-null expectation fails (suites.py).
+    rows = suites.non_finite_as_null(suites.row_checks(layer, batch)).persist()
     try:
         checks = [
             (suites.rows_suite(layer, conf, gold), rows, [ROW_ID]),
-            (suites.totals_suite(layer, conf, gold), totals_frame(metrics), []),
+            (suites.totals_suite(layer, conf, gold), suites.non_finite_as_null(totals_frame(metrics)), []),
         ]
         with _workspace(spark, conf, started) as (local_root, to_lake):
             results = _run_checkpoints(local_root, conf, run_id, validated_at, checks)
@@ -411,10 +412,20 @@ def describe_failure(suite_name: str, result) -> str:
 
 
 def _observed(result, column: str | None) -> str:
+    config = result.expectation_config
     error = _exception_message(result.exception_info)
     if error:
         return f"could not be evaluated: {error}"
     details = result.result or {}
+    if config.type == "expect_column_values_to_not_be_null" and details.get("unexpected_count"):
+        # The gate validates frames whose NaN and infinities became null (suites.non_finite_as_null).
+        what = "null" if column == ROW_ID else "null, NaN or infinite"
+        if details.get("element_count") == 1:
+            return f"observed {what}"
+        ids = [str(entry.get(ROW_ID)) for entry in details.get("partial_unexpected_index_list") or []]
+        return f"{details['unexpected_count']} of {details.get('element_count')} rows {what}" + (
+            f", e.g. {', '.join(ids)}" if ids and column != ROW_ID else ""
+        )
     if "unexpected_count" in details:
         values = details.get("partial_unexpected_list") or []
         if details.get("element_count") == 1 and values:

@@ -13,19 +13,33 @@ Every layer has two suites (docs/quality.md lists each expectation and why):
 The functions building DataFrames are pure (DataFrame in, DataFrame out); the suites are built
 from conf thresholds and from the facts the gate derived (gold's expected k), so the same code is
 the reviewed definition of the checks and what runs.
+
+NaN and infinity: GX's ExpectColumnValuesToBeBetween skips missing values (null, and on pandas NaN
+too) and compares the rest, and Spark orders NaN above every number, so a NaN passed a minimum-only
+bound (gold's variance reached NaN once and the gate said 13 of 13). Every numeric column a suite
+bounds is therefore also expected not null (`_between`), and the gate hands GX the frames through
+`non_finite_as_null`, which turns NaN and +-inf into null: a non-finite number fails the not-null
+expectation of its column, on Spark and on pandas alike.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import great_expectations as gx
+import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from pipelines.config import Conf
 from quality.layers import LAYERS, ROW_ID, UPSTREAM
+
+
+# Rounding slack above 1.0 for a sum of explained-variance ratios (shares of one total).
+VARIANCE_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,25 @@ def array_checks(column: str) -> list[Column]:
         F.array_min(finite).cast("double").alias(f"{column}_min"),
         F.array_max(finite).cast("double").alias(f"{column}_max"),
     ]
+
+
+def non_finite_as_null(frame: DataFrame | pd.DataFrame) -> DataFrame | pd.DataFrame:
+    """The frame with every NaN, +inf and -inf of its floating-point columns replaced by null.
+
+    What the gate validates (Spark per-row frame and pandas totals alike): GX's between checks skip
+    nulls, so each bounded column also has a not-null expectation, and a non-finite value must be a
+    null for that expectation to catch it (pandas already counts NaN as null; Spark does not).
+    """
+    if isinstance(frame, pd.DataFrame):
+        return frame.replace([math.inf, -math.inf], math.nan)
+    infinity = F.lit(float("inf"))
+    return frame.select(
+        *[
+            F.when(F.isnan(field.name) | (F.abs(field.name) == infinity), F.lit(None)).otherwise(F.col(field.name)).alias(field.name)
+            if isinstance(field.dataType, (T.FloatType, T.DoubleType)) else F.col(field.name)
+            for field in frame.schema.fields
+        ]
+    )
 
 
 def row_checks(layer: str, batch: DataFrame) -> DataFrame:
@@ -168,8 +201,7 @@ def rows_suite(layer: str, conf: Conf, gold: GoldFacts | None = None) -> gx.Expe
             gx.expectations.ExpectColumnValuesToNotBeNull(column="path"),
             gx.expectations.ExpectColumnValuesToBeUnique(column="path"),
             gx.expectations.ExpectColumnValuesToNotBeNull(column="label"),
-            gx.expectations.ExpectColumnValuesToNotBeNull(column="size_bytes"),
-            gx.expectations.ExpectColumnValuesToBeBetween(column="size_bytes", min_value=0, strict_min=True),
+            *_between("size_bytes", 0, None, "Bytes of the stored image: an empty image is corrupt.", strict_min=True),
         ]
     elif layer == "silver":
         length = conf["quality.silver.feature_length"]
@@ -188,70 +220,62 @@ def rows_suite(layer: str, conf: Conf, gold: GoldFacts | None = None) -> gx.Expe
     return gx.ExpectationSuite(name=f"{layer}_rows", expectations=expectations)
 
 
+def _between(column: str, low: float | None, high: float | None, notes: str, **bounds) -> list:
+    """A bounded numeric column: not null, NaN nor infinite (see non_finite_as_null), and within bounds.
+
+    GX's between check alone passes a null, a pandas NaN, a Spark NaN above `low`, and +inf above
+    `low`: the not-null expectation, on the frame whose non-finite values became null, fails them.
+    """
+    return [
+        gx.expectations.ExpectColumnValuesToNotBeNull(
+            column=column, notes=f"{notes} Null, NaN and infinity fail here (the between check skips nulls).",
+        ),
+        gx.expectations.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high, notes=notes, **bounds),
+    ]
+
+
 def _array_expectations(column: str, length: int | None, low: float | None, high: float | None, note: str) -> list:
     checks = []
     if length is not None:
-        checks.append(
-            gx.expectations.ExpectColumnValuesToBeBetween(
-                column=f"{column}_length", min_value=length, max_value=length,
-                notes=f"{column}_length: number of values in `{column}` (0 when null). {note}.",
-            )
-        )
-    checks.append(
-        gx.expectations.ExpectColumnValuesToBeBetween(
-            column=f"{column}_invalid_values", min_value=0, max_value=0,
-            notes=f"{column}_invalid_values: null, NaN or infinite values in `{column}`.",
-        )
-    )
+        checks += _between(f"{column}_length", length, length, f"{column}_length: number of values in `{column}` (0 when null). {note}.")
+    checks += _between(f"{column}_invalid_values", 0, 0, f"{column}_invalid_values: null, NaN or infinite values in `{column}`.")
     if low is not None:
-        checks.append(gx.expectations.ExpectColumnValuesToBeBetween(column=f"{column}_min", min_value=low, notes=note))
+        checks += _between(f"{column}_min", low, None, f"{column}_min: smallest finite value of `{column}`. {note}.")
     if high is not None:
-        checks.append(gx.expectations.ExpectColumnValuesToBeBetween(column=f"{column}_max", max_value=high, notes=note))
+        checks += _between(f"{column}_max", None, high, f"{column}_max: largest finite value of `{column}`. {note}.")
     return checks
 
 
 def totals_suite(layer: str, conf: Conf, gold: GoldFacts | None = None) -> gx.ExpectationSuite:
     rate_key = f"quality.{layer}.max_quarantine_rate"
     expectations = [
-        gx.expectations.ExpectColumnValuesToBeBetween(
-            column="batch_quarantine_rate", min_value=0.0, max_value=conf[rate_key],
-            notes=f"Share of this run's new inputs the stage quarantined; tolerated up to {rate_key}.",
+        *_between(
+            "batch_quarantine_rate", 0.0, conf[rate_key],
+            f"Share of this run's new inputs the stage quarantined; tolerated up to {rate_key}.",
         ),
-        gx.expectations.ExpectColumnValuesToBeBetween(
-            column="rows_after_publish", min_value=1, notes="The layer is not empty once this batch is published."
-        ),
+        *_between("rows_after_publish", 1, None, "The layer is not empty once this batch is published."),
     ]
     upstream = UPSTREAM.get(layer)
     if upstream is not None:
         expectations += [
-            gx.expectations.ExpectColumnValuesToBeBetween(
-                column=f"unaccounted_{upstream}_images", min_value=0, max_value=0,
-                notes=f"Every {upstream} image has a {layer} row or a {layer} quarantine row.",
-            ),
-            gx.expectations.ExpectColumnValuesToBeBetween(
-                column=f"rows_without_{upstream}", min_value=0, max_value=0,
-                notes=f"No {layer} row for an image {upstream} does not hold.",
-            ),
-            gx.expectations.ExpectColumnValuesToBeBetween(
-                column="accounted_twice", min_value=0, max_value=0,
-                notes=f"No image is both a {layer} row and a {layer} quarantine row.",
-            ),
+            *_between(f"unaccounted_{upstream}_images", 0, 0, f"Every {upstream} image has a {layer} row or a {layer} quarantine row."),
+            *_between(f"rows_without_{upstream}", 0, 0, f"No {layer} row for an image {upstream} does not hold."),
+            *_between("accounted_twice", 0, 0, f"No image is both a {layer} row and a {layer} quarantine row."),
         ]
     if layer == "gold":
         expectations += [
-            gx.expectations.ExpectColumnValuesToBeBetween(
-                column="model_versions", min_value=1, max_value=1, notes="Gold rows come from one PCA model."
-            ),
-            gx.expectations.ExpectColumnValuesToBeBetween(
-                column="variance_components", min_value=1,
-                notes="The model version of the batch has its explained-variance rows (lake.tables.gold_variance).",
+            *_between("model_versions", 1, 1, "Gold rows come from one PCA model."),
+            *_between(
+                "variance_components", 1, None,
+                "The model version of the batch has its explained-variance rows (lake.tables.gold_variance).",
             ),
         ]
-        if gold is not None and gold.variance_target is not None:
-            expectations.append(
-                gx.expectations.ExpectColumnValuesToBeBetween(
-                    column="variance_reached", min_value=gold.variance_target,
-                    notes="Cumulative explained-variance ratio of the k components reaches gold.variance_target.",
-                )
-            )
+        # Checked even when k is fixed: a NaN variance (a fit on features without variance) or a
+        # share above 1 is a broken model, whatever k was chosen from.
+        target = gold.variance_target if gold is not None else None
+        expectations += _between(
+            "variance_reached", target if target is not None else 0.0, 1.0 + VARIANCE_TOLERANCE,
+            "Cumulative explained-variance ratio of the k components: a share of the total variance, "
+            + ("which must reach gold.variance_target." if target is not None else "in [0, 1] (k is fixed by gold.k)."),
+        )
     return gx.ExpectationSuite(name=f"{layer}_totals", expectations=expectations)

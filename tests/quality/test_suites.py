@@ -113,4 +113,16 @@ def test_gold_suites_check_k_and_the_variance_target_only_when_k_is_chosen_by_it
     pca = _checks(suites.rows_suite("gold", conf, chosen))[("expect_column_values_to_be_between", "pca_length")]
     assert (pca.min_value, pca.max_value) == (3, 3)
     assert _checks(suites.totals_suite("gold", conf, chosen))[("expect_column_values_to_be_between", "variance_reached")].min_value == 0.95
-    assert ("expect_column_values_to_be_between", "variance_reached") not in _checks(suites.totals_suite("gold", conf, fixed))
+    fixed_variance = _checks(suites.totals_suite("gold", conf, fixed))[("expect_column_values_to_be_between", "variance_reached")]
+    assert (fixed_variance.min_value, fixed_variance.max_value) == (0.0, 1.0 + suites.VARIANCE_TOLERANCE)  # a share, even when k is fixed
+
+
+def test_every_bounded_column_is_also_expected_not_null():
+    """GX's between check skips nulls (and NaN on pandas): the not-null expectation is what fails them."""
+    conf = load_conf(["conf/local.yaml"])
+    facts = suites.GoldFacts("v1", k=3, variance_reached=0.97, variance_target=0.95, variance_components=4)
+    for layer in ("bronze", "silver", "gold"):
+        for suite in (suites.rows_suite(layer, conf, facts), suites.totals_suite(layer, conf, facts)):
+            checks = _checks(suite)
+            bounded = {column for kind, column in checks if kind == "expect_column_values_to_be_between"}
+            assert bounded and all(("expect_column_values_to_not_be_null", c) in checks for c in bounded), suite.name
