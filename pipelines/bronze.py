@@ -16,26 +16,33 @@ Decisions (see docs/bronze.md):
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
-from urllib.parse import unquote
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines import lake
 from pipelines.cli import execute_stage, stage_parser
-from pipelines.config import Conf
+from pipelines.config import Conf, is_remote
 from pipelines.images import inspect_image, sha256_hex
 
 STAGE = "bronze"
+# Quarantine reasons that record a change to a file bronze already ingested (not a rejection).
+CHANGED, TOUCHED = "changed_since_ingest", "touched_since_ingest"
+# A quarantine row is keyed by the file's size and time too: a file rejected, changed or touched
+# again gets a new row, so it is recorded once per version and is no candidate again until it changes.
+QUARANTINE_KEYS = (*lake.QUARANTINE_KEYS, "source_size_bytes", "source_modified_at")
 
 BRONZE_SCHEMA = T.StructType(
     [
@@ -124,11 +131,36 @@ def select_new_files(images: DataFrame, bronze: DataFrame, quarantine: DataFrame
     )
 
 
+def unreadable_name(file_name: Column, local_input: bool) -> Column:
+    """The quarantine reason of a file whose name Spark cannot open on this file system, else null.
+
+    Hadoop's local file system opens a file together with its checksum file `.<name>.crc`, built
+    as a relative URI from the name: a ':' in it reads as a URI scheme and the read fails for the
+    whole batch. Such a file is quarantined unread, so the rest of the batch is ingested. S3 keys
+    have no checksum file and are read whatever their name.
+    """
+    if not local_input:
+        return F.lit(None).cast("string")
+    return F.when(
+        file_name.contains(":"),
+        F.lit(
+            "unreadable_name: Hadoop's local file system cannot open a file whose name contains ':'; "
+            "rename the file without ':' to ingest it"
+        ),
+    )
+
+
 def inspect_batches(batches: Iterator[pd.DataFrame], max_pixels: int, max_bytes: int) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: scrub and check every file; never raises for a bad image."""
+    """mapInPandas body: scrub and check every file; never raises for a bad image.
+
+    A file with a `name_reason` was not read (see unreadable_name): it is rejected with that reason.
+    """
     for batch in batches:
         rows = []
-        for path, content in zip(batch["rel_path"], batch["content"]):
+        for path, name_reason, content in zip(batch["rel_path"], batch["name_reason"], batch["content"]):
+            if name_reason is not None:
+                rows.append({**_rejected(path, b"", name_reason), "image_id": None, "size_bytes": None})
+                continue
             data = bytes(content) if content is not None else b""
             if len(data) > max_bytes:
                 rows.append(_rejected(path, data, f"too_large: {len(data)} bytes, over bronze.max_file_bytes={max_bytes}"))
@@ -165,8 +197,10 @@ def _rejected(path: str, data: bytes, reason: str) -> dict:
 def assign_outcomes(inspected: DataFrame, known_images: DataFrame) -> DataFrame:
     """Give every inspected file its final `reason` (null = accepted into bronze).
 
-    Adds `changed_since_ingest` for a path bronze already holds (the file was rewritten in place),
-    `no_label` for files outside a label folder and `duplicate` for bytes already owned by another
+    A path bronze already holds was rewritten, touched or replaced in place: `touched_since_ingest`
+    when its image content is the ingested one, else `changed_since_ingest` (bronze keeps the first
+    version; the quarantine row records the change, so the file is no candidate again until it
+    changes once more). Adds `no_label` for files outside a label folder and `duplicate` for bytes already owned by another
     path: by a bronze row (`known_images`: image_id, path) or by a smaller path in the batch.
     """
     owner = Window.partitionBy("image_id").orderBy("path")
@@ -187,12 +221,19 @@ def assign_outcomes(inspected: DataFrame, known_images: DataFrame) -> DataFrame:
         )
         .select("path", "dup_reason")
     )
-    changed = known_images.select(
-        "path",
+    changed = known_images.select("path", F.col("image_id").alias("ingested_id"))
+    changed_reason = F.when(
+        F.col("ingested_id") == F.col("image_id"),
         F.concat(
-            F.lit("changed_since_ingest: bronze already holds this path as image_id "), F.col("image_id"),
+            F.lit(f"{TOUCHED}: same image content as bronze image_id "), F.col("ingested_id"),
+            F.lit(" (only the file's time, size or metadata changed); nothing to do"),
+        ),
+    ).when(
+        F.col("ingested_id").isNotNull(),
+        F.concat(
+            F.lit(f"{CHANGED}: bronze already holds this path as image_id "), F.col("ingested_id"),
             F.lit("; bronze keeps the first version: give the new version a new file name to ingest it"),
-        ).alias("changed_reason"),
+        )
     )
     no_label = F.when(
         F.col("reason").isNull() & F.col("label").isNull(),
@@ -201,8 +242,8 @@ def assign_outcomes(inspected: DataFrame, known_images: DataFrame) -> DataFrame:
     return (
         inspected.join(ranked, "path", "left")
         .join(changed, "path", "left")
-        .withColumn("reason", F.coalesce(F.col("changed_reason"), F.col("reason"), no_label, F.col("dup_reason")))
-        .drop("dup_reason", "changed_reason")
+        .withColumn("reason", F.coalesce(changed_reason, F.col("reason"), no_label, F.col("dup_reason")))
+        .drop("dup_reason", "ingested_id")
     )
 
 
@@ -239,6 +280,13 @@ def list_input(spark: SparkSession, root: str) -> tuple[DataFrame, str]:
             f"input folder '{root}' does not exist: set input.path in your conf overlay, --set input.path=..., "
             f"or FRUITS_INPUT (README, section 'Data', says how to download Fruits-360)"
         )
+    if fs.getFileStatus(hadoop_root).isFile():
+        raise NotADirectoryError(
+            f"input.path '{root}' is a file, not a folder: set input.path to the folder holding "
+            f"<split>/<label>/<image> (README, section 'Data')"
+        )
+    if not is_remote(root):
+        check_no_folder_loop(Path(urlparse(root).path if root.startswith("file:") else root))
     root_uri = fs.makeQualified(hadoop_root).toString()
     scan = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(root)
     listing = scan.select("path", "length", "modificationTime")
@@ -254,6 +302,30 @@ def list_input(spark: SparkSession, root: str) -> tuple[DataFrame, str]:
     return listing, root_uri
 
 
+def check_no_folder_loop(root: Path) -> None:
+    """Raise NotADirectoryError when a folder link under a local `root` points back at one of its own parents.
+
+    Folder links are followed on purpose (an input assembled from links to other folders, or a
+    link to a shared dataset, is ingested like any folder); a link to a parent would make the
+    listing recurse until the OS refuses the path, ingesting the same images under ever longer paths.
+    """
+    def walk(folder: Path, parents: tuple[tuple[int, int], ...]) -> None:
+        for entry in os.scandir(folder):
+            if not entry.is_dir(follow_symlinks=True):
+                continue
+            info = os.stat(entry.path)
+            identity = (info.st_dev, info.st_ino)
+            if identity in parents:
+                raise NotADirectoryError(
+                    f"input.path '{root}': the folder link '{entry.path}' points back at one of its own parent "
+                    f"folders ({os.path.realpath(entry.path)}), so the input has no end: remove or fix that link"
+                )
+            walk(Path(entry.path), (*parents, identity))
+
+    info = os.stat(root)
+    walk(root, ((info.st_dev, info.st_ino),))
+
+
 def _hadoop_path_string(uri: str) -> str:
     """`inputFiles()` gives encoded URIs (file:///a%20b); the scan's `path` column gives file:/a b."""
     return re.sub(r"^file:///", "file:/", unquote(uri))
@@ -261,6 +333,8 @@ def _hadoop_path_string(uri: str) -> str:
 
 def read_contents(spark: SparkSession, root_uri: str, rel_paths: list[str], files_per_partition: int) -> DataFrame:
     """Bytes of the given files only (glob characters in names escaped), with `rel_path`."""
+    if not rel_paths:
+        return spark.createDataFrame([], "rel_path string, content binary")
     prefix = root_uri.rstrip("/") + "/"
     paths = [_GLOB_CHARS.sub(r"\\\1", prefix + p) for p in rel_paths]
     partitions = max(1, -(-len(paths) // files_per_partition))
@@ -285,11 +359,12 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
     stats["already_present"] = stats["images_seen"] - stats["new_files"]
     results = {}
     if stats["new_files"]:
-        contents = read_contents(
-            spark, root_uri, [r.rel_path for r in new_files.select("rel_path").collect()], conf["bronze.files_per_partition"]
-        )
+        name_reason = unreadable_name(F.element_at(F.split("rel_path", "/"), -1), not is_remote(root_uri))
+        candidates = new_files.select("rel_path", name_reason.alias("name_reason"))
+        readable = [r.rel_path for r in candidates.where(F.col("name_reason").isNull()).select("rel_path").collect()]
+        contents = read_contents(spark, root_uri, readable, conf["bronze.files_per_partition"])
         inspected = (
-            new_files.select("rel_path").join(contents, "rel_path", "left").mapInPandas(
+            candidates.join(contents, "rel_path", "left").mapInPandas(
                 lambda it: inspect_batches(it, conf["bronze.max_image_pixels"], conf["bronze.max_file_bytes"]),
                 _INSPECTED_SCHEMA,
             )
@@ -309,7 +384,7 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
                 spark, conf, STAGE, run_id,
                 {
                     "bronze": (bronze_rows(outcomes, run_id), ("image_id",)),
-                    "quarantine": (quarantine_rows(outcomes, run_id), lake.QUARANTINE_KEYS),
+                    "quarantine": (quarantine_rows(outcomes, run_id), QUARANTINE_KEYS),
                 },
                 audit=audit,
             )
@@ -317,30 +392,48 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
             outcomes.unpersist()
     stats["new_rows"] = results["bronze"].inserted_rows if results else 0
     stats["rejected"] = results["quarantine"].inserted_rows if results else 0
-    stats["rejected_reasons"] = _reason_counts(spark, conf, run_id) if stats["rejected"] else {}
+    stats["rejected_reasons"], stats["rename_to_ingest"] = _run_quarantine(spark, conf, run_id) if stats["rejected"] else ({}, [])
     stats["seconds"] = round(time.monotonic() - started, 1)
     files.unpersist()
     new_files.unpersist()
     return stats
 
 
-def _reason_counts(spark: SparkSession, conf: Conf, run_id: str) -> dict[str, int]:
+# Reasons whose file is a valid image that a new name gets ingested: said as a warning.
+RENAME_TO_INGEST = (CHANGED, "unreadable_name")
+
+
+def _run_quarantine(spark: SparkSession, conf: Conf, run_id: str) -> tuple[dict[str, int], list[str]]:
+    """This run's quarantine rows: count per reason code, and the paths of RENAME_TO_INGEST rows."""
     rows = (
         spark.read.format("delta").load(lake.table_location(conf, "quarantine"))
         .where((F.col("run_id") == run_id) & (F.col("stage") == STAGE))
-        .select(F.split("reason", ":").getItem(0).alias("code"))
-        .groupBy("code").count().collect()
+        .select("path", F.split("reason", ":").getItem(0).alias("code"))
+        .collect()
     )
-    return dict(Counter({r["code"]: r["count"] for r in rows}))
+    counts = Counter(r["code"] for r in rows)
+    return dict(counts), sorted(f"{r['path']} ({r['code']})" for r in rows if r["code"] in RENAME_TO_INGEST)
 
 
 def summary_line(stats: dict, run_id: str) -> str:
-    reasons = ", ".join(f"{k}={v}" for k, v in sorted(stats["rejected_reasons"].items())) or "none"
-    return (
+    reasons = stats["rejected_reasons"]
+    rejected = ", ".join(f"{k}={v}" for k, v in sorted(reasons.items()) if k not in (CHANGED, TOUCHED)) or "none"
+    changes = ", ".join(f"{k}={reasons[k]}" for k in (CHANGED, TOUCHED) if reasons.get(k))
+    line = (
         f"bronze run {run_id}: files seen {stats['files_seen']} (not images, ignored {stats['ignored_not_image']}), "
         f"new rows {stats['new_rows']}, already present {stats['already_present']}, "
-        f"rejected {stats['rejected']} ({reasons}), {stats['seconds']} s"
+        f"rejected {stats['rejected'] - reasons.get(CHANGED, 0) - reasons.get(TOUCHED, 0)} ({rejected}), "
+        + (f"changes to ingested files recorded ({changes}), " if changes else "")
+        + f"{stats['seconds']} s"
     )
+    renames = stats.get("rename_to_ingest") or []
+    if renames:
+        shown = "; ".join(renames[:10]) + (f"; ... {len(renames) - 10} more" if len(renames) > 10 else "")
+        line += (
+            f"\nbronze: warning: {len(renames)} valid-looking file(s) not ingested, give each a new file name to "
+            f"ingest it (reasons in the quarantine table, run_id '{run_id}'): {shown}"
+        )
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,19 +37,38 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+# Exit status of a conf or input problem the user must fix (execute_stage lists every code).
+EXIT_INPUT = 2
+
+
 def load_stage_conf(args: argparse.Namespace) -> Conf:
-    """Conf from the parsed options; a conf problem ends the process with its message, not a trace."""
+    """Conf from the parsed options; a conf problem ends the process (exit 2) with its message, not a trace."""
     try:
         return load_conf(args.conf or [DEFAULT_CONF], args.overrides)
     except ConfError as exc:
-        sys.exit(f"conf error: {exc}")
+        print(f"conf error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_INPUT)
+
+
+# Scheduler ids (Airflow's `scheduled__2026-12-01T00:00:00+00:00`, a UTC stamp) fit; a path does not.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}")
 
 
 def new_run_id(conf: Conf) -> str:
-    """`run.id` from conf when given (to resume or tag a run), else UTC time plus a random suffix."""
-    if conf["run.id"]:
-        return conf["run.id"]
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    """`run.id` from conf when given (to resume or tag a run), else UTC time plus a random suffix.
+
+    The run id names this run's staging folders under the lake, which the run deletes at its end:
+    a given one must be a plain name (letters, digits, `_ . : + -`, at most 128, no `..`), never a path.
+    """
+    run_id = conf["run.id"]
+    if not run_id:
+        return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    if not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        raise ConfError(
+            f"run.id {run_id!r} is not a plain name: use letters, digits and _ . : + - (at most 128, starting "
+            f"with a letter or digit, no '..'), e.g. scheduled__2026-12-01T00:00:00+00:00, or leave it empty"
+        )
+    return run_id
 
 
 StageRun = Callable[..., dict]
@@ -63,34 +82,70 @@ def storage_unreachable(exc: BaseException) -> str | None:
     return causes[-1][:300] if causes else None
 
 
+_UNREADABLE_FILE = re.compile(r"\[FAILED_READ_FILE\.\w+\] Encountered error while reading file (\S+?)\.?\s")
+_CAUSE = re.compile(r"^Caused by: (?:[\w.$]+\.)?(\w+(?:Exception|Error)): (.*)$", re.MULTILINE)
+
+
+def damaged_lake_file(exc: BaseException, lake_root: str) -> str | None:
+    """'<file>: <innermost cause>' when a file of the lake itself (a data file or a Delta log entry)
+    is missing or unreadable, else None (an input file or any other failure keeps its own handling)."""
+    text = str(exc)[:200000]
+    match = _UNREADABLE_FILE.search(text)
+    root = lake_root.split("://")[-1].lstrip("/")
+    if match is None or root not in match.group(1):
+        return None
+    causes = _CAUSE.findall(text)
+    detail = f"{causes[-1][0]}: {causes[-1][1][:200]}" if causes else "unreadable"
+    return f"{match.group(1)}: {detail}"
+
+
+# Problems the user fixes (a setting, an input folder, the lake's place): one line, exit 2.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, NotADirectoryError, ConfError)
+
+
 def execute_stage(
     stage: str,
     args: argparse.Namespace,
     run: StageRun,
     summary: Callable[[dict, str], str],
-    input_errors: tuple[type[BaseException], ...] = (FileNotFoundError,),
+    input_errors: tuple[type[BaseException], ...] = (),
     context: Callable[[Conf], Mapping[str, object]] | None = None,
 ) -> tuple[int, dict | None]:
     """The body every stage's main() shares: conf, session, upstream check, run with its gate, summary.
 
     `run(spark, conf, run_id, audit)` does the stage's work. Exit codes: 0 done, 1 a quality gate
-    failed or the upstream layer's last validation failed (nothing published), 2 missing input,
-    weights or setting (the message says what to do), 3 the storage did not answer. Returns the stats for stage-specific advice.
+    failed or the upstream layer's last validation failed (nothing published), 2 missing or bad
+    input, weights, setting or lake file (INPUT_ERRORS plus the stage's `input_errors`; the message
+    says what to do), 3 the storage did not answer. Returns the stats for stage-specific advice.
     """
     conf = load_stage_conf(args)
-    run_id = new_run_id(conf)
-    spark = build_spark_session(conf, stage)
     try:
+        run_id = new_run_id(conf)
+        spark = build_spark_session(conf, stage)  # reads lake.root: an empty one stops here
+    except ConfError as exc:
+        print(f"conf error: {exc}", file=sys.stderr)
+        return EXIT_INPUT, None
+    try:
+        lake.check_root(spark, conf)
         gates.require_upstream_passed(spark, conf, stage)
         audit = gates.auditor(spark, conf, stage, run_id, context(conf) if context else None)
         stats = run(spark, conf, run_id, audit)
-    except input_errors as exc:
+    except (*INPUT_ERRORS, *input_errors) as exc:
         print(f"{stage}: {exc}", file=sys.stderr)
-        return 2, None
+        return EXIT_INPUT, None
     except (gates.GateFailed, gates.UpstreamNotValidated, lake.ConcurrentWriteError) as exc:
         print(f"{stage}: {exc}", file=sys.stderr)
         return 1, None
-    except Exception as exc:  # noqa: BLE001 - only an unreachable store is turned into one line
+    except Exception as exc:  # noqa: BLE001 - only an unreachable store or a damaged lake file is turned into one line
+        damaged = damaged_lake_file(exc, conf.path("lake.root"))
+        if damaged is not None:
+            print(
+                f"{stage}: the lake under {conf.path('lake.root')} is damaged, run {run_id} stopped before its end: "
+                f"{damaged}; put the file back from a backup, or roll the table back to a version that does not "
+                "need it (docs/reliability.md, 'Damaged lake'), then rerun",
+                file=sys.stderr,
+            )
+            return EXIT_INPUT, None
         cause = storage_unreachable(exc)
         if cause is None:
             raise

@@ -64,7 +64,13 @@ class Conf(Mapping):
         Relative local paths are taken relative to the repository root, so a job behaves the same
         whatever the current directory of whoever launched it.
         """
-        return resolve_location(self[dotted])
+        value = self[dotted]
+        if not isinstance(value, str) or not value.strip():
+            raise ConfError(
+                f"'{dotted}' is empty (from {', '.join(self.sources)}): set it to a folder or an s3a:// URI; "
+                f"an empty value would silently mean the repository folder"
+            )
+        return resolve_location(value)
 
     def as_dict(self) -> dict:
         return copy.deepcopy(self._data)

@@ -245,15 +245,35 @@ def write_audit_publish(
         results[table] = publish(spark, staged[table][0], table_location(conf, table), staged[table][1])
         _fault_point(table)
     for table in staged:
-        drop_location(spark, staging_location(conf, f"{stage}/{table}", run_id))
+        drop_staging(spark, conf, f"{stage}/{table}", run_id)
     return results
 
 
-def drop_location(spark: SparkSession, location: str) -> None:
-    """Delete a folder through Hadoop's FileSystem (local disk or S3A alike)."""
+def drop_staging(spark: SparkSession, conf: Conf, stage: str, run_id: str) -> None:
+    """Delete this run's staging table of `stage` (through Hadoop's FileSystem: local disk or S3A alike).
+
+    Refuses any location that is not strictly below `<lake.root>/<lake.staging>/`: a recursive
+    delete must never reach outside the lake, whatever the run id or the conf say.
+    """
+    location = staging_location(conf, stage, run_id)
+    root = lake_location(conf) + "/"
+    staging = conf["lake.staging"].strip("/").split("/")
+    inside = location[len(root):].split("/") if location.startswith(root) else []
+    if inside[: len(staging)] != staging or len(inside) <= len(staging) or {".", ".."} & set(inside):
+        raise ValueError(f"refusing to delete '{location}': it is not a staging folder under '{root}{conf['lake.staging']}'")
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(location)
     path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
+
+
+def check_root(spark: SparkSession, conf: Conf) -> None:
+    """Raise NotADirectoryError when `lake.root` exists but is a file (before any input is read)."""
+    jvm = spark.sparkContext._jvm
+    root = conf.path("lake.root")
+    path = jvm.org.apache.hadoop.fs.Path(root)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if fs.exists(path) and fs.getFileStatus(path).isFile():
+        raise NotADirectoryError(f"lake.root '{root}' is a file, not a folder: set lake.root to a folder (new or a lake)")
 
 
 def replace_table(
@@ -279,5 +299,5 @@ def replace_table(
     if audit is not None:
         audit(staged)
     result = overwrite(spark, staged, table_location(conf, table))
-    drop_location(spark, staging_location(conf, f"{stage}/{table}", run_id))
+    drop_staging(spark, conf, f"{stage}/{table}", run_id)
     return result
