@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import reduce
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -154,12 +155,13 @@ def validate(
     staged_quarantine = _staged_quarantine(spark, conf, layer, run_id)
     gold = _gold_facts(spark, conf, batch) if layer == "gold" else None
     metrics = _totals(spark, conf, layer, batch, staged_quarantine, gold)
+    quarantined = _quarantine_examples(staged_quarantine, conf["quality.unexpected_examples"]) if metrics["batch_quarantined"] else []
     # NaN and infinity become null, which each bounded column's not-null expectation fails (suites.py).
     rows = suites.non_finite_as_null(suites.row_checks(layer, batch)).persist()
     try:
         checks = [
             (suites.rows_suite(layer, conf, gold), rows, [ROW_ID]),
-            (suites.totals_suite(layer, conf, gold), suites.non_finite_as_null(totals_frame(metrics)), []),
+            (suites.totals_suite(layer, conf, gold, quarantined), suites.non_finite_as_null(totals_frame(metrics)), []),
         ]
         with _workspace(spark, conf, started) as (local_root, to_lake):
             results = _run_checkpoints(local_root, conf, run_id, validated_at, checks)
@@ -171,6 +173,7 @@ def validate(
     finally:
         rows.unpersist()
     failed = [r for r in results if not r.success]
+    failures = [failure + _naming(failure, quarantined) for r in results for failure in r.failures]
     outcome = Outcome(
         layer=layer,
         run_id=run_id,
@@ -178,7 +181,7 @@ def validate(
         validated_at=validated_at,
         batch_rows=int(metrics["batch_rows"]),
         evaluated_expectations=sum(r.evaluated for r in results),
-        failed_expectations=[failure for r in results for failure in r.failures],
+        failed_expectations=failures,
         metrics={k: float(v) for k, v in metrics.items() if v is not None},
         report_path=(failed or results)[0].page,
         result_paths=[r.result_json for r in results],
@@ -228,8 +231,9 @@ def _totals(spark, conf, layer, batch, staged_quarantine, gold) -> dict[str, flo
     from quality import suites
 
     published = lake.read_table(spark, lake.table_location(conf, layer))
+    quarantine_table = lake.read_table(spark, lake.table_location(conf, "quarantine"))
     after = suites.layer_after_publish(layer, published, batch)
-    frame = suites.batch_counts(batch, staged_quarantine)
+    frame = suites.batch_counts(batch, staged_quarantine, _recorded_inputs(spark, layer, batch, published, quarantine_table))
     upstream = UPSTREAM.get(layer)
     if upstream is None:
         frame = frame.crossJoin(suites.rows_after_publish(after))
@@ -239,7 +243,6 @@ def _totals(spark, conf, layer, batch, staged_quarantine, gold) -> dict[str, flo
             upstream_table.select(ROW_ID) if upstream_table is not None else spark.createDataFrame([], f"{ROW_ID} string")
         )
         quarantined = staged_quarantine.select(ROW_ID)
-        quarantine_table = lake.read_table(spark, lake.table_location(conf, "quarantine"))
         if quarantine_table is not None:
             quarantined = quarantine_table.where(F.col("stage") == layer).select(ROW_ID).unionByName(quarantined)
         frame = frame.crossJoin(suites.reconciliation(upstream, upstream_ids, after, quarantined))
@@ -252,6 +255,33 @@ def _totals(spark, conf, layer, batch, staged_quarantine, gold) -> dict[str, flo
             variance_target=gold.variance_target,
         )
     return metrics
+
+
+def _quarantine_examples(staged_quarantine: DataFrame, limit: int) -> list[str]:
+    """'path: reason' for the first `limit` quarantine rows staged beside the batch (by path)."""
+    rows = staged_quarantine.select("path", "reason").orderBy("path").limit(limit).collect()
+    return [f"{row['path']}: {row['reason']}" for row in rows]
+
+
+def _naming(failure: str, quarantined: list[str]) -> str:
+    """For a failed quarantine rate, the files behind it (appended to its failure line)."""
+    if "batch_quarantine_rate" not in failure or not quarantined:
+        return ""
+    return f"; quarantined in this batch (first {len(quarantined)}): " + "; ".join(quarantined)
+
+
+def _recorded_inputs(
+    spark: SparkSession, layer: str, batch: DataFrame, published: DataFrame | None, quarantine: DataFrame | None
+) -> DataFrame:
+    """image_id and path (null where unknown) of every input whose content the layer holds once the
+    batch is published (a duplicate of a batch row loses nothing), or that it already quarantined."""
+    frames = [batch.select(ROW_ID, F.lit(None).cast("string").alias("path"))]
+    if published is not None:
+        path = F.col("path") if "path" in published.columns else F.lit(None).cast("string")
+        frames.append(published.select(ROW_ID, path.alias("path")))
+    if quarantine is not None:
+        frames.append(quarantine.where(F.col("stage") == layer).select(ROW_ID, "path"))
+    return reduce(DataFrame.unionByName, frames)
 
 
 def totals_frame(metrics: dict) -> pd.DataFrame:

@@ -108,13 +108,36 @@ def row_checks(layer: str, batch: DataFrame) -> DataFrame:
     raise ValueError(f"unknown layer '{layer}': expected one of {', '.join(LAYERS)}")
 
 
-def batch_counts(batch: DataFrame, staged_quarantine: DataFrame) -> DataFrame:
-    """One row: batch_rows, batch_quarantined and their ratio batch_quarantine_rate (0 when both are 0)."""
+def batch_counts(batch: DataFrame, staged_quarantine: DataFrame, recorded: DataFrame | None = None) -> DataFrame:
+    """One row: batch_rows, batch_quarantined, batch_quarantined_known and batch_quarantine_rate.
+
+    The rate counts what is new and lost in this run: a quarantine row for an input the layer
+    records anyway (`recorded`: image_id and path of the batch's rows, of the published rows and of
+    the published quarantine rows), such as a duplicate of an accepted image, a file touched,
+    rewritten, renamed or moved after ingestion, or a rejected file seen again, is counted in
+    batch_quarantined_known, not as a rejection. Counted as one, a single changed file would fail
+    every later gate, however many good images came with it. Rate: rejections over rejections plus
+    rows (0 when both are 0).
+    """
+    quarantine = staged_quarantine.select(ROW_ID, "path")
+    if recorded is None:
+        flagged = quarantine.select(F.lit(False).alias("known"))
+    else:
+        ids = recorded.select(F.col(ROW_ID).alias("known_id")).where(F.col("known_id").isNotNull()).distinct()
+        paths = recorded.select(F.col("path").alias("known_path")).where(F.col("known_path").isNotNull()).distinct()
+        flagged = (
+            quarantine.join(ids, quarantine[ROW_ID] == ids["known_id"], "left")
+            .join(paths, quarantine["path"] == paths["known_path"], "left")
+            .select((F.col("known_id").isNotNull() | F.col("known_path").isNotNull()).alias("known"))
+        )
     rows = batch.agg(F.count(F.lit(1)).alias("batch_rows"))
-    quarantined = staged_quarantine.agg(F.count(F.lit(1)).alias("batch_quarantined"))
-    total = F.col("batch_rows") + F.col("batch_quarantined")
+    quarantined = flagged.agg(
+        F.count(F.lit(1)).alias("batch_quarantined"), F.count(F.when(F.col("known"), 1)).alias("batch_quarantined_known")
+    )
+    new = F.col("batch_quarantined") - F.col("batch_quarantined_known")
+    total = F.col("batch_rows") + new
     return rows.crossJoin(quarantined).withColumn(
-        "batch_quarantine_rate", F.when(total > 0, F.col("batch_quarantined") / total).otherwise(F.lit(0.0))
+        "batch_quarantine_rate", F.when(total > 0, new / total).otherwise(F.lit(0.0))
     )
 
 
@@ -246,12 +269,18 @@ def _array_expectations(column: str, length: int | None, low: float | None, high
     return checks
 
 
-def totals_suite(layer: str, conf: Conf, gold: GoldFacts | None = None) -> gx.ExpectationSuite:
+def totals_suite(
+    layer: str, conf: Conf, gold: GoldFacts | None = None, quarantined: Sequence[str] = ()
+) -> gx.ExpectationSuite:
+    """`quarantined`: the first quarantine rows of the batch ('path: reason'), named in the rate's notes
+    so that the Data Docs page of a failed rate says which files are behind it."""
     rate_key = f"quality.{layer}.max_quarantine_rate"
+    named = f" Quarantined in this batch (first {len(quarantined)}): " + "; ".join(quarantined) + "." if quarantined else ""
     expectations = [
         *_between(
             "batch_quarantine_rate", 0.0, conf[rate_key],
-            f"Share of this run's new inputs the stage quarantined; tolerated up to {rate_key}.",
+            f"Share of this run's new inputs the stage quarantined (inputs the layer already recorded, such as "
+            f"a file changed or renamed after ingestion, are not counted); tolerated up to {rate_key}.{named}",
         ),
         *_between("rows_after_publish", 1, None, "The layer is not empty once this batch is published."),
     ]
