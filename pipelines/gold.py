@@ -29,6 +29,7 @@ Decisions (see docs/gold.md):
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import tempfile
 import time
@@ -98,6 +99,10 @@ _PLOT_FILES = {"variance": "cumulative_variance.png", "scatter": "pc1_pc2_scatte
 
 class GoldStateError(RuntimeError):
     """The lake is not in a state gold can continue from; the message says which table and what to do."""
+
+
+class GoldInputError(ValueError):
+    """Silver's rows cannot give a PCA (no variance to explain); the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -309,11 +314,33 @@ def modal_dimension(rows: DataFrame) -> int | None:
     return None if top is None else int(top["dim"])
 
 
+def variance_problem(feature_std: Sequence[float], explained_variance: Sequence[float]) -> str | None:
+    """Why a fit cannot be used (None: it can): the features' total variance is zero or not finite,
+    or Spark's explained-variance ratios are not finite numbers.
+
+    Spark's PCA divides each eigenvalue by their sum: with zero total variance (every valid silver
+    row holds the same features, e.g. one photo stored as a JPEG and as a PNG) every ratio is 0/0 =
+    NaN and every score 0, which once passed the gate. The per-feature standard deviations come
+    from the centering step (StandardScalerModel.std), computed by the fit anyway.
+    """
+    std = np.asarray(feature_std, dtype=float)
+    total = float(np.sum(std * std))
+    if not math.isfinite(total):
+        return f"the total variance of the features is {total}"
+    if total == 0.0:
+        return "the features have zero total variance: every valid row holds the same feature vector"
+    ratios = np.asarray(explained_variance, dtype=float)
+    if not np.all(np.isfinite(ratios)):
+        return f"the PCA's explained-variance ratios are not all finite numbers ({np.count_nonzero(~np.isfinite(ratios))} of {ratios.size})"
+    return None
+
+
 def fit_model(vectors: DataFrame, settings: GoldSettings, feature_dim: int, fit_rows: int) -> tuple[PipelineModel, int, int]:
     """Fit centering (+ scaling) and a PCA with as many components as allowed, then keep the first k.
 
     Returns the pipeline, k and the number of components fitted. Spark computes the covariance
-    with one distributed pass and eigendecomposes it (d x d) on the driver.
+    with one distributed pass and eigendecomposes it (d x d) on the driver. Raises GoldInputError
+    when the rows have no variance to explain (variance_problem); the caller has written nothing yet.
     """
     if settings.fixed_k is not None and settings.fixed_k > feature_dim:
         raise ConfError(f"gold.k={settings.fixed_k} exceeds the {feature_dim} features of silver: lower it or set it to null")
@@ -322,6 +349,13 @@ def fit_model(vectors: DataFrame, settings: GoldSettings, feature_dim: int, fit_
     pca = PCA(k=k_fitted, inputCol=_CENTERED_COL, outputCol=_COMPONENTS_COL)
     scaler_model, pca_model = Pipeline(stages=[scaler, pca]).fit(vectors).stages
     explained = pca_model.explainedVariance.toArray()
+    problem = variance_problem(scaler_model.std.toArray(), explained)
+    if problem is not None:
+        raise GoldInputError(
+            f"cannot fit a PCA on the {fit_rows} valid rows of silver: {problem}. A PCA needs at least 2 distinct "
+            "feature vectors: add other images to the input and rerun bronze and silver, then gold "
+            "(nothing was written: no model, no gold rows)"
+        )
     k = settings.fixed_k if settings.fixed_k is not None else select_pca_k(explained, settings.variance_target)
     keep_first_k = VectorSlicer(inputCol=_COMPONENTS_COL, outputCol=_PCA_COL, indices=list(range(k)))
     return PipelineModel([scaler_model, pca_model, keep_first_k]), k, k_fitted
@@ -415,8 +449,10 @@ def _fit_and_replace(
     then replace gold in one commit.
 
     Returns the new model, or None when fewer than two valid rows exist (a covariance needs two;
-    the silver rows then stay pending for a later run). The rejected rows are staged first, so the
-    audit (the quality gate) sees them beside the gold batch, and published after gold. The model,
+    the silver rows then stay pending for a later run). Rows without variance (all the same
+    features) raise GoldInputError from the fit, which runs before anything is written. The
+    rejected rows are staged next, so the audit (the quality gate) sees them beside the gold
+    batch, and published after gold. The model,
     its registry row and its variance rows are written before the audit (the gate reads the
     variance of the batch's version): a failed audit or a killed run leaves them as orphans, never
     a gold row without its model; a quarantine row lost by a kill is found again by the next run.
@@ -434,13 +470,20 @@ def _fit_and_replace(
         F.collect_set(F.when(valid, F.col("model_weights_sha256"))).alias("feature_models"),
     ).first()
     fit_rows = int(summary["rows"])
+    fitted = None
+    if fit_rows >= 2:  # fitted before anything is written: a refused fit (GoldInputError) leaves no trace
+        vectors = with_feature_vectors(checked)
+        try:
+            fitted = fit_model(vectors, settings, feature_dim, fit_rows)
+        except GoldInputError:
+            checked.unpersist()
+            raise
     staged_quarantine = None
     if summary["rejected"]:
         staged_quarantine = lake.stage_batch(spark, conf, f"{STAGE}/quarantine", run_id, quarantine_rows(checked, run_id))
     model = None
-    if fit_rows >= 2:
-        vectors = with_feature_vectors(checked)
-        pipeline, k, k_fitted = fit_model(vectors, settings, feature_dim, fit_rows)
+    if fitted is not None:
+        pipeline, k, k_fitted = fitted
         fitted_at = datetime.now(timezone.utc)
         fingerprint = f"{summary['ids_xor']}|{fit_rows}|{feature_dim}|{k}|{k_fitted}|{settings.standardize}"
         version = model_version_for(fitted_at, fit_rows, run_id, fingerprint)
@@ -463,7 +506,7 @@ def _fit_and_replace(
         model = GoldModel(version, pipeline, record)
     if staged_quarantine is not None:
         lake.publish(spark, staged_quarantine, lake.table_location(conf, "quarantine"), lake.QUARANTINE_KEYS)
-        lake.drop_location(spark, lake.staging_location(conf, f"{STAGE}/quarantine", run_id))
+        lake.drop_staging(spark, conf, f"{STAGE}/quarantine", run_id)
     checked.unpersist()
     return model
 
@@ -638,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     code, stats = execute_stage(
         STAGE, args, lambda spark, conf, run_id, audit: run(spark, conf, run_id, refit=args.refit, audit=audit),
-        summary_line, input_errors=(FileNotFoundError, GoldStateError, ConfError), context=lambda conf: {"refit": args.refit},
+        summary_line, input_errors=(FileNotFoundError, GoldStateError, GoldInputError, ConfError), context=lambda conf: {"refit": args.refit},
     )
     if stats and stats.get("refit_reasons"):
         print(f"gold: refit recommended ({'; '.join(stats['refit_reasons'])}): run python -m pipelines.gold --refit")

@@ -12,6 +12,7 @@ from pipelines.gold import (
     model_version_for,
     refit_reasons,
     select_pca_k,
+    variance_problem,
     variance_records,
 )
 
@@ -107,3 +108,11 @@ def test_gold_settings_defaults_follow_base_yaml():
 def test_gold_settings_name_the_setting_at_fault(override, key):
     with pytest.raises(ConfError, match=key.replace(".", r"\.")):
         GoldSettings.from_conf(load_conf(["conf/local.yaml"], [override]))
+
+
+def test_variance_problem_names_zero_or_non_finite_variance_and_passes_a_usable_fit():
+    assert variance_problem([0.5, 0.0, 2.0], [0.9, 0.1, 0.0]) is None
+    assert "zero total variance" in variance_problem([0.0, 0.0], [float("nan"), float("nan")])
+    assert "total variance of the features is inf" in variance_problem([1.0, float("inf")], [1.0, 0.0])
+    assert "total variance of the features is nan" in variance_problem([float("nan"), 1.0], [1.0, 0.0])
+    assert "not all finite numbers (1 of 2)" in variance_problem([1.0, 1.0], [1.0, float("nan")])
