@@ -10,12 +10,24 @@ each statement in order. Output is bounded by conf (`catalog.show_rows` rows, ce
 `catalog.show_truncate` characters), or by --max-rows/--truncate: a PCA array has dozens of values.
 A statement Spark rejects ends the command with Spark's message and exit status 1, after the
 results of the statements before it.
+
+Read-only: the analysts' command never changes the lake. One call once inserted a duplicate bronze
+row and deleted silver rows (exit 0), which blocked the next silver gate and left gold with rows
+silver no longer had (issue 21). Before anything runs, every statement is parsed by Spark's own
+parser (the session's, Delta's extension included) and accepted only if it is a query (Spark's
+`query` rule: SELECT, WITH ... SELECT, VALUES, TABLE, set operations, time travel) or a SHOW,
+DESCRIBE or EXPLAIN whose statement is itself accepted. Anything else (INSERT, UPDATE, DELETE,
+MERGE, CREATE, DROP, ALTER, TRUNCATE, CACHE, SET, USE, ADD JAR, VACUUM, OPTIMIZE, RESTORE, ...) is
+refused with one line naming the statement and what Spark parsed it as, and the command exits 2
+having run nothing. There is no write mode: the lake changes only through the stages (rerun
+bronze, silver, gold; `gold --refit`), whose gates reconcile every layer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 import sys
 
 from pyspark.errors import PySparkException
@@ -27,6 +39,61 @@ from pipelines.config import ConfError
 from pipelines.session import build_spark_session
 
 STAGE = "sql"
+# Spark SQL statements that only read: the plans of SHOW ... and DESCRIBE ... (Spark's and Delta's,
+# e.g. DESCRIBE HISTORY), by class name. EXPLAIN is handled apart: its statement is checked too.
+_READ_ONLY_PLAN = re.compile(r"^org\.apache\.spark\.sql\.[\w.$]*\.(Show|Describe)\w*$")
+_EXPLAIN = re.compile(r"^\s*EXPLAIN(\s+(LOGICAL|FORMATTED|EXTENDED|CODEGEN|COST))?\s+", re.IGNORECASE)
+
+
+class WriteRefused(ValueError):
+    """A statement that is not read-only; the message names it, what Spark parsed it as, and why."""
+
+
+def refusal(spark, statement: str) -> str | None:
+    """Why `statement` may not run here (None: it only reads). Uses the session's own SQL parser, so
+    comments, CTEs (`WITH ... INSERT`) and Delta's commands are seen as Spark will run them.
+
+    Raises Spark's ParseException for a statement that does not parse (two statements in one
+    argument included: the parser wants one).
+    """
+    parser = spark._jsparkSession.sessionState().sqlParser()
+    plan = parser.parsePlan(statement)
+    kind = plan.getClass().getName()
+    if _READ_ONLY_PLAN.match(kind):
+        return None
+    explained = _EXPLAIN.match(statement)
+    if explained and kind.endswith(".ExplainCommand"):
+        return refusal(spark, statement[explained.end():])
+    try:
+        parser.parseQuery(statement.rstrip().rstrip(";"))
+        return None
+    except PySparkException:  # Spark's ParseException: not a query
+        pass
+    if kind.endswith(".UnresolvedWith"):  # WITH ... INSERT: name what follows the CTEs
+        kind = plan.child().getClass().getName()
+    return f"{kind.rsplit('.', 1)[-1]} is not a query"
+
+
+def check_read_only(spark, statements: list[str]) -> None:
+    """Raise WriteRefused (one line per refused statement) unless every statement only reads."""
+    refused = []
+    for number, statement in enumerate(statements, start=1):
+        reason = refusal(spark, statement)
+        if reason is not None:
+            refused.append(f"statement {number} `{_shorten(statement)}` refused: {reason}")
+    if refused:
+        raise WriteRefused(
+            "\n".join(
+                f"sql: {line}; this command only reads the lake (queries, SHOW, DESCRIBE, EXPLAIN) and ran nothing: "
+                "tables change only through the stages (rerun bronze, silver, gold)"
+                for line in refused
+            )
+        )
+
+
+def _shorten(statement: str, width: int = 80) -> str:
+    flat = " ".join(statement.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
 def render(frame: DataFrame, max_rows: int, truncate: int) -> str:
@@ -57,6 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     if registration.changed:
         print(catalog.summary_line(registration), file=sys.stderr)
     spark.catalog.setCurrentDatabase(registration.database)
+    try:
+        check_read_only(spark, args.statements)
+    except WriteRefused as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except PySparkException as exc:
+        print(f"sql: {exc}; nothing was run", file=sys.stderr)
+        return 1
     for statement in args.statements:
         try:
             print(render(spark.sql(statement), max_rows, truncate))
