@@ -200,10 +200,17 @@ def test_serverless_reuses_the_application(roles, cli):
     assert len(sls().list_applications()["applications"]) == 1
 
 
+SERVERLESS_SHAPE = (
+    "aws.serverless.release_label=emr-spark-9.9.0", "aws.serverless.architecture=ARM64",
+    "aws.serverless.driver={cpu: 2, memory_gb: 8, disk_gb: 20}",
+    "aws.serverless.executor={cpu: 4, memory_gb: 16, disk_gb: 20}", "aws.serverless.max_executors=2",
+)
+
+
 def test_serverless_plan_from_conf(settings):
-    s = settings("aws.serverless.initial_capacity.executors=2")
+    s = settings(*SERVERLESS_SHAPE, "aws.serverless.initial_capacity.executors=2")
     request = serverless.application_request(s)
-    assert request["releaseLabel"] == "emr-spark-8.0.0" and request["architecture"] == "X86_64"
+    assert request["releaseLabel"] == "emr-spark-9.9.0" and request["architecture"] == "ARM64"
     assert request["maximumCapacity"] == {"cpu": "10 vCPU", "memory": "40 GB", "disk": "60 GB"}
     assert request["initialCapacity"]["EXECUTOR"] == {
         "workerCount": 2,
@@ -211,7 +218,7 @@ def test_serverless_plan_from_conf(settings):
     }
     confs = dict(serverless.spark_settings(s))
     assert (confs["spark.executor.memory"], confs["spark.driver.memory"]) == ("14g", "7g")  # + overhead fits the worker
-    assert "initialCapacity" not in serverless.application_request(settings())
+    assert "initialCapacity" not in serverless.application_request(settings(*SERVERLESS_SHAPE))
 
 
 class FakeServerless:
