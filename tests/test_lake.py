@@ -138,3 +138,29 @@ def test_publish_into_a_folder_that_stays_half_created_says_what_to_do(spark, tm
     monkeypatch.setattr(lake, "wait_before_retry", lambda seconds: None)
     with pytest.raises(lake.ConcurrentWriteError, match=r"still not a Delta table after 2 attempts.*move it away"):
         lake.publish(spark, spark.createDataFrame([(1, "a")], "id int, v string"), str(location), ["id"], attempts=2)
+
+
+def test_fault_point_stops_a_run_between_its_two_publishes_and_a_rerun_completes(spark, make_conf, monkeypatch):
+    """FRUITS_FAULT_AFTER_PUBLISH=quarantine:raise: the quarantine table is committed, the stage's own
+    table is not; the rerun inserts the rest and nothing twice."""
+    conf = make_conf()
+    rows = spark.createDataFrame([("a", 1), ("b", 2)], "image_id string, v int")
+    rejected = spark.createDataFrame([("c", "x/c.jpg", "bronze", "truncated: test", 3, None, "r", None)], lake.QUARANTINE_SCHEMA)
+    batches = {"bronze": (rows, ("image_id",)), "quarantine": (rejected, lake.QUARANTINE_KEYS)}
+
+    monkeypatch.setenv(lake.FAULT_AFTER_PUBLISH_ENV, "quarantine:raise")
+    with pytest.raises(lake.InjectedFault, match="after publishing quarantine"):
+        lake.write_audit_publish(spark, conf, "bronze", "run-1", batches)
+    assert lake.read_table(spark, lake.table_location(conf, "quarantine")).count() == 1
+    assert lake.read_table(spark, lake.table_location(conf, "bronze")) is None
+
+    monkeypatch.delenv(lake.FAULT_AFTER_PUBLISH_ENV)
+    results = lake.write_audit_publish(spark, conf, "bronze", "run-2", batches)
+    assert {t: (r.inserted_rows, r.attempts) for t, r in results.items()} == {"bronze": (2, 1), "quarantine": (0, 1)}
+
+
+def test_fault_point_with_an_unknown_action_says_how_to_run_normally(monkeypatch):
+    monkeypatch.setenv(lake.FAULT_AFTER_PUBLISH_ENV, "bronze:explode")
+    lake._fault_point("quarantine")  # another table: no effect
+    with pytest.raises(ValueError, match="FRUITS_FAULT_AFTER_PUBLISH: unknown action 'explode'.*unset it"):
+        lake._fault_point("bronze")
