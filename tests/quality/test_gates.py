@@ -41,7 +41,7 @@ def test_failed_validation_is_recorded_with_json_results(spark, gated_lake):
     row = table.where(F.col("run_id") == "silver-bad-run").first()
 
     assert row["layer"] == "silver" and row["success"] is False
-    assert row["batch_rows"] == 5 and row["evaluated_expectations"] == 11
+    assert row["batch_rows"] == 5 and row["evaluated_expectations"] == 20  # 10 numeric columns, each not null and bounded
     assert len(row["failed_expectations"]) == 4
     assert row["metrics"]["unaccounted_bronze_images"] == 2.0
     results = [json.loads(Path(p).read_text()) for p in row["result_paths"]]
@@ -73,16 +73,16 @@ def test_upstream_refusal_lifts_once_the_upstream_gate_passes(spark, gated_lake)
 def test_gold_batch_missing_the_variance_target_is_blocked(gated_lake):
     message = str(gated_lake.gold_failure)
 
-    assert "gold_totals: expect_column_values_to_be_between on variance_reached (min_value=0.95): observed 0.9" in message
+    assert "gold_totals: expect_column_values_to_be_between on variance_reached (min_value=0.95, max_value=1.0): observed 0.9" in message
     assert gated_lake.gold_versions_after_failure == ["pca-v1"]
 
 
 def test_report_prints_the_latest_result_of_each_layer(gated_lake):
     during = gated_lake.report_after_failure
     assert "bronze  PASSED         run bronze-run" in during
-    assert "6 rows in the batch, 9/9 expectations met" in during
+    assert "6 rows in the batch, 11/11 expectations met" in during
     assert "context: input=test" in during
-    assert "silver  FAILED         run silver-bad-run" in during and "7/11 expectations met" in during
+    assert "silver  FAILED         run silver-bad-run" in during and "16/20 expectations met" in during
     assert "failed: silver_rows: expect_column_values_to_be_between on features_length" in during
     assert "gold    NOT VALIDATED" in during
     assert during.rstrip().endswith("/_reports/quality/gx/data_docs/index.html")
