@@ -42,12 +42,36 @@ def test_row_checks_drop_binary_and_array_columns(spark):
 
 def test_batch_counts_give_the_quarantine_rate(spark):
     batch = spark.createDataFrame([("a",), ("b",), ("c",)], "image_id string")
-    quarantine = spark.createDataFrame([("d",)], "image_id string")
-    empty = spark.createDataFrame([], "image_id string")
+    quarantine = spark.createDataFrame([("d", "T/x/d.jpg")], "image_id string, path string")
+    empty = spark.createDataFrame([], "image_id string, path string")
 
     row = suites.batch_counts(batch, quarantine).first()
     assert (row["batch_rows"], row["batch_quarantined"], row["batch_quarantine_rate"]) == (3, 1, 0.25)
     assert suites.batch_counts(empty, empty).first()["batch_quarantine_rate"] == 0.0
+
+
+def test_the_quarantine_rate_counts_only_what_is_new_and_lost(spark):
+    """A changed or renamed file, a rejected file seen again or a duplicate of a batch row is recorded, not counted."""
+    batch = spark.createDataFrame([("a",), ("b",)], "image_id string")
+    quarantine = spark.createDataFrame(
+        [
+            ("a", "T/x/copy of a.jpg"),  # same bytes as a batch row
+            ("z", "T/x/old.jpg"),  # a path the layer holds (changed in place)
+            ("y", "T/x/renamed.jpg"),  # content the layer holds under another path
+            ("w", "T/x/bad.jpg"),  # rejected in an earlier run, seen again
+            ("v", "T/x/new bad.jpg"),  # the one new rejection
+        ],
+        "image_id string, path string",
+    )
+    recorded = spark.createDataFrame(
+        [("a", None), ("b", None), ("q", "T/x/old.jpg"), ("y", "T/x/y.jpg"), ("w", "T/x/bad.jpg")],
+        "image_id string, path string",
+    )
+
+    row = suites.batch_counts(batch, quarantine, recorded).first()
+
+    assert (row["batch_quarantined"], row["batch_quarantined_known"]) == (5, 4)
+    assert row["batch_quarantine_rate"] == pytest.approx(1 / 3)
 
 
 def test_reconciliation_counts_every_kind_of_mismatch(spark):

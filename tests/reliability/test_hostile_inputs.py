@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pipelines import bronze, lake
 from pipelines.config import load_conf
 from quality import gates, outcomes
-from tests.conftest import jpeg_bytes
+from tests.reliability.inputs import distinct_jpeg, write_images
 
 pytestmark = pytest.mark.spark
 
@@ -33,21 +33,6 @@ class Step:
     code: int
     out: str
     err: str
-
-
-def distinct_jpeg(n: int) -> bytes:
-    """A small JPEG whose pixels differ for every n."""
-    return jpeg_bytes(size=(40 + n % 13, 30 + n // 13), color=((37 * n) % 256, (91 * n) % 256, 120))
-
-
-def write_images(root: Path, label: str, names: list[str], first: int) -> list[Path]:
-    folder = root / "Training" / label
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for offset, name in enumerate(names):
-        (folder / name).write_bytes(distinct_jpeg(first + offset))
-        paths.append(folder / name)
-    return paths
 
 
 def run_bronze(lake_root: Path | str, input_path: Path | str, *sets: str) -> Step:
