@@ -17,7 +17,10 @@ import pytest
 
 from pipelines.config import PROJECT_ROOT
 from tests.catalog.conftest import write_tiny_lake
-from tests.catalog.test_queries import IMAGES_PER_FRUIT
+from tests.catalog.test_queries import notebook_queries, one
+
+# The notebook's images-per-fruit query (unqualified names: pipelines.sql sets the current database).
+IMAGES_PER_FRUIT = one(notebook_queries(), "count_if")
 
 pytestmark = pytest.mark.spark
 VENV_BIN = Path(sys.executable).parent
