@@ -21,3 +21,19 @@ def write_images(root: Path, label: str, names: list[str], first: int, split: st
         (folder / name).write_bytes(distinct_jpeg(first + offset))
         paths.append(folder / name)
     return paths
+
+
+HOSTILE_NAMES = [
+    "kiwi:2024-01-01T10:00.jpg", "hash#1.jpg", "pct%41.jpg", "pct%zz.jpg", "q?mark.jpg", "star*.jpg",
+    "ünïcødé 苹果.jpg", "new\nline.jpg", "-leading-dash.jpg", "br[ack]et.jpg", "cur{ly}.jpg", "back\\slash.jpg",
+    "sp ace .jpg", "L" * 200 + ".jpg",
+]
+HOSTILE_LABELS = ["Kiwi", "Ban#ana %20 ?", "Fig:Dried"]
+
+
+def write_hostile_names(root: Path) -> list[str]:
+    """Every hostile name in a plain label folder, plus one image in each hostile label folder."""
+    written = [f"Training/Kiwi/{p.name}" for p in write_images(root, "Kiwi", HOSTILE_NAMES, 0)]
+    for n, label in enumerate(HOSTILE_LABELS[1:]):
+        written += [f"Training/{label}/{p.name}" for p in write_images(root, label, [f"img{n}.jpg"], 50 + n)]
+    return written

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pipelines import bronze, lake
 from pipelines.config import load_conf
 from quality import gates, outcomes
-from tests.reliability.inputs import distinct_jpeg, write_images
+from tests.reliability.inputs import distinct_jpeg, write_hostile_names, write_images
 
 pytestmark = pytest.mark.spark
 
@@ -123,22 +123,6 @@ def test_a_failed_quarantine_rate_names_its_files_in_the_message_and_the_data_do
 
 
 # ---------------------------------------------------------------- file names
-
-
-HOSTILE_NAMES = [
-    "kiwi:2024-01-01T10:00.jpg", "hash#1.jpg", "pct%41.jpg", "pct%zz.jpg", "q?mark.jpg", "star*.jpg",
-    "ünïcødé 苹果.jpg", "new\nline.jpg", "-leading-dash.jpg", "br[ack]et.jpg", "cur{ly}.jpg", "back\\slash.jpg",
-    "sp ace .jpg", "L" * 200 + ".jpg",
-]
-HOSTILE_LABELS = ["Kiwi", "Ban#ana %20 ?", "Fig:Dried"]
-
-
-def write_hostile_names(root: Path) -> list[str]:
-    """Every hostile name in a plain label folder, plus one image in each hostile label folder."""
-    written = [f"Training/Kiwi/{p.name}" for p in write_images(root, "Kiwi", HOSTILE_NAMES, 0)]
-    for n, label in enumerate(HOSTILE_LABELS[1:]):
-        written += [f"Training/{label}/{p.name}" for p in write_images(root, label, [f"img{n}.jpg"], 50 + n)]
-    return written
 
 
 def test_every_legal_file_name_is_ingested_or_quarantined_with_a_reason(spark, tmp_path):
