@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
     code, _ = execute_stage(
         STAGE, args, lambda spark, conf, run_id, audit: run(spark, conf, run_id, audit=audit), summary_line,
-        input_errors=(FileNotFoundError, features.WeightsUnavailable),
+        input_errors=(features.WeightsUnavailable,),
     )
     return code
 
