@@ -200,8 +200,9 @@ def assign_outcomes(inspected: DataFrame, known_images: DataFrame) -> DataFrame:
     A path bronze already holds was rewritten, touched or replaced in place: `touched_since_ingest`
     when its image content is the ingested one, else `changed_since_ingest` (bronze keeps the first
     version; the quarantine row records the change, so the file is no candidate again until it
-    changes once more). Adds `no_label` for files outside a label folder and `duplicate` for bytes already owned by another
-    path: by a bronze row (`known_images`: image_id, path) or by a smaller path in the batch.
+    changes once more). Adds `no_label` for files outside a label folder and `duplicate` for bytes
+    already owned by another path: by a bronze row (`known_images`: image_id, path) or by a smaller
+    path in the batch.
     """
     owner = Window.partitionBy("image_id").orderBy("path")
     known = known_images.select("image_id", F.col("path").alias("known_path"))
