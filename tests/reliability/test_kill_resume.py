@@ -10,11 +10,11 @@ Kill points (the trigger file, and what the kill leaves):
 - silver and gold, "staged": the run's private staging table commits its version 0
   (`_staging/<stage>/<stage>/<run_id>/_delta_log/00000000000000000000.json` appears): the batch is
   computed (silver's inference is done) and written, nothing is published yet;
-- bronze, "between publishes": one of the run's two tables (bronze, quarantine) has its
-  insert-if-absent MERGE committed (its version 1 appears) and the other not yet: the two tables of
-  one run are two Delta commits, and the rerun must complete the second without redoing the first.
-  Whichever table write_audit_publish publishes first, the kill falls between the two. (The staged
-  point is the same protocol code for every stage, covered by silver and gold.)
+- bronze, "between publishes": the run is started with the fault point of lake.write_audit_publish
+  (FRUITS_FAULT_AFTER_PUBLISH=quarantine): it stops itself (SIGSTOP) right after the quarantine
+  table's commit, before bronze's, and is killed there: the two tables of one run are two Delta
+  commits, and the rerun must complete the second without redoing the first. (The staged point is
+  the same protocol code for every stage, covered by silver and gold.)
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pytest
 
 from pipelines import gold, lake
 from tests.reliability.conftest import (
+    _stat_fields,
     assert_bronze_equal,
     assert_gold_equal,
     assert_silver_equal,
@@ -36,6 +37,12 @@ from tests.reliability.conftest import (
 )
 
 pytestmark = [pytest.mark.spark]
+
+
+def stopped(pid: int) -> bool:
+    """True once the process is stopped (state T: the fault point's SIGSTOP)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] == "T"
 
 
 def kill_when_staged_then_rerun(stage: str, scenario, stage_processes, log_dir) -> None:
@@ -50,16 +57,21 @@ def kill_when_staged_then_rerun(stage: str, scenario, stage_processes, log_dir) 
 
 
 @pytest.mark.slow
-def test_bronze_killed_between_its_two_publishes_then_rerun_equals_clean_run(spark, reference, tmp_path, stage_processes):
+def test_bronze_killed_between_its_two_publishes_then_rerun_equals_clean_run(
+    spark, reference, tmp_path, stage_processes, monkeypatch
+):
     scenario = reference.conf.elsewhere(tmp_path / "lake")
-    published = [delta_version_file(scenario.table_dir(table), 1) for table in ("bronze", "quarantine")]
 
+    monkeypatch.setenv(lake.FAULT_AFTER_PUBLISH_ENV, "quarantine")  # only the stage process gets it
     process = stage_processes("bronze", scenario.args("kill-bronze"), tmp_path / "logs", "kill-bronze")
-    process.wait_for(lambda: any(p.exists() for p in published), "the first of bronze's two publishes")
+    monkeypatch.delenv(lake.FAULT_AFTER_PUBLISH_ENV)
+    process.wait_for(lambda: stopped(process.process.pid), "the stop after the quarantine table's publish")
+    assert delta_version_file(scenario.table_dir("quarantine"), 1).exists(), "quarantine's MERGE is not committed"
+    assert not scenario.table_dir("bronze").exists(), "bronze was published before the fault point"
     assert len(process.kill_tree()) >= 2, "expected the stage and its JVM in the killed tree"
 
-    left = (bronze_rows(spark, scenario.conf), quarantine_rows(spark, scenario.conf, "bronze"))
-    assert [bool(rows) for rows in left].count(True) == 1, "the kill did not fall between the two publishes"
+    assert bronze_rows(spark, scenario.conf) == []
+    assert quarantine_rows(spark, scenario.conf, "bronze") == quarantine_rows(spark, reference.conf.conf, "bronze")
     assert run_main_in_process("bronze", scenario.args("rerun-bronze")) == 0, "the rerun after the kill failed"
     assert_bronze_equal(spark, scenario.conf, reference.conf.conf)
 

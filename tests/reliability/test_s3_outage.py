@@ -109,7 +109,7 @@ def test_s3_server_stopped_mid_run_fails_clearly_then_rerun_completes(
     seconds_to_fail = time.monotonic() - crashed_at
     print(f"\nbronze failed {seconds_to_fail:.0f} s after the S3 server died (exit {code})")
 
-    assert code != 0, run.tail()
+    assert code == 3, f"exit {code}, not 3 (storage unreachable: pipelines/cli.py execute_stage)\n{run.tail()}"
     failure = run.tail()
     error_lines = run.errors().splitlines()
     # The process got S3A's endpoint, path style and keys from conf and the environment alone (it
