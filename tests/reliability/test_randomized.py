@@ -143,6 +143,8 @@ def run_chain(sequence: Sequence, crash_stage: str | None = None) -> None:
         if code == "crashed":
             sequence.log.append(f"  {stage} crashed between its publishes; rerun")
             code, output = run_stage(stage, sequence.lake, sequence.input)
+        elif stage == crash_stage:
+            sequence.log.append(f"  {stage} asked to crash, but had nothing to publish")
         assert code == 0, f"{stage} exited {code} (seed {SEED}):\n" + "\n".join(sequence.log) + f"\n{output}"
 
 
