@@ -198,15 +198,20 @@ def assign_outcomes(inspected: DataFrame, known_images: DataFrame) -> DataFrame:
     """Give every inspected file its final `reason` (null = accepted into bronze).
 
     A path bronze already holds was rewritten, touched or replaced in place: `touched_since_ingest`
-    when its image content is the ingested one, else `changed_since_ingest` (bronze keeps the first
-    version; the quarantine row records the change, so the file is no candidate again until it
-    changes once more). Adds `no_label` for files outside a label folder and `duplicate` for bytes
-    already owned by another path: by a bronze row (`known_images`: image_id, path) or by a smaller
-    path in the batch.
+    when its image content and EXIF orientation are the ingested ones, else `changed_since_ingest`
+    (bronze keeps the first version; the quarantine row records the change, so the file is no
+    candidate again until it changes once more); a new version that is no valid image keeps its
+    inspection reason. Adds `no_label` for files outside a label folder and `duplicate` for bytes
+    already owned by another path: by a bronze row (`known_images`: image_id, path, orientation) or
+    by a smaller path in the batch.
     """
     owner = Window.partitionBy("image_id").orderBy("path")
     known = known_images.select("image_id", F.col("path").alias("known_path"))
-    candidates = inspected.where(F.col("reason").isNull() & F.col("label").isNotNull())
+    # A path bronze holds is judged by its own version (below), never as a duplicate owner: its new
+    # bytes copied under a new name are then that name's, and ingested there.
+    candidates = inspected.where(F.col("reason").isNull() & F.col("label").isNotNull()).join(
+        known_images.select("path"), "path", "left_anti"
+    )
     ranked = (
         candidates.join(known, "image_id", "left")
         .withColumn("batch_owner", F.first("path").over(owner))
@@ -222,15 +227,17 @@ def assign_outcomes(inspected: DataFrame, known_images: DataFrame) -> DataFrame:
         )
         .select("path", "dup_reason")
     )
-    changed = known_images.select("path", F.col("image_id").alias("ingested_id"))
+    changed = known_images.select(
+        "path", F.col("image_id").alias("ingested_id"), F.col("orientation").alias("ingested_orientation")
+    )
     changed_reason = F.when(
-        F.col("ingested_id") == F.col("image_id"),
+        (F.col("ingested_id") == F.col("image_id")) & F.col("ingested_orientation").eqNullSafe(F.col("orientation")),
         F.concat(
             F.lit(f"{TOUCHED}: same image content as bronze image_id "), F.col("ingested_id"),
             F.lit(" (only the file's time, size or metadata changed); nothing to do"),
         ),
     ).when(
-        F.col("ingested_id").isNotNull(),
+        F.col("ingested_id").isNotNull() & F.col("reason").isNull(),
         F.concat(
             F.lit(f"{CHANGED}: bronze already holds this path as image_id "), F.col("ingested_id"),
             F.lit("; bronze keeps the first version: give the new version a new file name to ingest it"),
@@ -244,7 +251,7 @@ def assign_outcomes(inspected: DataFrame, known_images: DataFrame) -> DataFrame:
         inspected.join(ranked, "path", "left")
         .join(changed, "path", "left")
         .withColumn("reason", F.coalesce(changed_reason, F.col("reason"), no_label, F.col("dup_reason")))
-        .drop("dup_reason", "ingested_id")
+        .drop("dup_reason", "ingested_id", "ingested_orientation")
     )
 
 
@@ -379,7 +386,7 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
         )
         # Persisted: both staged tables (accepted and rejected rows) come from one read and one
         # inspection of each file, instead of one each.
-        outcomes = assign_outcomes(inspected, bronze.select("image_id", "path")).persist(StorageLevel.MEMORY_AND_DISK)
+        outcomes = assign_outcomes(inspected, bronze.select("image_id", "path", "orientation")).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             results = lake.write_audit_publish(
                 spark, conf, STAGE, run_id,
@@ -402,36 +409,37 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
 
 # Reasons whose file is a valid image that a new name gets ingested: said as a warning.
 RENAME_TO_INGEST = (CHANGED, "unreadable_name")
+RENAMES_SHOWN = 10
 
 
 def _run_quarantine(spark: SparkSession, conf: Conf, run_id: str) -> tuple[dict[str, int], list[str]]:
-    """This run's quarantine rows: count per reason code, and the paths of RENAME_TO_INGEST rows."""
+    """This run's quarantine rows: count per reason code, and the first paths of RENAME_TO_INGEST rows."""
     rows = (
         spark.read.format("delta").load(lake.table_location(conf, "quarantine"))
         .where((F.col("run_id") == run_id) & (F.col("stage") == STAGE))
         .select("path", F.split("reason", ":").getItem(0).alias("code"))
-        .collect()
     )
-    counts = Counter(r["code"] for r in rows)
-    return dict(counts), sorted(f"{r['path']} ({r['code']})" for r in rows if r["code"] in RENAME_TO_INGEST)
+    counts = {r["code"]: r["count"] for r in rows.groupBy("code").count().collect()}
+    renames = rows.where(F.col("code").isin(*RENAME_TO_INGEST)).orderBy("path").limit(RENAMES_SHOWN).collect()
+    return counts, [f"{r['path']} ({r['code']})" for r in renames]
 
 
 def summary_line(stats: dict, run_id: str) -> str:
     reasons = stats["rejected_reasons"]
-    rejected = ", ".join(f"{k}={v}" for k, v in sorted(reasons.items()) if k not in (CHANGED, TOUCHED)) or "none"
+    rejections = {k: v for k, v in sorted(reasons.items()) if k not in (CHANGED, TOUCHED)}
     changes = ", ".join(f"{k}={reasons[k]}" for k in (CHANGED, TOUCHED) if reasons.get(k))
     line = (
         f"bronze run {run_id}: files seen {stats['files_seen']} (not images, ignored {stats['ignored_not_image']}), "
         f"new rows {stats['new_rows']}, already present {stats['already_present']}, "
-        f"rejected {stats['rejected'] - reasons.get(CHANGED, 0) - reasons.get(TOUCHED, 0)} ({rejected}), "
+        f"rejected {sum(rejections.values())} ({', '.join(f'{k}={v}' for k, v in rejections.items()) or 'none'}), "
         + (f"changes to ingested files recorded ({changes}), " if changes else "")
         + f"{stats['seconds']} s"
     )
-    renames = stats.get("rename_to_ingest") or []
+    renames = sum(reasons.get(code, 0) for code in RENAME_TO_INGEST)
     if renames:
-        shown = "; ".join(renames[:10]) + (f"; ... {len(renames) - 10} more" if len(renames) > 10 else "")
+        shown = "; ".join(stats["rename_to_ingest"]) + (f"; ... {renames - RENAMES_SHOWN} more" if renames > RENAMES_SHOWN else "")
         line += (
-            f"\nbronze: warning: {len(renames)} valid-looking file(s) not ingested, give each a new file name to "
+            f"\nbronze: warning: {renames} valid-looking file(s) not ingested, give each a new file name to "
             f"ingest it (reasons in the quarantine table, run_id '{run_id}'): {shown}"
         )
     return line

@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from urllib.parse import unquote, urlparse
 
 from pipelines import lake
 from pipelines.config import Conf, ConfError, load_conf
@@ -91,16 +92,20 @@ def damaged_lake_file(exc: BaseException, lake_root: str) -> str | None:
     is missing or unreadable, else None (an input file or any other failure keeps its own handling)."""
     text = str(exc)[:200000]
     match = _UNREADABLE_FILE.search(text)
-    root = lake_root.split("://")[-1].lstrip("/")
-    if match is None or root not in match.group(1):
+    if match is None:
+        return None
+    file = unquote(match.group(1))  # Spark quotes the path as a URI (file:///My%20Lake/...)
+    if file.startswith("file:"):
+        file = urlparse(file).path
+    if not file.startswith(lake_root.rstrip("/") + "/"):
         return None
     causes = _CAUSE.findall(text)
     detail = f"{causes[-1][0]}: {causes[-1][1][:200]}" if causes else "unreadable"
-    return f"{match.group(1)}: {detail}"
+    return f"{file}: {detail}"
 
 
 # Problems the user fixes (a setting, an input folder, the lake's place): one line, exit 2.
-INPUT_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, NotADirectoryError, ConfError)
+INPUT_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, NotADirectoryError, PermissionError, ConfError)
 
 
 def execute_stage(
@@ -137,7 +142,8 @@ def execute_stage(
         print(f"{stage}: {exc}", file=sys.stderr)
         return 1, None
     except Exception as exc:  # noqa: BLE001 - only an unreachable store or a damaged lake file is turned into one line
-        damaged = damaged_lake_file(exc, conf.path("lake.root"))
+        cause = storage_unreachable(exc)  # first: a read cut by an outage is no damaged file
+        damaged = damaged_lake_file(exc, conf.path("lake.root")) if cause is None else None
         if damaged is not None:
             print(
                 f"{stage}: the lake under {conf.path('lake.root')} is damaged, run {run_id} stopped before its end: "
@@ -146,7 +152,6 @@ def execute_stage(
                 file=sys.stderr,
             )
             return EXIT_INPUT, None
-        cause = storage_unreachable(exc)
         if cause is None:
             raise
         print(

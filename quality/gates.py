@@ -155,7 +155,9 @@ def validate(
     staged_quarantine = _staged_quarantine(spark, conf, layer, run_id)
     gold = _gold_facts(spark, conf, batch) if layer == "gold" else None
     metrics = _totals(spark, conf, layer, batch, staged_quarantine, gold)
-    quarantined = _quarantine_examples(staged_quarantine, conf["quality.unexpected_examples"]) if metrics["batch_quarantined"] else []
+    rate = metrics["batch_quarantine_rate"]
+    over = rate is None or not rate <= conf[f"quality.{layer}.max_quarantine_rate"]  # NaN is over too
+    quarantined = _quarantine_examples(staged_quarantine, conf["quality.unexpected_examples"]) if over else []
     # NaN and infinity become null, which each bounded column's not-null expectation fails (suites.py).
     rows = suites.non_finite_as_null(suites.row_checks(layer, batch)).persist()
     try:
@@ -274,13 +276,15 @@ def _recorded_inputs(
     spark: SparkSession, layer: str, batch: DataFrame, published: DataFrame | None, quarantine: DataFrame | None
 ) -> DataFrame:
     """image_id and path (null where unknown) of every input whose content the layer holds once the
-    batch is published (a duplicate of a batch row loses nothing), or that it already quarantined."""
+    batch is published (a duplicate of a batch row loses nothing), and the paths it already
+    quarantined. Quarantined contents are not matched: every empty file has the same hash, and fifty
+    empty uploads must count as fifty rejections, not as one seen before."""
     frames = [batch.select(ROW_ID, F.lit(None).cast("string").alias("path"))]
     if published is not None:
         path = F.col("path") if "path" in published.columns else F.lit(None).cast("string")
         frames.append(published.select(ROW_ID, path.alias("path")))
     if quarantine is not None:
-        frames.append(quarantine.where(F.col("stage") == layer).select(ROW_ID, "path"))
+        frames.append(quarantine.where(F.col("stage") == layer).select(F.lit(None).cast("string").alias(ROW_ID), "path"))
     return reduce(DataFrame.unionByName, frames)
 
 

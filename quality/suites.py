@@ -112,8 +112,8 @@ def batch_counts(batch: DataFrame, staged_quarantine: DataFrame, recorded: DataF
     """One row: batch_rows, batch_quarantined, batch_quarantined_known and batch_quarantine_rate.
 
     The rate counts what is new and lost in this run: a quarantine row for an input the layer
-    records anyway (`recorded`: image_id and path of the batch's rows, of the published rows and of
-    the published quarantine rows), such as a duplicate of an accepted image, a file touched,
+    records anyway (`recorded`: image_id and path of the batch's rows and of the published rows,
+    paths of the published quarantine rows), such as a duplicate of an accepted image, a file touched,
     rewritten, renamed or moved after ingestion, or a rejected file seen again, is counted in
     batch_quarantined_known, not as a rejection. Counted as one, a single changed file would fail
     every later gate, however many good images came with it. Rate: rejections over rejections plus
@@ -272,8 +272,8 @@ def _array_expectations(column: str, length: int | None, low: float | None, high
 def totals_suite(
     layer: str, conf: Conf, gold: GoldFacts | None = None, quarantined: Sequence[str] = ()
 ) -> gx.ExpectationSuite:
-    """`quarantined`: the first quarantine rows of the batch ('path: reason'), named in the rate's notes
-    so that the Data Docs page of a failed rate says which files are behind it."""
+    """`quarantined`: the first quarantine rows of a batch over its rate ('path: reason'), named in the
+    rate's notes so that the suite's Data Docs page says which files are behind the failure."""
     rate_key = f"quality.{layer}.max_quarantine_rate"
     named = f" Quarantined in this batch (first {len(quarantined)}): " + "; ".join(quarantined) + "." if quarantined else ""
     expectations = [

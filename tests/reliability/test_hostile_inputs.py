@@ -73,31 +73,35 @@ def test_changed_touched_renamed_files_are_recorded_once_and_never_block_ingesti
     write_images(source, "Banana", ["b0.jpg", "b1.jpg", "b2.jpg"], 3)
     assert run_bronze(lake_root, source).code == 0
 
-    # Touched (same bytes, newer time), rewritten with other pixels, a label folder renamed, 3 new images.
+    # Touched (same bytes, newer time), rewritten with other pixels (also copied under a new name),
+    # emptied, a label folder renamed, 3 new images.
     os.utime(kiwis[0], (kiwis[0].stat().st_atime, kiwis[0].stat().st_mtime + 60))
     kiwis[1].write_bytes(distinct_jpeg(40))
+    shutil.copy2(kiwis[1], kiwis[1].with_name("k1 copy.jpg"))
+    kiwis[2].write_bytes(b"")
     (source / "Training" / "Banana").rename(source / "Training" / "Banana Ripe")
     write_images(source, "Kiwi", ["new0.jpg", "new1.jpg", "new2.jpg"], 10)
     step = run_bronze(lake_root, source)
 
     assert step.code == 0, step.err
-    assert "new rows 3" in step.out and "rejected 3 (duplicate=3)" in step.out, step.out
+    assert "new rows 4" in step.out and "rejected 4 (duplicate=3, empty_file=1)" in step.out, step.out
     assert "changed_since_ingest=1, touched_since_ingest=1" in step.out, step.out
     assert "warning: 1 valid-looking file(s) not ingested" in step.out and "Training/Kiwi/k1.jpg (changed_since_ingest)" in step.out
     reasons = quarantine_reasons(spark, conf)
     assert reasons == {
         "Training/Kiwi/k0.jpg": ["touched_since_ingest"],
         "Training/Kiwi/k1.jpg": ["changed_since_ingest"],
+        "Training/Kiwi/k2.jpg": ["empty_file"],
         **{f"Training/Banana Ripe/b{n}.jpg": ["duplicate"] for n in range(3)},
     }
-    assert len(bronze_paths(spark, conf)) == 9
+    assert "Training/Kiwi/k1 copy.jpg" in bronze_paths(spark, conf) and len(bronze_paths(spark, conf)) == 10
     last = outcomes.latest(spark, conf)["bronze"]
-    assert last.success and last.metrics["batch_quarantined_known"] == 5 and last.metrics["batch_quarantine_rate"] == 0.0
+    assert last.success and last.metrics["batch_quarantined_known"] == 6 and last.metrics["batch_quarantine_rate"] == 0.0
     gates.require_upstream_passed(spark, conf, "silver")  # silver may run
 
     # A rerun finds nothing new: the recorded files are no candidates again.
     rerun = run_bronze(lake_root, source)
-    assert rerun.code == 0 and "new rows 0, already present 9" in rerun.out, rerun.out
+    assert rerun.code == 0 and "new rows 0, already present 10" in rerun.out, rerun.out
     assert quarantine_reasons(spark, conf) == reasons
 
     # Touched once more: one more record, still no block.
@@ -117,9 +121,28 @@ def test_a_failed_quarantine_rate_names_its_files_in_the_message_and_the_data_do
     assert step.code == 1
     assert "batch_quarantine_rate" in step.err and "Training/Kiwi/broken upload.jpg: unreadable_header" in step.err, step.err
     conf = load_conf(["conf/local.yaml"], [f"lake.root={lake_root}"])
-    page = Path(outcomes.latest(spark, conf)["bronze"].report_path)
-    assert "broken upload.jpg" in page.read_text(encoding="utf-8")
+    last = outcomes.latest(spark, conf)["bronze"]  # what `python -m quality.report` prints
+    assert any("Training/Kiwi/broken upload.jpg: unreadable_header" in failure for failure in last.failed_expectations)
+    # Data Docs: the suite's page, with the notes of the rate that this batch failed (GX 1.24's
+    # validation page does not render notes).
+    suite_page = Path(last.docs_index).parent / "expectations" / "bronze_totals.html"
+    assert "Training/Kiwi/broken upload.jpg" in suite_page.read_text(encoding="utf-8")
     assert lake.read_table(spark, lake.table_location(conf, "bronze")) is None
+
+
+def test_new_empty_uploads_count_as_rejections_even_after_an_earlier_empty_file(spark, tmp_path):
+    """Every empty file has the same content hash: one quarantined before must not make later ones 'known'."""
+    source, lake_root = tmp_path / "input", tmp_path / "lake"
+    write_images(source, "Kiwi", [f"k{n}.jpg" for n in range(30)], 0)
+    (source / "Training" / "Kiwi" / "empty.jpg").write_bytes(b"")
+    assert run_bronze(lake_root, source).code == 0  # 1 of 31 quarantined: under 5 %
+
+    write_images(source, "Kiwi", ["late.jpg"], 40)
+    for name in ("sync failed 1.jpg", "sync failed 2.jpg"):
+        (source / "Training" / "Kiwi" / name).write_bytes(b"")
+    step = run_bronze(lake_root, source)
+
+    assert step.code == 1 and "observed 0.666667" in step.err and "sync failed 1.jpg: empty_file" in step.err, step.err
 
 
 # ---------------------------------------------------------------- file names
