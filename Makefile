@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup run run-s3 test test-fast test-data bench clean-lake help deploy-cost deploy-plan
+.PHONY: setup run run-s3 test test-fast test-long test-data bench clean-lake help deploy-cost deploy-plan
 .DEFAULT_GOAL := help
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make run-s3 - the same pipeline on s3a:// against a local S3 server (MinIO on 127.0.0.1, docs/s3.md)"
 	@echo "make test   - run the test suite (prints how many tests were skipped; under CI=true an unlisted skip fails it)"
 	@echo "make test-fast - the tests not marked slow, for the edit loop"
+	@echo "make test-long - the long checks make test leaves out (make run-s3 and make bench smoke tests)"
 	@echo "make setup  - install everything (done by run and test)"
 	@echo "make bench  - run the benchmarks"
 
@@ -78,11 +79,16 @@ test-data: setup
 	$(PY) scripts/fetch_weights.py --conf $(CONF)
 
 # Every test has a timeout (pyproject.toml [tool.pytest.ini_options] timeout; slow ones get longer).
+# Tests marked long (several minutes each: the make run-s3 and make bench smoke tests) are left out
+# of the default run, which stays under 30 minutes; `make test-long` runs them.
 test: setup test-data
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not long" $(PYTEST_ARGS)
+
+test-long: setup test-data
+	$(PY) -m pytest -m long $(PYTEST_ARGS)
 
 test-fast: setup test-data
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not long" $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m bench.run --conf $(CONF) $(ARGS)

@@ -129,6 +129,7 @@ def test_render_deck_names_a_missing_source(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.spark
 @pytest.mark.s3
 def test_make_run_s3_runs_the_chain_on_the_local_server_and_reads_the_tables_back(tmp_path, sample):

@@ -20,7 +20,7 @@ from bench import measure, run, summary
 from pipelines.config import PROJECT_ROOT, load_conf
 from tests.conftest import copy_sample
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.long]
 
 MEASUREMENT_KEYS = {"images", "seconds", "process_seconds", "log"}
 MEMORY_KEYS = {
