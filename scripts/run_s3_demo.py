@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pipelines import lake
 from pipelines.config import PROJECT_ROOT, ConfError, load_conf
-from tests.s3_server import (
+from rehearsal.s3_server import (
     S3_LOCAL_CONF,
     LocalS3Server,
     S3ServerError,

@@ -133,7 +133,7 @@ def test_render_deck_names_a_missing_source(tmp_path):
 @pytest.mark.spark
 @pytest.mark.s3
 def test_make_run_s3_runs_the_chain_on_the_local_server_and_reads_the_tables_back(tmp_path, sample):
-    from tests.s3_server import server_binary_or_skip
+    from tests.s3_binary import server_binary_or_skip
 
     server_binary_or_skip()
     copy_sample(tmp_path / "input", 4)

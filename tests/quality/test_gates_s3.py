@@ -8,7 +8,7 @@ import pytest
 from quality import gates
 from tests.quality.conftest import IMAGE_IDS, bronze_rows, features, gated_publish, silver_rows
 from tests.s3.conftest import s3_run, s3_server  # noqa: F401  (fixtures)
-from tests.s3_server import list_keys
+from rehearsal.s3_server import list_keys
 
 pytestmark = [pytest.mark.s3, pytest.mark.spark]
 

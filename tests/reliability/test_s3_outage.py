@@ -1,7 +1,7 @@
 """The S3 server stops in the middle of a run: the stage fails with a clear error instead of hanging,
 and once the server is back (same port, same data) a rerun completes with the right counts.
 
-The server is the real local S3-compatible server of tests/s3_server.py (MinIO), SIGKILLed once the
+The server is the real local S3-compatible server of rehearsal/s3_server.py (MinIO), SIGKILLed once the
 run (a `python -m pipelines.bronze` process) has started writing its staging table: requests in
 flight break and every later connection is refused. The rerun is bronze's main in this process.
 Hadoop S3A's defaults retry a refused connection for a long time (7 S3A retries with exponential
@@ -19,14 +19,14 @@ import pytest
 from pipelines import lake
 from tests.reliability.conftest import SUITE_SPARK_EXTRA, StageConf, build_input, run_main_in_process, write_overlay
 from tests.s3.conftest import apply_s3a_settings
-from tests.s3_server import (
+from tests.s3_binary import server_binary_or_skip
+from rehearsal.s3_server import (
     S3_LOCAL_CONF,
     LocalS3Server,
     S3ServerError,
     load_s3_conf,
     new_bucket_name,
     region_of_overlay,
-    server_binary_or_skip,
     upload_tree,
 )
 

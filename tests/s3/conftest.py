@@ -13,12 +13,12 @@ import pytest
 
 from pipelines.config import Conf
 from pipelines.session import s3a_settings
-from tests.s3_server import (
+from tests.s3_binary import server_binary_or_skip
+from rehearsal.s3_server import (
     LocalS3Server,
     load_s3_conf,
     new_bucket_name,
     region_of_overlay,
-    server_binary_or_skip,
 )
 
 # Seconds per (stage, storage) measured by the S3 tests, printed at the end of the run (never asserted).

@@ -11,7 +11,7 @@ import pytest
 from pipelines import bronze, lake
 from tests.conftest import jpeg_bytes, sample_files
 from tests.s3.conftest import TIMINGS
-from tests.s3_server import list_keys, upload_tree
+from rehearsal.s3_server import list_keys, upload_tree
 
 pytestmark = [pytest.mark.s3, pytest.mark.spark]
 

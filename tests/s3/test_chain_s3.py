@@ -16,7 +16,7 @@ from pipelines import bronze, features, gold, lake, silver
 from pipelines.config import load_conf
 from tests.conftest import MODEL_SEED, jpeg_bytes, sample_files
 from tests.s3.conftest import TIMINGS
-from tests.s3_server import S3_LOCAL_CONF, list_keys, upload_tree
+from rehearsal.s3_server import S3_LOCAL_CONF, list_keys, upload_tree
 
 pytestmark = [pytest.mark.s3, pytest.mark.spark, pytest.mark.slow]
 

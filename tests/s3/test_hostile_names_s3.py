@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from pipelines import bronze, lake
 from tests.reliability.inputs import write_hostile_names, write_images
-from tests.s3_server import list_keys, upload_tree
+from rehearsal.s3_server import list_keys, upload_tree
 
 pytestmark = [pytest.mark.s3, pytest.mark.spark]
 

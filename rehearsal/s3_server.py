@@ -1,4 +1,4 @@
-"""A real S3-compatible server (MinIO) on 127.0.0.1 for the S3 tests and `make run-s3`.
+"""A real S3-compatible server (MinIO) on 127.0.0.1 for the S3 tests, `make run-s3` and `make rehearse`.
 
 Why a real server and not an in-process mock: the point is to prove that the jobs work over the
 S3 protocol as Hadoop S3A and the AWS SDK speak it (signing, path-style addressing, multipart
@@ -40,18 +40,6 @@ S3_LOCAL_CONF = ("conf/local.yaml", "conf/s3-local.yaml")
 
 class S3ServerError(RuntimeError):
     """The local S3 server is missing or did not start; the message says what to do."""
-
-
-def server_binary_or_skip() -> Path:
-    """The server binary for a pytest fixture: skip where it is not installed, but fail under CI."""
-    import pytest
-
-    try:
-        return server_binary()
-    except S3ServerError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
 
 
 def server_binary() -> Path:
