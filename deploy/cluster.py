@@ -22,6 +22,7 @@ from deploy.spark_args import ENV_PYTHON, environment_conf, forwarded_env, stage
 ACTIVE_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING", "TERMINATING"]
 STEP_END_STATES = {"COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"}
 CLUSTER_END_STATES = {"TERMINATED", "TERMINATED_WITH_ERRORS"}
+MANAGED_POLICY_TAG = "for-use-with-amazon-emr-managed-policies"
 
 
 def spark_submit_args(s: Settings, stage: str) -> list[str]:
@@ -96,7 +97,9 @@ def run_job_flow_request(s: Settings) -> dict:
         "ServiceRole": s.conf["aws.iam.emr_service_role"],
         "JobFlowRole": s.conf["aws.iam.ec2_role"],
         "AutoTerminationPolicy": {"IdleTimeout": cluster["idle_timeout_minutes"] * 60},
-        "Tags": [{"Key": "project", "Value": "fruits"}],
+        # AmazonEMRServicePolicy_v2 (the service role's policy) only launches and manages EC2
+        # resources tagged with this; EMR propagates the cluster's tags to its instances.
+        "Tags": [{"Key": "project", "Value": "fruits"}, {"Key": MANAGED_POLICY_TAG, "Value": "true"}],
     }
     if s.kms_key:
         request["LogEncryptionKmsKeyId"] = s.kms_key
