@@ -44,12 +44,15 @@ def application_request(s: Settings) -> dict:
         },
         "tags": {"project": "fruits"},
     }
+    # The API refuses a worker type with a count of 0 (minimum 1): send only the warm ones.
     warm = app["initial_capacity"]
-    if warm["drivers"] or warm["executors"]:
-        request["initialCapacity"] = {
-            "DRIVER": {"workerCount": warm["drivers"], "workerConfiguration": worker_configuration(driver)},
-            "EXECUTOR": {"workerCount": warm["executors"], "workerConfiguration": worker_configuration(executor)},
-        }
+    initial = {
+        kind: {"workerCount": warm[key], "workerConfiguration": worker_configuration(worker)}
+        for kind, key, worker in (("DRIVER", "drivers", driver), ("EXECUTOR", "executors", executor))
+        if warm[key] > 0
+    }
+    if initial:
+        request["initialCapacity"] = initial
     return request
 
 

@@ -69,6 +69,8 @@ def test_cluster_run_submits_the_cluster_from_conf(roles, cli, settings):
     assert described["ServiceRole"] == iam["emr_service_role"]
     assert described["Ec2InstanceAttributes"]["IamInstanceProfile"] == iam["ec2_role"]
     assert [a["Name"] for a in described["Applications"]] == ["Spark"]
+    # AmazonEMRServicePolicy_v2 launches instances only for a cluster carrying this tag.
+    assert {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"} in described["Tags"]
     groups = {g["InstanceGroupType"]: g for g in emr().list_instance_groups(ClusterId=_cluster_id())["InstanceGroups"]}
     assert {k: (g["InstanceType"], g["RequestedInstanceCount"], g["Market"]) for k, g in groups.items()} == {
         "MASTER": ("m5.2xlarge", 1, "ON_DEMAND"),
@@ -212,9 +214,8 @@ def test_serverless_plan_from_conf(settings):
     request = serverless.application_request(s)
     assert request["releaseLabel"] == "emr-spark-9.9.0" and request["architecture"] == "ARM64"
     assert request["maximumCapacity"] == {"cpu": "10 vCPU", "memory": "40 GB", "disk": "60 GB"}
-    assert request["initialCapacity"]["EXECUTOR"] == {
-        "workerCount": 2,
-        "workerConfiguration": {"cpu": "4 vCPU", "memory": "16 GB", "disk": "20 GB"},
+    assert request["initialCapacity"] == {  # no DRIVER entry: the API's minimum workerCount is 1
+        "EXECUTOR": {"workerCount": 2, "workerConfiguration": {"cpu": "4 vCPU", "memory": "16 GB", "disk": "20 GB"}},
     }
     confs = dict(serverless.spark_settings(s))
     assert (confs["spark.executor.memory"], confs["spark.driver.memory"]) == ("14g", "7g")  # + overhead fits the worker
