@@ -8,25 +8,39 @@
 #   docker run --rm --platform linux/amd64 -v "$PWD":/src -w /src amazonlinux:2023 bash deploy/build_env.sh
 #
 # For Graviton (aws.serverless.architecture ARM64, m6g instances) use --platform linux/arm64.
-# Installs requirements.lock (exact pins of the whole tree) minus what the EMR release already has
-# (pyspark, delta-spark, py4j) and what only tests and notebooks need.
+#
+# `bash deploy/build_env.sh --host` builds the same archive with this machine's Python and no OS
+# packages: the archive then runs only where that interpreter exists at the same path (venv-pack
+# keeps the base interpreter's path), which is what `make rehearse` needs for its local cluster.
+#
+# Installs requirements.lock (exact pins of the whole tree, installed without resolving again) minus
+# what the EMR release provides on the job's PYTHONPATH (pyspark, py4j) and what only tests,
+# notebooks and the rehearsal need. delta-spark stays: pipelines/lake.py and pipelines/catalog.py
+# import its Python API (`delta.tables`), which the release ships as jars only.
+# Variables: PYTHON (interpreter, default python3.11), OUT (archive path), COMPRESS_LEVEL (gzip 0-9).
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3.11}
 OUT=${OUT:-dist/fruits-env.tar.gz}
-EXCLUDE='^(pyspark|delta-spark|py4j|pytest|moto|nbclient|nbformat|ipykernel|markdown)=='
+COMPRESS_LEVEL=${COMPRESS_LEVEL:-4}
+EXCLUDE='^(pyspark|py4j|pytest|pytest-timeout|moto|nbclient|nbformat|ipykernel|markdown|minio|venv-pack)=='
 
-dnf install -y "$PYTHON" "$PYTHON-pip" tar gzip >/dev/null
+if [[ "${1:-}" == "--host" ]]; then
+    command -v "$PYTHON" >/dev/null || { echo "build_env.sh: $PYTHON not found; set PYTHON=<python3.11 interpreter>" >&2; exit 1; }
+else
+    dnf install -y "$PYTHON" "$PYTHON-pip" tar gzip >/dev/null
+fi
 
-tools=$(mktemp -d)
-"$PYTHON" -m venv "$tools"
-"$tools/bin/pip" install --quiet venv-pack==0.2.0
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$PYTHON" -m venv "$work/tools"
+"$work/tools/bin/pip" install --quiet --disable-pip-version-check venv-pack==0.2.0
 
-env=$(mktemp -d)/fruits-env
+env="$work/fruits-env"
 "$PYTHON" -m venv --copies "$env"
-grep -v -E "$EXCLUDE" requirements.lock > "$env.requirements.txt"
-"$env/bin/pip" install --quiet --no-cache-dir -r "$env.requirements.txt"
+grep -v -i -E "$EXCLUDE" requirements.lock | grep -v '^#' > "$work/requirements.txt"
+"$env/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$work/requirements.txt"
 
 mkdir -p "$(dirname "$OUT")"
-"$tools/bin/venv-pack" -p "$env" -o "$OUT" --force
+"$work/tools/bin/venv-pack" -p "$env" -o "$OUT" --force --compress-level "$COMPRESS_LEVEL"
 echo "built $OUT ($(du -h "$OUT" | cut -f1)); upload it with: python -m deploy package"

@@ -12,6 +12,7 @@ and boto3 through environment variables only (`environment()`), never a file or 
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import shutil
@@ -74,8 +75,14 @@ class LocalS3Server:
 
     host = "127.0.0.1"
 
-    def __init__(self, region: str, binary: Path | None = None, start_timeout_s: float = 60.0):
+    def __init__(
+        self, region: str, binary: Path | None = None, start_timeout_s: float = 60.0, kms_key_name: str | None = None
+    ):
         self.region = region
+        # With a key name, the server encrypts with a key of its own under that name (MinIO's
+        # single-key KMS), so SSE-KMS requests, the bucket's default encryption and a bucket policy
+        # naming the key behave as with a KMS key on AWS.
+        self.kms_key_name = kms_key_name
         self.binary = binary or server_binary()
         self.start_timeout_s = start_timeout_s
         # MinIO requires 3+ characters for the access key and 8+ for the secret.
@@ -139,6 +146,8 @@ class LocalS3Server:
             "MINIO_BROWSER": "off",  # no web console: only the S3 API listens
             "MINIO_UPDATE": "off",
         }
+        if self.kms_key_name:
+            env["MINIO_KMS_SECRET_KEY"] = f"{self.kms_key_name}:{base64.b64encode(secrets.token_bytes(32)).decode()}"
         command = [
             str(self.binary), "server", "--quiet", "--anonymous",
             "--address", f"{self.host}:{self.port}",
@@ -194,19 +203,42 @@ class LocalS3Server:
             conf["s3.session_token_env"]: "",
         }
 
-    def client(self):
-        """A boto3 S3 client for this server (path-style addressing, the server's region)."""
+    def client(self, service: str = "s3", keys: tuple[str, str] | None = None):
+        """A boto3 client for this server (path-style addressing, the server's region); root keys by default."""
         import boto3
         from botocore.config import Config
 
+        access_key, secret_key = keys or (self.access_key, self.secret_key)
         return boto3.client(
-            "s3",
+            service,
             endpoint_url=self.endpoint,
             region_name=self.region,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}),
         )
+
+    def add_user(self, name: str, policy: dict) -> tuple[str, str]:
+        """A user of this server whose only rights are `policy` (IAM JSON); returns its (access, secret) keys.
+
+        Through MinIO's admin API (minio-py's MinioAdmin): the user, a policy named after it, the
+        attachment. Requests of this user are then allowed or denied as IAM would for a role with
+        that policy (the rehearsal gives it the S3 part of the job role's policy).
+        """
+        from minio.credentials import StaticProvider
+        from minio.minioadmin import MinioAdmin
+
+        admin = MinioAdmin(
+            endpoint=f"{self.host}:{self.port}",
+            credentials=StaticProvider(self.access_key, self.secret_key),
+            region=self.region,
+            secure=False,
+        )
+        secret = secrets.token_urlsafe(30)
+        admin.user_add(name, secret)
+        admin.policy_add(name, policy=policy)
+        admin.attach_policy([name], user=name)
+        return name, secret
 
     def create_bucket(self, bucket: str) -> None:
         client = self.client()
