@@ -63,7 +63,16 @@ def glue_statements(s: Settings, account: str) -> list[dict]:
 
 
 def data_policy(s: Settings, account: str) -> dict:
+    """The job roles' policy: a pure function of the settings (a rehearsal loads its S3 statements into MinIO).
+
+    S3A asks `getFileStatus(input/<prefix>)` (exists, mkdirs, listing a folder) as HEAD of the bare
+    key `input/<prefix>`, then LIST of `input/<prefix>/`. S3 answers a HEAD of a missing key with
+    404 only to a caller allowed s3:ListBucket, else with 403, which S3A does not treat as "not
+    there": hence GetObject on each bare folder key too, and ListBucket for requests that carry no
+    s3:prefix (a HEAD; a listing always carries one, "" for the bucket root, which stays refused).
+    """
     objects = lambda *prefixes: [f"{s.bucket_arn}/{p}/*" for p in prefixes]  # noqa: E731
+    read_write = (s.lake_prefix, s.tmp_prefix)
     listable = [pattern for p in s.object_prefixes() for pattern in (p, f"{p}/*")]
     statements = [
         {
@@ -72,6 +81,19 @@ def data_policy(s: Settings, account: str) -> dict:
             "Action": "s3:ListBucket",
             "Resource": s.bucket_arn,
             "Condition": {"StringLike": {"s3:prefix": listable}},
+        },
+        {
+            "Sid": "NotFoundForMissingKeys",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": s.bucket_arn,
+            "Condition": {"Null": {"s3:prefix": "true"}},
+        },
+        {
+            "Sid": "HeadFolderKeys",  # read only: nothing is ever written at a folder's bare key
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": [f"{s.bucket_arn}/{p}" for p in (s.code_prefix, s.input_prefix, *read_write)],
         },
         {"Sid": "BucketLocation", "Effect": "Allow", "Action": "s3:GetBucketLocation", "Resource": s.bucket_arn},
         {
@@ -90,7 +112,7 @@ def data_policy(s: Settings, account: str) -> dict:
                 "s3:AbortMultipartUpload",
                 "s3:ListMultipartUploadParts",
             ],
-            "Resource": objects(s.lake_prefix, s.tmp_prefix),
+            "Resource": objects(*read_write),
         },
         {"Sid": "WriteLogs", "Effect": "Allow", "Action": "s3:PutObject", "Resource": objects(s.logs_prefix)},
     ]

@@ -1,4 +1,4 @@
-"""A small evaluator of the Deny statements of an S3 bucket policy, enough to test ours.
+"""A small evaluator of IAM policy statements (our bucket policy's Denies, the job roles' Allows).
 
 It implements the IAM rules our policy relies on: Action/Resource/NotResource matching with `*`
 wildcards, and the condition operators Bool, Null, StringEquals, StringNotEquals and StringLike with
@@ -54,5 +54,13 @@ def is_denied(policy: dict, action: str, resource: str, context: dict) -> bool:
     """True when an explicit Deny of the policy matches the request."""
     return any(
         statement["Effect"] == "Deny" and statement_applies(statement, action, resource, context)
+        for statement in policy["Statement"]
+    )
+
+
+def is_allowed(policy: dict, action: str, resource: str, context: dict) -> bool:
+    """True when an Allow statement of the policy matches the request and no Deny does."""
+    return not is_denied(policy, action, resource, context) and any(
+        statement["Effect"] == "Allow" and statement_applies(statement, action, resource, context)
         for statement in policy["Statement"]
     )
