@@ -36,7 +36,7 @@ def spark_submit_args(s: Settings, stage: str) -> list[str]:
     args = ["spark-submit", "--deploy-mode", "cluster"]
     for key, value in settings:
         args += ["--conf", f"{key}={value}"]
-    return [*args, "--py-files", uris["code_archive"], uris["entry"], *stage_arguments(stage)]
+    return [*args, "--py-files", uris["code_archive"], uris["entry"], *stage_arguments(s, stage)]
 
 
 def step(s: Settings, stage: str) -> dict:

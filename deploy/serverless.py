@@ -95,7 +95,7 @@ def job_run_request(s: Settings, application_id: str, role_arn: str, stage: str)
         "jobDriver": {
             "sparkSubmit": {
                 "entryPoint": code_uris(s)["entry"],
-                "entryPointArguments": stage_arguments(stage),
+                "entryPointArguments": stage_arguments(s, stage),
                 "sparkSubmitParameters": spark_submit_parameters(s),
             }
         },

@@ -10,8 +10,10 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from pathlib import Path
+
 from deploy.executor import DeployError
-from pipelines.config import Conf, load_conf
+from pipelines.config import CONF_DIR, PROJECT_ROOT, Conf, load_conf
 
 DEFAULT_CONF = "conf/aws.yaml"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -31,6 +33,11 @@ class Settings:
     tmp_prefix: str
     input_prefix: str
     lake_prefix: str
+    # The conf the deploy tool loaded, forwarded to every stage so the jobs load the same: the
+    # --conf files (paths inside conf/, which travels in the code archive) and the --set overrides
+    # (--region's included), in order.
+    job_conf_files: tuple[str, ...] = (DEFAULT_CONF,)
+    job_overrides: tuple[str, ...] = ()
 
     @property
     def bucket_arn(self) -> str:
@@ -101,7 +108,23 @@ def settings_from_conf(conf: Conf, allow_non_eu: bool = False) -> Settings:
         tmp_prefix=_clean_prefix(conf, "aws.prefixes.tmp"),
         input_prefix=_prefix_in_bucket(conf, "input.path", bucket),
         lake_prefix=_prefix_in_bucket(conf, "lake.root", bucket),
+        job_conf_files=tuple(_conf_in_archive(f) for f in conf.sources[1:] if not f.startswith("--set ")),
+        job_overrides=tuple(f[len("--set ") :] for f in conf.sources if f.startswith("--set ")),
     )
+
+
+def _conf_in_archive(file: str) -> str:
+    """The path, relative to the project, under which a --conf file travels in the code archive."""
+    path = Path(file)
+    if not path.is_absolute() and not path.exists():  # as pipelines.config.load_conf finds it
+        path = PROJECT_ROOT / path
+    path = path.resolve()
+    if not path.is_relative_to(CONF_DIR):
+        raise DeployError(
+            f"--conf {file} is outside the project's conf/ folder ({CONF_DIR}): the jobs on EMR read their conf "
+            f"from the code archive, which holds conf/ only; move the file into conf/ and pass it from there"
+        )
+    return path.relative_to(PROJECT_ROOT).as_posix()
 
 
 def _clean_prefix(conf: Conf, key: str) -> str:

@@ -15,9 +15,14 @@ from deploy.settings import Settings
 ENV_PYTHON = "./environment/bin/python"
 
 
-def stage_arguments(stage: str) -> list[str]:
-    """Arguments after the entry script: the stage, then the conf every stage gets on AWS."""
-    return [stage, "--conf", "conf/aws.yaml"]
+def stage_arguments(s: Settings, stage: str) -> list[str]:
+    """Arguments after the entry script: the stage, then exactly the conf the deploy tool loaded.
+
+    Every --conf file (conf/aws.yaml when none was given) and every --set, in order, so the jobs
+    resolve the same lake, input and settings that provision granted and package uploaded.
+    """
+    options = [a for file in s.job_conf_files for a in ("--conf", file)]
+    return [stage, *options, *(a for override in s.job_overrides for a in ("--set", override))]
 
 
 def forwarded_env(s: Settings) -> dict[str, str]:

@@ -88,7 +88,9 @@ def test_cluster_steps_in_order_with_their_arguments(roles, cli):
         assert described["Config"]["Jar"] == "command-runner.jar"
         args = described["Config"]["Args"]
         assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
-        assert args[-4:] == [f"s3://{BUCKET}/code/entry.py", stage, "--conf", "conf/aws.yaml"]
+        # the stage gets exactly the conf deploy loaded: conf/aws.yaml, then every --set given to deploy
+        forwarded = [a for o in FIXED for a in ("--set", o)]
+        assert args[args.index(f"s3://{BUCKET}/code/entry.py") + 1 :] == [stage, "--conf", "conf/aws.yaml", *forwarded]
         assert args[args.index("--py-files") + 1] == f"s3://{BUCKET}/code/fruits-code.zip"
         confs = {args[i + 1].split("=", 1)[0]: args[i + 1].split("=", 1)[1] for i, a in enumerate(args) if a == "--conf" and "=" in args[i + 1]}
         assert confs["spark.archives"] == f"s3://{BUCKET}/code/env/fruits-env.tar.gz#environment"
@@ -179,7 +181,7 @@ def test_serverless_run_creates_the_application_and_runs_each_stage(roles, cli, 
         assert job["executionRole"].endswith(f":role/{job_role}")
         driver = job["jobDriver"]["sparkSubmit"]
         assert driver["entryPoint"] == f"s3://{BUCKET}/code/entry.py"
-        assert driver["entryPointArguments"] == [stage, "--conf", "conf/aws.yaml"]
+        assert driver["entryPointArguments"] == [stage, "--conf", "conf/aws.yaml", *fixed(MOTO_SERVERLESS_RELEASE, "aws.poll_seconds=0")]
         params = shlex.split(driver["sparkSubmitParameters"])
         assert params[params.index("--py-files") + 1] == f"s3://{BUCKET}/code/fruits-code.zip"
         confs = dict(params[i + 1].split("=", 1) for i, p in enumerate(params) if p == "--conf")

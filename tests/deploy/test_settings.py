@@ -54,3 +54,30 @@ def test_invalid_bucket_name(settings):
 def test_encryption_is_required(settings):
     with pytest.raises(DeployError, match="s3.encryption_algorithm .* SSE-S3 or SSE-KMS"):
         settings("s3.encryption_algorithm=null")
+
+
+def test_conf_and_overrides_given_to_deploy_are_forwarded_to_the_stages(aws_env, tmp_path):
+    """provision grants, package uploads and the jobs read the same conf: every --conf and --set, in order."""
+    from deploy.settings import load_settings
+    from deploy.spark_args import stage_arguments
+    from pipelines.config import CONF_DIR
+
+    extra = CONF_DIR / "aws.yaml"  # any file inside conf/, given by an absolute path
+    s = load_settings(["conf/aws.yaml", str(extra)], ["lake.root=s3a://fruits-test-lake/lake-small"], region="eu-west-1")
+    assert stage_arguments(s, "silver") == [
+        "silver", "--conf", "conf/aws.yaml", "--conf", "conf/aws.yaml",
+        "--set", "lake.root=s3a://fruits-test-lake/lake-small",
+        "--set", "aws.region=eu-west-1", "--set", "s3.region=eu-west-1",
+    ]  # fmt: skip
+    assert stage_arguments(load_settings(), "gold") == ["gold", "--conf", "conf/aws.yaml"]
+
+
+def test_conf_outside_the_conf_folder_is_refused(aws_env, tmp_path, cli, capsys):
+    from pipelines.config import CONF_DIR
+
+    outside = tmp_path / "mine.yaml"  # a valid conf, but the jobs on EMR could not read it
+    outside.write_text((CONF_DIR / "aws.yaml").read_text())
+    status, out = cli("run", "--mode", "serverless", "--conf", str(outside), "--dry-run", dry_run_only=True)
+    assert status == 2 and out == ""
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"--conf {outside} is outside the project's conf/ folder" in line and "move the file into conf/" in line
