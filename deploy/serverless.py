@@ -7,7 +7,6 @@ stage starts only when the previous one succeeded: silver never reads a half-wri
 
 from __future__ import annotations
 
-import shlex
 import time
 from typing import Callable
 
@@ -81,10 +80,20 @@ def _spark_memory(worker: dict) -> str:
 
 
 def spark_submit_parameters(s: Settings) -> str:
-    params = ["--py-files", code_uris(s)["code_archive"]]
-    for key, value in spark_settings(s):
-        params += ["--conf", f"{key}={value}"]
-    return shlex.join(params)
+    """`--py-files URI --conf key=value ...` joined by single spaces, as AWS documents the field.
+
+    EMR Serverless splits the string on spaces and passes no shell over it, so quotes would reach
+    Spark as part of a value; a value holding a space (or a quote) cannot be passed and is refused.
+    """
+    pairs = [("--py-files", code_uris(s)["code_archive"]), *(("--conf", f"{k}={v}") for k, v in spark_settings(s))]
+    for option, value in pairs:
+        if not value or any(c.isspace() or c in "'\"" for c in value):
+            raise DeployError(
+                f"Spark setting {option} {value!r} is empty or holds a space or a quote, which EMR Serverless's "
+                f"sparkSubmitParameters cannot carry; fix the conf value it comes from (aws.*, s3.*, or the "
+                f"variable in aws.forward_env)"
+            )
+    return " ".join(part for pair in pairs for part in pair)
 
 
 def job_run_request(s: Settings, application_id: str, role_arn: str, stage: str) -> dict:

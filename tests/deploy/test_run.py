@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from deploy import cluster, serverless
-from deploy.executor import Executor
+from deploy.executor import DeployError, Executor
 from tests.deploy.conftest import BUCKET, REGION
 
 STAGES = ["bronze", "silver", "gold", "catalog"]
@@ -222,6 +222,26 @@ def test_serverless_plan_from_conf(settings):
     confs = dict(serverless.spark_settings(s))
     assert (confs["spark.executor.memory"], confs["spark.driver.memory"]) == ("14g", "7g")  # + overhead fits the worker
     assert "initialCapacity" not in serverless.application_request(settings(*SERVERLESS_SHAPE))
+
+
+def test_spark_submit_parameters_are_plain_space_separated_pairs(settings):
+    """As AWS documents sparkSubmitParameters: `--conf key=value` separated by spaces, no shell quoting."""
+    s = settings()
+    params = serverless.job_run_request(s, "app-1", "arn:aws:iam::123456789012:role/r", "silver")["jobDriver"]["sparkSubmit"][
+        "sparkSubmitParameters"
+    ]
+    assert "'" not in params and '"' not in params
+    words = params.split(" ")
+    assert words[:2] == ["--py-files", f"s3://{BUCKET}/code/fruits-code.zip"]
+    assert words[2::2] == ["--conf"] * len(serverless.spark_settings(s))
+    assert f"spark.archives=s3://{BUCKET}/code/env/fruits-env.tar.gz#environment" in words
+
+
+def test_a_spark_value_with_a_space_is_refused_in_one_line(settings):
+    s = settings("aws.delta_jars=[/usr/share/aws/delta lib/delta-spark.jar]")
+    with pytest.raises(DeployError, match=r"^Spark setting --conf 'spark.jars=/usr/share/aws/delta lib/delta-spark.jar' .* space") as caught:
+        serverless.spark_submit_parameters(s)
+    assert "\n" not in str(caught.value)
 
 
 class FakeServerless:
