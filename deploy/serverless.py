@@ -17,6 +17,8 @@ from deploy.settings import Settings
 from deploy.spark_args import ENV_PYTHON, environment_conf, forwarded_env, stage_arguments
 
 JOB_END_STATES = {"SUCCESS", "FAILED", "CANCELLED"}
+# States in which an application takes job runs (auto-start starts a stopped one); not CREATING.
+APPLICATION_READY_STATES = {"CREATED", "STARTING", "STARTED", "STOPPING", "STOPPED"}
 # Spark asks each container for its memory plus ~10 % overhead; the sum must fit the worker.
 MEMORY_OVERHEAD = 1.1
 
@@ -130,12 +132,48 @@ def find_application(ex: Executor, s: Settings) -> str | None:
     return None
 
 
-def ensure_application(ex: Executor, s: Settings) -> str:
+def ensure_application(
+    ex: Executor,
+    s: Settings,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """The application's id once it accepts jobs: reused or created, then waited out of CREATING."""
     app_id = find_application(ex, s)
     if app_id:
         ex.say(f"application {app_id} ({s.conf['aws.serverless.name']}) reused")
-        return app_id
-    return ex.call("emr-serverless", "create_application", **application_request(s))["applicationId"]
+    else:
+        app_id = ex.call("emr-serverless", "create_application", **application_request(s))["applicationId"]
+    wait_for_application(ex, s, app_id, APPLICATION_READY_STATES, sleep, clock)
+    return app_id
+
+
+def wait_for_application(
+    ex: Executor,
+    s: Settings,
+    app_id: str,
+    states: set[str],
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Poll get_application every aws.poll_seconds until its state is one of `states`; returns it."""
+    poll = s.conf["aws.poll_seconds"]
+    if ex.dry_run:
+        ex.say(f"[dry-run] then poll emr-serverless.get_application every {poll} s until {' or '.join(sorted(states))}")
+        return next(iter(states))
+    deadline = clock() + s.conf["aws.wait_timeout_minutes"] * 60
+    while True:
+        state = ex.call("emr-serverless", "get_application", applicationId=app_id)["application"]["state"]
+        if state in states:
+            return state
+        if state == "TERMINATED":
+            raise DeployError(f"application {app_id} is TERMINATED; run again to create a new one")
+        if clock() > deadline:
+            raise DeployError(
+                f"application {app_id} still {state} after aws.wait_timeout_minutes="
+                f"{s.conf['aws.wait_timeout_minutes']}; check it with `python -m deploy status`"
+            )
+        sleep(poll)
 
 
 def wait_for_job(
@@ -239,14 +277,6 @@ def teardown(ex: Executor, s: Settings) -> None:
         ex.say(f"no application named {s.conf['aws.serverless.name']}")
         return
     ex.call("emr-serverless", "stop_application", applicationId=app_id)
-    if not ex.dry_run:
-        deadline = time.monotonic() + s.conf["aws.wait_timeout_minutes"] * 60
-        while ex.call("emr-serverless", "get_application", applicationId=app_id)["application"]["state"] not in (
-            "STOPPED",
-            "CREATED",
-        ):
-            if time.monotonic() > deadline:
-                raise DeployError(f"application {app_id} did not stop; retry teardown later")
-            time.sleep(s.conf["aws.poll_seconds"])
+    wait_for_application(ex, s, app_id, {"STOPPED", "CREATED"})
     ex.call("emr-serverless", "delete_application", applicationId=app_id)
     ex.say(f"application {app_id} deleted")

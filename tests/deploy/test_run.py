@@ -264,9 +264,62 @@ class FakeServerless:
         self.started.append(stage)
         return {"jobRunId": f"run-{stage}"}
 
+    def get_application(self, applicationId):
+        return {"application": {"applicationId": applicationId, "state": "STARTED"}}
+
     def get_job_run(self, applicationId, jobRunId):
         stage = jobRunId.removeprefix("run-")
         return {"jobRun": {"jobRunId": jobRunId, "state": self.states[stage], "stateDetails": "boom"}}
+
+
+class NewApplication(FakeServerless):
+    """No application yet: create_application answers CREATING, then get_application `states` in turn."""
+
+    def __init__(self, states: list[str]):
+        super().__init__({"bronze": "SUCCESS", "silver": "SUCCESS", "gold": "SUCCESS", "catalog": "SUCCESS"})
+        self.app_states, self.log = states, []
+
+    def get_paginator(self, operation):
+        class Pages:
+            def paginate(self, **params):
+                return [{"applications": []}]
+
+        return Pages()
+
+    def create_application(self, **request):
+        self.log.append("create_application")
+        return {"applicationId": "app-new"}
+
+    def get_application(self, applicationId):
+        self.log.append("get_application")
+        state = self.app_states[min(self.log.count("get_application"), len(self.app_states)) - 1]
+        return {"application": {"applicationId": applicationId, "state": state}}
+
+    def start_job_run(self, **request):
+        self.log.append("start_job_run")
+        return super().start_job_run(**request)
+
+
+def test_jobs_start_only_once_the_new_application_is_created(settings):
+    fake = NewApplication(["CREATING", "CREATING", "CREATED"])
+    ex = Executor(REGION, dry_run=False, out=open("/dev/null", "w"), client_factory=lambda service, region: fake)
+    assert serverless.run(ex, settings("aws.poll_seconds=0")) is True
+    assert fake.log[:5] == ["create_application", "get_application", "get_application", "get_application", "start_job_run"]
+
+
+def test_waiting_for_the_application_polls_at_the_conf_interval_and_gives_up_at_the_timeout(settings):
+    fake = NewApplication(["CREATING"])
+    ex = Executor(REGION, dry_run=False, out=open("/dev/null", "w"), client_factory=lambda service, region: fake)
+    now, slept = [0.0], []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        now[0] += seconds
+
+    with pytest.raises(DeployError, match="application app-new still CREATING after aws.wait_timeout_minutes=1;"):
+        serverless.ensure_application(ex, settings("aws.wait_timeout_minutes=1"), sleep=sleep, clock=lambda: now[0])
+    assert slept == [30, 30, 30]  # polled at 0, 30, 60 and 90 s; past the 60 s deadline at 90
+    assert "start_job_run" not in fake.log
 
 
 def test_serverless_chain_stops_at_the_first_failed_stage(settings):
