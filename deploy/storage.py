@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 
-from deploy.executor import Executor
+from deploy.executor import DeployError, Executor
 from deploy.settings import Settings
 
 SSE_HEADER_KEY = "s3:x-amz-server-side-encryption"
+KMS_KEY_HEADER_KEY = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+# GetBucketLocation's answers that are not region names: none for us-east-1, "EU" for old eu-west-1 buckets.
+_LEGACY_LOCATIONS = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}
 
 
 def create_bucket_request(s: Settings) -> dict:
@@ -54,12 +57,24 @@ def ownership_request(s: Settings) -> dict:
 def bucket_policy(s: Settings) -> dict:
     """Deny plain HTTP, uploads without the encryption header, and uploads asking another encryption.
 
+    With a customer KMS key (s3.encryption_key), uploads naming another key (or none) are denied
+    too: the algorithm alone would let a writer pick a key the owner cannot revoke.
     The encryption statements leave out the logs prefix: EMR and EMR Serverless write their logs
     without the header, and the bucket's default encryption still encrypts them. Everything the jobs
     and the deploy tool write (code, input, lake, tmp) must ask for the bucket's encryption.
     """
     objects = f"{s.bucket_arn}/*"
     exempt = [f"{s.bucket_arn}/{s.logs_prefix}/*"]
+    key_rule = [
+        {
+            "Sid": "DenyOtherKmsKey",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "NotResource": exempt,
+            "Condition": {"StringNotEquals": {KMS_KEY_HEADER_KEY: s.kms_key}},
+        }
+    ]
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -87,6 +102,7 @@ def bucket_policy(s: Settings) -> dict:
                 "NotResource": exempt,
                 "Condition": {"StringNotEquals": {SSE_HEADER_KEY: s.sse}},
             },
+            *(key_rule if s.kms_key else []),
         ],
     }
 
@@ -115,12 +131,25 @@ def lifecycle_request(s: Settings) -> dict:
 
 def provision_bucket(ex: Executor, s: Settings) -> None:
     """Create the bucket if needed and (re)apply every setting: safe to run again."""
-    ex.call("s3", "create_bucket", tolerate=("BucketAlreadyOwnedByYou",), **create_bucket_request(s))
+    created = ex.call("s3", "create_bucket", tolerate=("BucketAlreadyOwnedByYou",), **create_bucket_request(s))
+    if created is None:  # ours already: it must be where the conf says the data lives
+        check_bucket_region(ex, s)
     ex.call("s3", "put_public_access_block", **public_access_block_request(s))
     ex.call("s3", "put_bucket_ownership_controls", **ownership_request(s))
     ex.call("s3", "put_bucket_encryption", **encryption_request(s))
     ex.call("s3", "put_bucket_policy", Bucket=s.bucket, Policy=json.dumps(bucket_policy(s)))
     ex.call("s3", "put_bucket_lifecycle_configuration", **lifecycle_request(s))
+
+
+def check_bucket_region(ex: Executor, s: Settings) -> None:
+    """Refuse a bucket of ours that lies in another region than aws.region (GDPR, and the jobs' endpoint)."""
+    constraint = ex.call("s3", "get_bucket_location", Bucket=s.bucket)["LocationConstraint"]
+    region = _LEGACY_LOCATIONS.get(constraint, constraint)
+    if region != s.region:
+        raise DeployError(
+            f"bucket {s.bucket} already exists in {region}, not in aws.region {s.region}: choose another bucket "
+            f"name (FRUITS_BUCKET) or set aws.region to {region} if that region is acceptable"
+        )
 
 
 def delete_bucket(ex: Executor, s: Settings) -> None:

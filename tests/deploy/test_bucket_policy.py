@@ -55,3 +55,20 @@ def test_unknown_condition_operator_is_not_silently_allowed():
     weird = {"Statement": [{"Effect": "Deny", "Action": "s3:*", "Resource": "*", "Condition": {"IpAddress": {"aws:SourceIp": "1.2.3.4/32"}}}]}
     with pytest.raises(NotImplementedError):
         is_denied(weird, "s3:GetObject", f"{ARN}/x", TLS)
+
+
+KEY = "arn:aws:kms:eu-west-3:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+KEY_ID = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+
+
+def test_with_a_customer_key_uploads_must_name_that_key(settings):
+    policy = bucket_policy(settings(f"s3.encryption_key={KEY}"))
+    ours = {**TLS, SSE: "aws:kms", KEY_ID: KEY}
+    assert not is_denied(policy, "s3:PutObject", f"{ARN}/lake/bronze/part-0.parquet", ours)
+    assert is_denied(policy, "s3:PutObject", f"{ARN}/lake/bronze/part-0.parquet", {**ours, KEY_ID: KEY.replace("1234abcd", "ffffffff")})
+    assert is_denied(policy, "s3:PutObject", f"{ARN}/lake/bronze/part-0.parquet", {**TLS, SSE: "aws:kms"})  # aws/s3 key
+    assert not is_denied(policy, "s3:PutObject", f"{ARN}/logs/emr/j-1/steps/s-1/stderr.gz", TLS)  # logs: bucket default
+
+
+def test_without_a_customer_key_the_key_id_is_not_constrained(policy):
+    assert not is_denied(policy, "s3:PutObject", f"{ARN}/lake/x", {**TLS, SSE: "aws:kms"})

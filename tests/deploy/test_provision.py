@@ -159,3 +159,21 @@ def test_job_roles_may_register_the_lake_tables_in_glue_and_nothing_else(provisi
     assert not allowed("glue:DeleteTable", f"{arn}:table/other_team/orders")
     assert not allowed("glue:DeleteDatabase", f"{arn}:database/fruits")
     assert all(r != "*" and not r.startswith("arn:aws:glue:*") for st in glue for r in _list(st["Resource"]))
+
+
+def test_an_existing_bucket_in_another_region_is_refused(service_policy, cli, capsys):
+    boto3.client("s3", region_name="eu-west-1").create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    status, out = cli("provision", "--set", service_policy)
+    assert status == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"bucket {BUCKET} already exists in eu-west-1, not in aws.region eu-west-3" in line
+    assert "s3.put_bucket_policy" not in out  # nothing applied to the foreign bucket
+
+
+def test_an_existing_bucket_in_the_conf_region_is_kept(service_policy, cli):
+    s3().create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    status, out = cli("provision", "--set", service_policy)
+    assert status == 0, out
+    assert "s3.get_bucket_location" in out and "kept as is" in out
