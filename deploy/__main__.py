@@ -10,6 +10,9 @@ import argparse
 import sys
 from typing import Any, Callable, TextIO
 
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
 from deploy import cluster, cost, iam, package, serverless, storage
 from deploy.executor import DeployError, Executor
 from deploy.settings import DEFAULT_CONF, load_settings
@@ -57,16 +60,54 @@ def main(
     out: TextIO | None = None,
     client_factory: Callable[[str, str], Any] | None = None,
 ) -> int:
-    """Exit status: 0 done, 1 a run or stage failed, 2 a problem to fix (message says which)."""
+    """Exit status: 0 done, 1 a run or stage failed or AWS refused a call for another reason (throttling,
+    a service error, a conflict: the line says which; retry), 2 a problem to fix (conf, permissions,
+    credentials: the line says which and what to do)."""
     args = parser().parse_args(argv)
     out = out or sys.stdout
+    ex = None
     try:
         s = load_settings(args.conf, args.overrides, args.region, args.allow_non_eu)
         ex = Executor(s.region, args.dry_run, out, client_factory)
         return 0 if _dispatch(args, ex, s) else 1
     except (DeployError, ConfError) as exc:
-        print(f"deploy: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc), 2)
+    except ClientError as exc:
+        return _aws_error(ex.last_call if ex else "", exc)
+    except S3UploadFailedError as exc:  # boto3's upload_file wraps the ClientError of PutObject
+        return _error(f"AWS call {ex.last_call if ex else 's3.upload_file'} failed: {exc}", 2 if "AccessDenied" in str(exc) else 1)
+    except NoCredentialsError:
+        return _error(
+            "no AWS credentials found: export AWS_PROFILE (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), or run "
+            "`aws sso login`; --dry-run needs none", 2
+        )
+    except EndpointConnectionError as exc:
+        return _error(f"AWS endpoint not reachable ({exc}): check the network and aws.region, then retry", 1)
+
+
+# Error codes meaning "the caller may not do this" or "these credentials are not valid": fix, not retry.
+_PERMISSION_CODES = {
+    "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure", "InvalidClientTokenId",
+    "ExpiredToken", "ExpiredTokenException", "SignatureDoesNotMatch", "UnrecognizedClientException",
+    "InvalidAccessKeyId", "AllAccessDisabled", "KMS.AccessDeniedException",
+}
+
+
+def _aws_error(call: str, exc: ClientError) -> int:
+    error = exc.response.get("Error", {})
+    code, message = error.get("Code", "Unknown"), " ".join(str(error.get("Message", "")).split())
+    name = call or exc.operation_name
+    if code in _PERMISSION_CODES:
+        return _error(
+            f"AWS call {name} was refused: {code}: {message}; the credentials in use lack this permission "
+            f"(docs/deploy.md, 'Your own permissions') or have expired", 2
+        )
+    return _error(f"AWS call {name} failed: {code}: {message}; fix what it names, or retry if it is transient", 1)
+
+
+def _error(line: str, status: int) -> int:
+    print(f"deploy: error: {line}", file=sys.stderr)
+    return status
 
 
 def _dispatch(args: argparse.Namespace, ex: Executor, s) -> bool:

@@ -53,6 +53,7 @@ class Executor:
         self.out = out or sys.stdout
         self._client_factory = client_factory or (lambda service, region: boto3.client(service, region_name=region))
         self._clients: dict[str, Any] = {}
+        self.last_call = ""  # service.operation of the latest call, named when it fails
 
     def client(self, service: str) -> Any:
         if self.dry_run:
@@ -70,6 +71,7 @@ class Executor:
             self.say(f"[dry-run] {service}.{operation} {json.dumps(params, default=str)}")
             return Pending(f"{service}.{operation}")
         self.say(f"[aws] {service}.{operation}")
+        self.last_call = f"{service}.{operation}"
         try:
             return getattr(self.client(service), operation)(**params)
         except ClientError as exc:
@@ -84,6 +86,7 @@ class Executor:
             self.call(service, operation, **params)
             return []
         self.say(f"[aws] {service}.{operation} (all pages)")
+        self.last_call = f"{service}.{operation}"
         items: list = []
         for page in self.client(service).get_paginator(operation).paginate(**params):
             items.extend(page.get(result_key, []))
