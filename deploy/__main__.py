@@ -115,6 +115,10 @@ def _dispatch(args: argparse.Namespace, ex: Executor, s) -> bool:
         storage.provision_bucket(ex, s)
         arns = iam.provision_roles(ex, s)
         ex.say(f"bucket {s.uri('')} in {s.region}; roles: {', '.join(arns.values())}")
+        if s.kms_key:
+            ex.say(f"EMR security configuration {cluster.ensure_security_configuration(ex, s)}")
+        else:
+            ex.say("note: no customer KMS key (s3.encryption_key): no EMR security configuration; run --mode cluster will refuse")
     elif args.command == "package":
         package.package(ex, s, with_env=not args.skip_env, with_data=not args.skip_data)
     elif args.command == "run":

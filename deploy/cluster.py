@@ -10,6 +10,8 @@ environment archive, so driver and executors use the same shipped Python.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Callable
 
@@ -75,6 +77,47 @@ def instance_groups(s: Settings) -> list[dict]:
     return groups
 
 
+def security_configuration(s: Settings) -> dict:
+    """Local disks and EBS encrypted with the customer KMS key; in-transit TLS when certificates are given."""
+    if not s.kms_key:
+        raise DeployError(
+            "EMR on EC2 needs a customer KMS key to encrypt the nodes' local disks and EBS volumes (GDPR: encryption "
+            "at rest): set s3.encryption_key to a KMS key ARN (with s3.encryption_algorithm SSE-KMS), or use --mode serverless"
+        )
+    certificates = s.conf["aws.cluster.security.tls_certificates_zip"]
+    encryption: dict = {
+        "EnableAtRestEncryption": True,
+        "EnableInTransitEncryption": bool(certificates),
+        "AtRestEncryptionConfiguration": {
+            "LocalDiskEncryptionConfiguration": {
+                "EncryptionKeyProviderType": "AwsKms",
+                "AwsKmsKey": s.kms_key,
+                "EnableEbsEncryption": True,
+            },
+        },
+    }
+    if certificates:
+        encryption["InTransitEncryptionConfiguration"] = {
+            "TLSCertificateConfiguration": {"CertificateProviderType": "PEM", "S3Object": certificates}
+        }
+    return {"EncryptionConfiguration": encryption}
+
+
+def security_configuration_name(s: Settings) -> str:
+    """The conf name plus a hash of the content: security configurations cannot be updated in place."""
+    content = json.dumps(security_configuration(s), sort_keys=True).encode()
+    return f"{s.conf['aws.cluster.security.name']}-{hashlib.sha256(content).hexdigest()[:10]}"
+
+
+def ensure_security_configuration(ex: Executor, s: Settings) -> str:
+    """Create the security configuration unless one of that name (hence that content) exists."""
+    name = security_configuration_name(s)
+    absent = ("InvalidRequestException", "ResourceNotFoundException")  # AWS's answer, moto's
+    if ex.dry_run or ex.call("emr", "describe_security_configuration", tolerate=absent, Name=name) is None:
+        ex.call("emr", "create_security_configuration", Name=name, SecurityConfiguration=json.dumps(security_configuration(s)))
+    return name
+
+
 def run_job_flow_request(s: Settings) -> dict:
     cluster = s.conf["aws.cluster"]
     instances: dict = {
@@ -97,6 +140,7 @@ def run_job_flow_request(s: Settings) -> dict:
         "ServiceRole": s.conf["aws.iam.emr_service_role"],
         "JobFlowRole": s.conf["aws.iam.ec2_role"],
         "AutoTerminationPolicy": {"IdleTimeout": cluster["idle_timeout_minutes"] * 60},
+        "SecurityConfiguration": security_configuration_name(s),
         # AmazonEMRServicePolicy_v2 (the service role's policy) only launches and manages EC2
         # resources tagged with this; EMR propagates the cluster's tags to its instances.
         "Tags": [{"Key": "project", "Value": "fruits"}, {"Key": MANAGED_POLICY_TAG, "Value": "true"}],
@@ -107,6 +151,7 @@ def run_job_flow_request(s: Settings) -> dict:
 
 
 def start(ex: Executor, s: Settings) -> str:
+    ensure_security_configuration(ex, s)  # made by provision; again here in case the conf changed since
     cluster_id = ex.call("emr", "run_job_flow", **run_job_flow_request(s))["JobFlowId"]
     ex.say(f"cluster {cluster_id} starting; steps: {' -> '.join(s.conf['aws.stages'])}")
     return cluster_id

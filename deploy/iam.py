@@ -135,19 +135,37 @@ def role_arn(account: str, name: str) -> str:
 
 
 def pass_role_policy(s: Settings, account: str) -> dict:
-    """The service role may hand our instance role to EC2, and no other role to anything."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
+    """The service role may hand our instance role to EC2, and no other role to anything.
+
+    With a customer KMS key, it may also use that key for the EBS volumes it creates for the cluster
+    (the security configuration encrypts them with it): grants only for AWS resources.
+    """
+    statements: list[dict] = [
+        {
+            "Sid": "PassInstanceRoleToEc2",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": role_arn(account, s.conf["aws.iam.ec2_role"]),
+            "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+        }
+    ]
+    if s.kms_key:
+        statements += [
             {
-                "Sid": "PassInstanceRoleToEc2",
+                "Sid": "EncryptClusterVolumes",
                 "Effect": "Allow",
-                "Action": "iam:PassRole",
-                "Resource": role_arn(account, s.conf["aws.iam.ec2_role"]),
-                "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
-            }
-        ],
-    }
+                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"],
+                "Resource": s.kms_key,
+            },
+            {
+                "Sid": "GrantKeyToEc2Volumes",
+                "Effect": "Allow",
+                "Action": "kms:CreateGrant",
+                "Resource": s.kms_key,
+                "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+            },
+        ]
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def account_id(ex: Executor) -> str:

@@ -8,6 +8,9 @@ import pytest
 
 BUCKET = "fruits-test-lake"
 REGION = "eu-west-3"
+# A customer KMS key ARN (EMR on EC2 refuses to start without one: its disks are encrypted with it).
+KMS_KEY = f"arn:aws:kms:{REGION}:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+WITH_KEY = f"s3.encryption_key={KMS_KEY}"
 
 
 @pytest.fixture

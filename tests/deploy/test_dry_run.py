@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.deploy.conftest import BUCKET
+from tests.deploy.conftest import BUCKET, WITH_KEY
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def _calls(out: str) -> list[tuple[str, dict]]:
 
 COMMANDS = [
     ["provision"],
-    ["run", "--mode", "cluster"],
+    ["run", "--mode", "cluster", "--set", WITH_KEY],
     ["run", "--mode", "serverless"],
     ["status"],
     ["logs", "--mode", "cluster"],
@@ -72,8 +72,9 @@ def test_dry_run_provision_is_a_complete_plan(cli):
 
 
 def test_dry_run_cluster_plan_embeds_one_step_per_stage(cli):
-    calls = dict(_calls(cli("run", "--mode", "cluster", "--dry-run", dry_run_only=True)[1]))
+    calls = dict(_calls(cli("run", "--mode", "cluster", "--set", WITH_KEY, "--dry-run", dry_run_only=True)[1]))
     assert [st["Name"] for st in calls["emr.run_job_flow"]["Steps"]] == ["bronze", "silver", "gold", "catalog"]
+    assert calls["emr.run_job_flow"]["SecurityConfiguration"] == calls["emr.create_security_configuration"]["Name"]
 
 
 def test_dry_run_serverless_plan_has_one_job_per_stage(cli):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shlex
 from datetime import datetime, timedelta
 
@@ -11,7 +12,7 @@ import pytest
 
 from deploy import cluster, serverless
 from deploy.executor import DeployError, Executor
-from tests.deploy.conftest import BUCKET, REGION
+from tests.deploy.conftest import BUCKET, KMS_KEY, REGION, WITH_KEY
 
 STAGES = ["bronze", "silver", "gold", "catalog"]
 # Inputs of the run tests, fixed here so that what they assert follows from the test and not from
@@ -20,7 +21,7 @@ FIXED = (
     f"aws.stages=[{', '.join(STAGES)}]", "aws.cluster.name=test-etl", "aws.serverless.name=test-etl",
     "aws.cluster.release_label=emr-7.9.0", "aws.cluster.master.instance_type=m5.2xlarge",
     "aws.cluster.core.instance_type=m6g.xlarge", "aws.cluster.core.count=3", "aws.cluster.task.count=0",
-    "aws.serverless.auto_stop_idle_minutes=7", "aws.serverless.max_executors=3",
+    "aws.serverless.auto_stop_idle_minutes=7", "aws.serverless.max_executors=3", WITH_KEY,
 )
 
 
@@ -102,7 +103,7 @@ def test_cluster_steps_in_order_with_their_arguments(roles, cli):
 def test_cluster_plan_options(settings):
     s = settings(
         "aws.cluster.task.count=3", "aws.cluster.keep_alive=true", "aws.cluster.subnet_id=subnet-123",
-        "aws.cluster.idle_timeout_minutes=20",
+        "aws.cluster.idle_timeout_minutes=20", WITH_KEY,
     )  # fmt: skip
     request = cluster.run_job_flow_request(s)
     task = request["Instances"]["InstanceGroups"][-1]
@@ -333,7 +334,7 @@ def test_serverless_chain_stops_at_the_first_failed_stage(settings):
 
 
 def test_status_lists_cluster_and_application(roles, cli):
-    assert cli("run", "--mode", "cluster", "--no-wait")[0] == 0
+    assert cli("run", "--mode", "cluster", "--no-wait", "--set", WITH_KEY)[0] == 0
     assert cli("run", "--mode", "serverless", "--set", MOTO_SERVERLESS_RELEASE, "--set", "aws.poll_seconds=0")[0] == 0
     status, out = cli("status")
     assert status == 0, out
@@ -355,7 +356,7 @@ def test_logs_print_the_driver_output(roles, cli):
 
 
 def test_teardown_terminates_cluster_and_deletes_application_keeps_bucket(roles, cli):
-    assert cli("run", "--mode", "cluster", "--no-wait")[0] == 0
+    assert cli("run", "--mode", "cluster", "--no-wait", "--set", WITH_KEY)[0] == 0
     assert cli("run", "--mode", "serverless", "--set", MOTO_SERVERLESS_RELEASE, "--set", "aws.poll_seconds=0")[0] == 0
     status, out = cli("teardown", "--set", "aws.poll_seconds=0")
     assert status == 0, out
@@ -371,3 +372,42 @@ def test_teardown_deletes_bucket_and_roles_only_when_asked(roles, cli, service_p
     assert BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
     assert not boto3.client("iam", region_name=REGION).list_roles()["Roles"]
     assert not boto3.client("iam", region_name=REGION).list_instance_profiles()["InstanceProfiles"]
+
+
+# --- EMR security configuration ---------------------------------------------------------------
+
+
+def test_security_configuration_encrypts_disks_with_the_customer_key(settings):
+    config = cluster.security_configuration(settings(WITH_KEY))["EncryptionConfiguration"]
+    assert config["EnableAtRestEncryption"] is True
+    assert config["AtRestEncryptionConfiguration"]["LocalDiskEncryptionConfiguration"] == {
+        "EncryptionKeyProviderType": "AwsKms", "AwsKmsKey": KMS_KEY, "EnableEbsEncryption": True,
+    }  # fmt: skip
+    assert config["EnableInTransitEncryption"] is False and "InTransitEncryptionConfiguration" not in config
+    zip_uri = f"s3://{BUCKET}/code/certs/emr-tls.zip"
+    with_tls = cluster.security_configuration(settings(WITH_KEY, f"aws.cluster.security.tls_certificates_zip={zip_uri}"))
+    assert with_tls["EncryptionConfiguration"]["EnableInTransitEncryption"] is True
+    assert with_tls["EncryptionConfiguration"]["InTransitEncryptionConfiguration"] == {
+        "TLSCertificateConfiguration": {"CertificateProviderType": "PEM", "S3Object": zip_uri}
+    }
+    assert cluster.security_configuration_name(settings(WITH_KEY)) != cluster.security_configuration_name(
+        settings(WITH_KEY, f"aws.cluster.security.tls_certificates_zip={zip_uri}")
+    )
+
+
+def test_cluster_without_a_customer_key_is_refused_in_one_line(cli, capsys):
+    status, out = cli("run", "--mode", "cluster", "--dry-run", dry_run_only=True)
+    assert status == 2 and "emr.run_job_flow" not in out
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "set s3.encryption_key to a KMS key ARN" in line
+
+
+def test_provision_creates_the_security_configuration_once_and_the_cluster_names_it(service_policy, cli, settings):
+    for _ in range(2):  # moto refuses a second create of the same name: provision must not try
+        status, out = cli("provision", "--set", service_policy, "--set", WITH_KEY)
+        assert status == 0, out
+    name = cluster.security_configuration_name(settings(WITH_KEY))
+    stored = json.loads(emr().describe_security_configuration(Name=name)["SecurityConfiguration"])
+    assert stored == cluster.security_configuration(settings(WITH_KEY))
+    assert cli("run", "--mode", "cluster", "--no-wait", "--set", WITH_KEY)[0] == 0
+    assert emr().describe_cluster(ClusterId=_cluster_id())["Cluster"]["SecurityConfiguration"] == name
