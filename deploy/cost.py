@@ -1,4 +1,6 @@
-"""Cost of one chain run for N images: EMR on EC2 (on-demand, spot workers) against EMR Serverless.
+"""Cost of one chain run for N images: EMR on EC2 (on-demand; spot groups as configured) against EMR Serverless.
+
+Prices: conf/pricing.yaml (aws.cost.pricing_file), which names the source page and date of each figure.
 
 Every option costs `fixed + per_image * N` (docs/cost.md):
 - the work is N * chain_factor / throughput vCPU-seconds, throughput being images/s per vCPU
@@ -76,14 +78,22 @@ def _instance(region_prices: dict, instance_type: str, key: str) -> dict:
     return region_prices["instances"][instance_type]
 
 
+def spot_groups(conf) -> list[str]:
+    """Worker groups the conf puts on spot (aws.cluster.<role>.spot) that have nodes."""
+    return [role for role in ("core", "task") if conf[f"aws.cluster.{role}.count"] and conf[f"aws.cluster.{role}.spot"]]
+
+
 def cluster_line(s: Settings, region_prices: dict, images_per_s_per_vcpu: float, spot: bool) -> Line:
+    """spot=False: every node on demand (the fallback when spot capacity is short); spot=True: the
+    groups the conf puts on spot (by default the task nodes only) at the spot price, as deployed."""
     conf = s.conf
     hourly = 0.0
     worker_vcpus = 0
+    on_spot = spot_groups(conf) if spot else []
     for role in ("master", "core", "task"):
         group = conf[f"aws.cluster.{role}"]
         price = _instance(region_prices, group["instance_type"], f"aws.cluster.{role}.instance_type")
-        ec2 = price["ec2_spot"] if spot and role != "master" else price["ec2_on_demand"]
+        ec2 = price["ec2_spot"] if role in on_spot else price["ec2_on_demand"]
         hourly += group["count"] * (ec2 + price["emr"])
         if role != "master":
             worker_vcpus += group["count"] * price["vcpu"]
@@ -94,7 +104,7 @@ def cluster_line(s: Settings, region_prices: dict, images_per_s_per_vcpu: float,
     fixed_hours = (conf["aws.cost.cluster_startup_minutes"] + stages_minutes + idle_minutes) / 60
     hours_per_image = conf["aws.cost.chain_factor"] / images_per_s_per_vcpu / 3600 / worker_vcpus
     return Line(
-        name="EMR on EC2, spot workers" if spot else "EMR on EC2, on-demand",
+        name=f"EMR on EC2, spot {' and '.join(on_spot)} nodes" if spot else "EMR on EC2, on-demand",
         fixed_usd=hourly * fixed_hours,
         usd_per_image=hourly * hours_per_image,
         fixed_hours=fixed_hours,
@@ -147,8 +157,8 @@ def estimate(s: Settings, image_counts: list[int]) -> str:
     region_prices = prices(s)
     serverless = serverless_line(s, region_prices, rate)
     on_demand = cluster_line(s, region_prices, rate, spot=False)
-    spot = cluster_line(s, region_prices, rate, spot=True)
-    options = [on_demand, spot, serverless]
+    spot = cluster_line(s, region_prices, rate, spot=True) if spot_groups(s.conf) else None
+    options = [on_demand, *([spot] if spot else []), serverless]
 
     conf = s.conf
     lines = [
@@ -168,7 +178,12 @@ def estimate(s: Settings, image_counts: list[int]) -> str:
         cheapest = min(options, key=lambda o: o.usd(n))
         lines.append(f"| {n:>9,} | " + " | ".join(cells) + f" | {cheapest.name}")
     lines.append("")
-    lines += [_break_even_sentence(serverless, cluster) for cluster in (on_demand, spot)]
+    if spot is None:
+        lines.append(
+            "No spot line: no worker group with nodes is on spot in aws.cluster (core nodes stay on demand: "
+            "the driver may run there); add spot task nodes with --set aws.cluster.task.count=N to price them."
+        )
+    lines += [_break_even_sentence(serverless, cluster) for cluster in (on_demand, spot) if cluster]
     lines.append(f"Recommendation: {_recommendation(serverless, spot, on_demand)}")
     return "\n".join(lines)
 
@@ -182,17 +197,16 @@ def _cluster_shape(conf) -> str:
     return ", ".join(parts)
 
 
-def _recommendation(serverless: Line, spot: Line, on_demand: Line) -> str:
-    """Serverless for small runs, the spot cluster for large ones, on-demand as the fallback."""
-    point = break_even(serverless, spot)
+def _recommendation(serverless: Line, spot: Line | None, on_demand: Line) -> str:
+    """Serverless for small runs, the (spot, when configured) cluster for large ones, on-demand as the fallback."""
+    cluster = spot or on_demand
+    fallback = f" (fall back to {on_demand.name} when spot capacity is short)" if spot else ""
+    point = break_even(serverless, cluster)
     if point is None:
-        best = min((serverless, spot), key=lambda o: o.usd(1))
-        return f"{best.name} at every size (on-demand workers only when spot capacity is short)."
-    small, large = sorted((serverless, spot), key=lambda o: o.fixed_usd)
-    return (
-        f"{small.name} up to about {point:,.0f} images per run, {large.name} above "
-        f"(fall back to {on_demand.name} when spot capacity is short)."
-    )
+        best = min((serverless, cluster), key=lambda o: o.usd(1))
+        return f"{best.name} at every size{fallback}."
+    small, large = sorted((serverless, cluster), key=lambda o: o.fixed_usd)
+    return f"{small.name} up to about {point:,.0f} images per run, {large.name} above{fallback}."
 
 
 def _break_even_sentence(serverless: Line, cluster: Line) -> str:

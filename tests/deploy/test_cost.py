@@ -70,13 +70,28 @@ def test_cluster_cost_by_hand(model):
     assert line.usd(1_000_000) == pytest.approx(hourly * (FIXED_HOURS + work_hours))
 
 
-def test_spot_prices_only_the_workers(model):
-    s, prices = model()
+def test_spot_line_prices_the_groups_the_conf_puts_on_spot(model):
+    """Core nodes stay on demand (the conf calls spot core nodes unsafe); spot task nodes at the spot price."""
+    s, prices = model("aws.cluster.core.count=1", "aws.cluster.task.count=1")  # task.spot is true in base.yaml
     on_demand, spot = cost.cluster_line(s, prices, 10.0, False), cost.cluster_line(s, prices, 10.0, True)
-    assert on_demand.fixed_hours == spot.fixed_hours
+    assert on_demand.fixed_hours == spot.fixed_hours and spot.name == "EMR on EC2, spot task nodes"
     assert spot.usd_per_image / on_demand.usd_per_image == pytest.approx(
+        (MASTER_HOUR + WORKER_HOUR + WORKER_SPOT_HOUR) / (MASTER_HOUR + 2 * WORKER_HOUR)
+    )
+    s, prices = model("aws.cluster.core.spot=true")  # spot core nodes only when the conf says so
+    assert cost.cluster_line(s, prices, 10.0, True).usd_per_image / on_demand.usd_per_image == pytest.approx(
         (MASTER_HOUR + 2 * WORKER_SPOT_HOUR) / (MASTER_HOUR + 2 * WORKER_HOUR)
     )
+
+
+def test_without_spot_nodes_there_is_no_spot_line(cli, tmp_path, fixed_prices):
+    status, out = cli(
+        "cost", "--set", f"aws.cost.benchmark_file={tmp_path / 'none.json'}", "--set", fixed_prices,
+        *(a for o in SHAPE for a in ("--set", o)),
+    )  # fmt: skip
+    assert status == 0, out
+    assert "spot" not in out.splitlines()[6]  # the table's header: on-demand and Serverless only
+    assert "No spot line: no worker group with nodes is on spot" in out
 
 
 def test_serverless_cost_by_hand(model):
@@ -107,10 +122,14 @@ def test_break_even_is_where_costs_are_equal(model):
         assert serverless.usd(point * 2) > cluster.usd(point * 2)  # the cluster cheaper above
 
 
+# One on-demand core node and one spot task node: the same 8 worker vCPUs as SHAPE's two core nodes.
+MIXED = ("aws.cluster.core.count=1", "aws.cluster.task.count=1")
+
+
 def by_hand_break_even_vs_spot() -> float:
-    """Images where serverless and the spot cluster cost the same, from the test's prices alone."""
+    """Images where serverless and the cluster of MIXED cost the same, from the test's prices alone."""
     per_image_hours = 1.25 / 10 / 3600 / 8
-    serverless_hourly, spot_hourly = DRIVER_HOUR + 2 * EXECUTOR_HOUR, MASTER_HOUR + 2 * WORKER_SPOT_HOUR
+    serverless_hourly, spot_hourly = DRIVER_HOUR + 2 * EXECUTOR_HOUR, MASTER_HOUR + WORKER_HOUR + WORKER_SPOT_HOUR
     serverless_fixed, spot_fixed = serverless_hourly * 3 * 1.5 / 60, spot_hourly * FIXED_HOURS
     return (spot_fixed - serverless_fixed) / ((serverless_hourly - spot_hourly) * per_image_hours)
 
@@ -120,15 +139,15 @@ def test_recommendation_names_the_cheapest_mode_on_each_side_of_the_break_even(c
     small, large = int(point / 10), int(point * 10)
     status, out = cli(
         "cost", "--set", f"aws.cost.benchmark_file={tmp_path / 'none.json'}", "--set", fixed_prices,
-        *(a for o in (*SHAPE, f"aws.cost.images=[{small}, {large}]") for a in ("--set", o)),
+        *(a for o in (*SHAPE, *MIXED, f"aws.cost.images=[{small}, {large}]") for a in ("--set", o)),
     )
     assert status == 0, out
     cells = [line.split("|") for line in out.splitlines() if line.startswith("| ")]
     rows = {c[1].strip(): c[-1].strip() for c in cells if c[1].strip().replace(",", "").isdigit()}
-    assert rows == {f"{small:,}": "EMR Serverless", f"{large:,}": "EMR on EC2, spot workers"}
+    assert rows == {f"{small:,}": "EMR Serverless", f"{large:,}": "EMR on EC2, spot task nodes"}
     recommendation = [line for line in out.splitlines() if line.startswith("Recommendation:")]
     assert recommendation == [
-        f"Recommendation: EMR Serverless up to about {point:,.0f} images per run, EMR on EC2, spot workers above "
+        f"Recommendation: EMR Serverless up to about {point:,.0f} images per run, EMR on EC2, spot task nodes above "
         "(fall back to EMR on EC2, on-demand when spot capacity is short)."
     ]
 
