@@ -24,8 +24,10 @@ Decisions (see docs/silver.md):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -159,6 +161,32 @@ def weights_settings(conf: Conf) -> features.WeightsSettings:
     )
 
 
+def fetch_weights_file(spark: SparkSession, uri: str) -> str:
+    """Copy a weights file named by a URI (s3a:// on EMR, where `deploy package` put it) to a local
+    temporary file through the session's Hadoop file system, for Keras, which reads local files only."""
+    jvm = spark.sparkContext._jvm
+    source = jvm.org.apache.hadoop.fs.Path(uri)
+    target = f"{tempfile.mkdtemp(prefix='fruits-weights-')}/{source.getName()}"
+    try:
+        file_system = source.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        file_system.copyToLocalFile(False, source, jvm.org.apache.hadoop.fs.Path(f"file://{target}"), True)
+    except Exception as exc:  # noqa: BLE001 - a Py4J error: named in one line, not traced
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise features.WeightsUnavailable(
+            f"silver.weights_file '{uri}' cannot be read ({reason[:300]}); upload it with `python -m deploy package` "
+            f"or point silver.weights_file at a readable copy"
+        ) from exc
+    return target
+
+
+def driver_weights_settings(spark: SparkSession, conf: Conf) -> features.WeightsSettings:
+    """weights_settings, with a remote silver.weights_file copied to a local file first."""
+    settings = weights_settings(conf)
+    if "://" in settings.weights_file:
+        settings = dataclasses.replace(settings, weights_file=fetch_weights_file(spark, settings.weights_file))
+    return settings
+
+
 def task_slots(spark: SparkSession) -> tuple[int, int]:
     """(concurrent tasks in the cluster, cores per task) from Spark's own settings."""
     task_cpus = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
@@ -216,7 +244,7 @@ def _featurize_and_publish(
     partitions = inference_partitions(stats["new"], slots, conf["silver.partitions_per_slot"], batch_size)
     warm_up = warm_up_workers(spark, min(slots, partitions), stats["tf_threads"])
     try:
-        weights = features.load_driver_weights(weights_settings(conf))
+        weights = features.load_driver_weights(driver_weights_settings(spark, conf))
     except BaseException:
         warm_up.exception()  # wait for it; its own failure must not hide why the weights failed
         raise

@@ -157,3 +157,21 @@ def test_a_warmed_worker_only_sets_the_weights(fresh_worker):
     assert len(fresh_worker) == 1 and fresh_worker[0].weights is None
     model = features.worker_model(FakeBroadcast(["w1"]), "sha-1", 1)
     assert model is fresh_worker[0] and model.weights == ["w1"] and len(fresh_worker) == 1
+
+
+def test_a_weights_file_named_by_a_uri_is_read_through_the_session_file_system(spark, tmp_path):
+    """On EMR silver.weights_file is an s3a:// object (uploaded by deploy package): the driver copies it
+    through Hadoop's file system to a local file for Keras. A file:// URI takes the same path here."""
+    from pipelines.config import load_conf
+
+    remote = tmp_path / "bucket" / features.WEIGHTS_FILE_NAME
+    remote.parent.mkdir()
+    remote.write_bytes(b"weights bytes from the bucket")
+    conf = load_conf(["conf/local.yaml"], [f"silver.weights_file={remote.as_uri()}"])
+    local = silver.driver_weights_settings(spark, conf).weights_file
+    assert "://" not in local and local.endswith(features.WEIGHTS_FILE_NAME)
+    assert open(local, "rb").read() == b"weights bytes from the bucket"
+    assert features.locate_weights_file(silver.driver_weights_settings(spark, conf))[1].startswith("weights_file")
+    missing = load_conf(["conf/local.yaml"], [f"silver.weights_file={(tmp_path / 'nope.h5').as_uri()}"])
+    with pytest.raises(features.WeightsUnavailable, match=r"silver.weights_file 'file:.*nope.h5' cannot be read .*deploy package"):
+        silver.driver_weights_settings(spark, missing)
