@@ -116,6 +116,10 @@ def data_policy(s: Settings, account: str) -> dict:
         },
         {"Sid": "WriteLogs", "Effect": "Allow", "Action": "s3:PutObject", "Resource": objects(s.logs_prefix)},
     ]
+    if s.weights_key and not s.weights_key.startswith(f"{s.code_prefix}/"):  # under code/: read already
+        statements.append(
+            {"Sid": "ReadModelWeights", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s.bucket_arn}/{s.weights_key}"}
+        )
     if s.conf["catalog.glue"]:
         statements += glue_statements(s, account)
     if s.kms_key:

@@ -112,6 +112,22 @@ def code_uris(s: Settings) -> dict[str, str]:
     }
 
 
+def local_weights(s: Settings) -> Path:
+    """The MobileNetV2 no-top weights file here, found as silver finds it locally (Keras cache, seed
+    copy, or Keras' public download), for the driver on EMR, which reads silver.weights_file in S3."""
+    from pipelines import features
+
+    conf = s.conf
+    located = features.WeightsSettings(
+        choice="imagenet", keras_home=conf.path("silver.keras_home"), seed_dir=conf.path("silver.model_seed_dir"),
+        weights_file="", weights_url=conf["silver.weights_url"], download=True,
+    )  # fmt: skip
+    try:
+        return features.locate_weights_file(located)[0]
+    except features.WeightsUnavailable as exc:
+        raise DeployError(f"the MobileNetV2 weights to upload to silver.weights_file: {exc}") from exc
+
+
 def package(ex: Executor, s: Settings, with_env: bool = True, with_data: bool = True) -> None:
     conf = s.conf
     dist = Path(resolve_location(conf["aws.package.dist_dir"]))
@@ -135,6 +151,11 @@ def package(ex: Executor, s: Settings, with_env: bool = True, with_data: bool = 
         files.append(local_file(env, s.code_key(f"env/{env.name}")))
     uploaded, skipped = sync(ex, s, files, s.code_prefix)
     ex.say(f"code: {uploaded} uploaded, {skipped} already there")
+
+    if s.weights_key:
+        weights = local_file(local_weights(s), s.weights_key)
+        uploaded, _ = sync(ex, s, [weights], s.weights_key.rsplit("/", 1)[0])
+        ex.say(f"weights: {'uploaded' if uploaded else 'already there'} ({s.uri(s.weights_key)} from {weights.path})")
 
     if with_data:
         source = Path(resolve_location(conf["aws.package.dataset_source"]))

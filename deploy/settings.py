@@ -38,6 +38,9 @@ class Settings:
     # (--region's included), in order.
     job_conf_files: tuple[str, ...] = (DEFAULT_CONF,)
     job_overrides: tuple[str, ...] = ()
+    # Key of the MobileNetV2 weights the driver reads (silver.weights_file, an s3a:// object of the
+    # bucket), uploaded by package; None when silver.weights_file is not in S3.
+    weights_key: str | None = None
 
     @property
     def bucket_arn(self) -> str:
@@ -108,6 +111,7 @@ def settings_from_conf(conf: Conf, allow_non_eu: bool = False) -> Settings:
         tmp_prefix=_clean_prefix(conf, "aws.prefixes.tmp"),
         input_prefix=_prefix_in_bucket(conf, "input.path", bucket),
         lake_prefix=_prefix_in_bucket(conf, "lake.root", bucket),
+        weights_key=_prefix_in_bucket(conf, "silver.weights_file", bucket) if "://" in conf["silver.weights_file"] else None,
         job_conf_files=tuple(_conf_in_archive(f) for f in conf.sources[1:] if not f.startswith("--set ")),
         job_overrides=tuple(f[len("--set ") :] for f in conf.sources if f.startswith("--set ")),
     )

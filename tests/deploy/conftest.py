@@ -74,3 +74,14 @@ def settings(aws_env):
     from deploy.settings import load_settings
 
     return lambda *overrides: load_settings([], list(overrides))
+
+
+WEIGHTS_KEY = "code/models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+def weights_args(tmp_path) -> list[str]:
+    """--set options pointing package at a stand-in weights file in a Keras cache under tmp_path."""
+    cache = tmp_path / "keras" / "models"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / WEIGHTS_KEY.rsplit("/", 1)[1]).write_bytes(b"stand-in for the MobileNetV2 weights")
+    return ["--set", f"silver.keras_home={tmp_path / 'keras'}", "--set", f"silver.model_seed_dir={tmp_path / 'seed'}"]

@@ -50,3 +50,12 @@ def test_folder_keys_are_read_only_and_nothing_else_opens(policy):
     # listings: only under the five prefixes, never the bucket root or another folder
     assert not is_allowed(policy, "s3:ListBucket", ARN, {**TLS, "s3:prefix": ""})
     assert not is_allowed(policy, "s3:ListBucket", ARN, {**TLS, "s3:prefix": "other/"})
+
+
+def test_weights_outside_the_code_prefix_get_a_read_right_on_their_key_only(settings):
+    default = data_policy(settings(), "123456789012")
+    assert "ReadModelWeights" not in {st["Sid"] for st in default["Statement"]}  # under code/: already readable
+    assert is_allowed(default, "s3:GetObject", f"{ARN}/code/models/mobilenet.h5", TLS)
+    moved = data_policy(settings(f"silver.weights_file=s3a://{BUCKET}/models/mobilenet.h5"), "123456789012")
+    assert is_allowed(moved, "s3:GetObject", f"{ARN}/models/mobilenet.h5", TLS)
+    assert not is_allowed(moved, "s3:GetObject", f"{ARN}/models/other.h5", TLS)

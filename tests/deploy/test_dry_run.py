@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.deploy.conftest import BUCKET, WITH_KEY
+from tests.deploy.conftest import BUCKET, WEIGHTS_KEY, WITH_KEY, weights_args
 
 
 @pytest.fixture
@@ -19,6 +19,7 @@ def package_args(tmp_path):
     return [
         "--set", f"aws.package.dist_dir={tmp_path / 'dist'}",
         "--set", f"aws.package.env_archive={env}",
+        *weights_args(tmp_path),
         "--set", f"aws.package.dataset_source={tmp_path / 'images'}",
     ]  # fmt: skip
 
@@ -59,6 +60,7 @@ def test_dry_run_package_prints_uploads(cli, package_args):
         "code/entry.py",
         "code/env/env.tar.gz",
         "input/fruits-360-sample/Training/Banana/0_100.jpg",
+        WEIGHTS_KEY,  # the driver on EMR reads silver.weights_file there, not the internet
     }
     assert all(u["ExtraArgs"]["ServerSideEncryption"] == "aws:kms" for u in uploads)
 

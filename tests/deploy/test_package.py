@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from deploy.package import LocalFile, build_code_archive, upload_decision
-from tests.deploy.conftest import BUCKET, REGION
+from tests.deploy.conftest import BUCKET, REGION, WEIGHTS_KEY, weights_args
 
 
 @pytest.fixture
@@ -37,6 +37,7 @@ def package_args(tmp_path, dataset):
     return [
         "--set", f"aws.package.dist_dir={tmp_path / 'dist'}",
         "--set", f"aws.package.env_archive={env}",
+        *weights_args(tmp_path),
         "--set", f"aws.package.dataset_source={dataset}",
     ]  # fmt: skip
 
@@ -110,4 +111,21 @@ def test_missing_env_archive_says_how_to_build_it(bucket, cli, package_args, tmp
 def test_skip_env_and_data(bucket, cli, package_args):
     status, out = cli("package", "--skip-env", "--skip-data", *package_args)
     assert status == 0, out
-    assert set(_objects()) == {"code/fruits-code.zip", "code/entry.py"}
+    assert set(_objects()) == {"code/fruits-code.zip", "code/entry.py", WEIGHTS_KEY}
+
+
+def test_weights_uploaded_once_to_the_key_the_jobs_read(bucket, cli, package_args, settings):
+    assert cli("package", "--skip-env", "--skip-data", *package_args)[0] == 0
+    body = boto3.client("s3", region_name=REGION).get_object(Bucket=BUCKET, Key=WEIGHTS_KEY)["Body"].read()
+    assert body == b"stand-in for the MobileNetV2 weights"
+    assert f"s3a://{BUCKET}/{WEIGHTS_KEY}" == settings().conf["silver.weights_file"]  # what silver reads on EMR
+    status, out = cli("package", "--skip-env", "--skip-data", *package_args)
+    assert status == 0 and "weights: already there" in out
+
+
+def test_no_local_weights_is_one_line(bucket, cli, package_args, tmp_path, capsys):
+    args = [*package_args, "--set", f"silver.keras_home={tmp_path / 'empty'}", "--set", "silver.weights_url=https://example.invalid/x/"]
+    status, _ = cli("package", "--skip-env", "--skip-data", *args)
+    assert status == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "the MobileNetV2 weights to upload to silver.weights_file" in line and "KERAS_HOME" in line
