@@ -15,12 +15,13 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup run run-s3 test test-fast test-long test-data bench clean-lake help deploy-cost deploy-plan
+.PHONY: setup run run-s3 rehearse test test-fast test-long test-data bench clean-lake help deploy-cost deploy-plan
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make run    - run the pipeline (bronze -> silver -> gold with quality gates) on the embedded default"
 	@echo "make run-s3 - the same pipeline on s3a:// against a local S3 server (MinIO on 127.0.0.1, docs/s3.md)"
+	@echo "make rehearse - the AWS run on this machine: deploy's own requests on a Spark standalone cluster and S3 with the job role's policy (docs/deploy.md)"
 	@echo "make test   - run the test suite (prints how many tests were skipped; under CI=true an unlisted skip fails it)"
 	@echo "make test-fast - the tests not marked slow, for the edit loop"
 	@echo "make test-long - the long checks make test leaves out (make run-s3 and make bench smoke tests)"
@@ -70,6 +71,13 @@ run: setup
 run-s3: setup
 	$(PY) scripts/fetch_dataset.py --conf conf/local.yaml
 	$(PY) -m scripts.run_s3_demo $(ARGS)
+
+# The dress rehearsal of the first AWS run (docs/deploy.md): MinIO with the job role's policy, the
+# environment archive built by deploy/build_env.sh --host (cached in dist/rehearsal/), deploy's own
+# package and submit arguments, a master and two workers on 127.0.0.1. ARGS="--full" for the whole
+# sample, ARGS="--mode cluster" for the cluster steps' arguments.
+rehearse: setup test-data
+	$(PY) -m rehearsal $(ARGS)
 
 # What the tests need besides setup, prepared as `make run` prepares it: the input folder (a link to
 # the local sample, else the public archive) and the MobileNetV2 weights in the Keras cache. Under

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pipelines import lake
 from pipelines.config import PROJECT_ROOT, ConfError, load_conf
+from rehearsal.sample import copy_subset, image_files, spread
 from rehearsal.s3_server import (
     S3_LOCAL_CONF,
     LocalS3Server,
@@ -58,26 +59,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="conf override passed to every stage, e.g. --set spark.master=local[2] (repeatable)",
     )
     return parser.parse_args(argv)
-
-
-def image_files(source: Path, extensions: list[str]) -> list[Path]:
-    suffixes = {f".{e.lower()}" for e in extensions}
-    return sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-
-
-def spread(files: list[Path], limit: int) -> list[Path]:
-    """`limit` files taken at even steps through the sorted list, so every label folder is sampled."""
-    if limit <= 0 or limit >= len(files):
-        return files
-    step = len(files) / limit
-    return [files[int(i * step)] for i in range(limit)]
-
-
-def copy_subset(files: list[Path], source: Path, target: Path) -> None:
-    for path in files:
-        copy = target / path.relative_to(source)
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, copy)
 
 
 def run_stages(conf_args: list[str], env: dict[str, str], where: str) -> dict[str, float]:

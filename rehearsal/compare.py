@@ -1,0 +1,77 @@
+"""Read the rehearsal's lake back over S3 and compare it with a local run on the same images.
+
+Pure comparisons on collected rows (`feature_difference`, `score_difference`) and one reader of a
+lake's tables (`lake_tables`), so the rehearsal states in figures how close the cluster's run is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines import lake
+from pipelines.config import Conf
+
+# What the issue asks of the cluster's run against the local one.
+FEATURE_TOLERANCE = 1e-5
+# Scores are compared relative to their scale, after aligning each component's sign.
+SCORE_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class LakeSnapshot:
+    counts: dict[str, int | None]  # table -> rows (None: not published)
+    features: dict[str, np.ndarray]  # silver: image_id -> features
+    scores: dict[str, np.ndarray]  # gold: image_id -> PCA scores
+
+
+def lake_tables(spark, conf: Conf) -> LakeSnapshot:
+    """Row counts of every lake table of conf, silver's features and gold's scores by image_id."""
+    counts: dict[str, int | None] = {}
+    for table in conf["lake.tables"]:
+        frame = lake.read_table(spark, lake.table_location(conf, table))
+        counts[table] = None if frame is None else frame.count()
+    return LakeSnapshot(
+        counts=counts,
+        features=_vectors(spark, conf, "silver", "features"),
+        scores=_vectors(spark, conf, "gold", "pca"),
+    )
+
+
+def _vectors(spark, conf: Conf, table: str, column: str) -> dict[str, np.ndarray]:
+    frame = lake.read_table(spark, lake.table_location(conf, table))
+    if frame is None:
+        return {}
+    return {row["image_id"]: np.asarray(row[column], dtype=np.float64) for row in frame.select("image_id", column).collect()}
+
+
+def feature_difference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
+    """Largest absolute difference of one feature between the two runs (same image_ids required)."""
+    _same_ids("silver", got, want)
+    return max((float(np.abs(got[i] - want[i]).max()) for i in want), default=0.0)
+
+
+def score_difference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
+    """Largest score difference relative to the scores' scale, each component's sign aligned first.
+
+    A PCA component is defined up to its sign: two fits of the same rows may return either.
+    """
+    _same_ids("gold", got, want)
+    ids = sorted(want)
+    if not ids:
+        return 0.0
+    a, b = np.stack([got[i] for i in ids]), np.stack([want[i] for i in ids])
+    if a.shape != b.shape:
+        raise ValueError(f"gold keeps {a.shape[1]} components in the rehearsal, {b.shape[1]} in the local run")
+    signs = np.where(np.sum(a * b, axis=0) < 0, -1.0, 1.0)
+    return float(np.abs(a * signs - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def _same_ids(table: str, got: dict, want: dict) -> None:
+    if set(got) != set(want):
+        missing, extra = sorted(set(want) - set(got))[:5], sorted(set(got) - set(want))[:5]
+        raise ValueError(
+            f"{table}: {len(got)} image_ids in the rehearsal, {len(want)} in the local run; "
+            f"missing {missing}, unexpected {extra}"
+        )

@@ -1,0 +1,71 @@
+"""The Python environment archive, built by the project's own script and cached by its inputs.
+
+`deploy/build_env.sh --host` builds the archive the jobs unpack as ./environment (on AWS it runs in
+Amazon Linux; here on this machine's Python 3.11, whose interpreter path the archive keeps). The
+build takes minutes, so its result is kept under a name made of the hash of what decides its
+content (the lock file, the build script, the interpreter's version and path), as `make setup`
+keeps its stamps: a rerun with the same inputs reuses it, a change of any of them rebuilds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from pipelines.config import PROJECT_ROOT
+
+BUILD_SCRIPT = PROJECT_ROOT / "deploy" / "build_env.sh"
+LOCK_FILE = PROJECT_ROOT / "requirements.lock"
+# Fast compression: the archive travels over loopback, and is rebuilt only when its inputs change.
+COMPRESS_LEVEL = "1"
+
+
+def base_interpreter() -> str:
+    """The Python the project's venv was made from (the archive's venv is made from it too)."""
+    return getattr(sys, "_base_executable", sys.executable)
+
+
+def inputs_hash(interpreter: str) -> str:
+    digest = hashlib.sha256()
+    for path in (LOCK_FILE, BUILD_SCRIPT):
+        digest.update(path.read_bytes())
+    digest.update(f"{interpreter}|{sys.version}".encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_archive(cache_dir: Path, log_file: Path) -> tuple[Path, bool]:
+    """The archive for the current inputs, built if absent; returns (path, built now)."""
+    interpreter = base_interpreter()
+    archive = cache_dir / f"fruits-env-{inputs_hash(interpreter)}.tar.gz"
+    if archive.is_file():
+        return archive, False
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_suffix(".partial")
+    env = {**os.environ, "PYTHON": interpreter, "OUT": str(partial), "COMPRESS_LEVEL": COMPRESS_LEVEL}
+    with open(log_file, "ab") as log:
+        done = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), "--host"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    if done.returncode != 0 or not partial.is_file():
+        raise RuntimeError(f"deploy/build_env.sh --host failed (exit {done.returncode}); see {log_file}")
+    partial.rename(archive)
+    for stale in cache_dir.glob("fruits-env-*.tar.gz"):
+        if stale != archive:
+            stale.unlink()
+    return archive, True
+
+
+def unpack(archive: Path, target: Path) -> Path:
+    """Unpack the archive into `target`, as Spark does in each container: nothing is rewritten.
+
+    The venv's interpreter finds its packages relative to itself and its base Python through
+    pyvenv.cfg, which is why the base must exist at the same path where the archive runs.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="tar")
+    return target
