@@ -24,6 +24,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -50,7 +51,7 @@ from rehearsal.s3_server import (
     new_bucket_name,
     patched_environ,
 )
-from rehearsal.spark_cluster import SPARK_HOME, ClusterError, StandaloneCluster
+from rehearsal.spark_cluster import SPARK_HOME, ClusterError, StandaloneCluster, end_process_group
 from rehearsal.submit import SubmitCommand, SubmitError, from_job_run, from_step, platform_conf
 
 LOCAL_CONF = "conf/local.yaml"
@@ -146,6 +147,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A TERM (a CI timeout, `kill`) unwinds like Ctrl-C: the server and the cluster are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         local = load_conf([LOCAL_CONF])
         return rehearse(args, local)
@@ -273,15 +276,20 @@ def _submit(stage: str, command: SubmitCommand, driver_dir: Path, env_dir: Path,
     log = logs / f"{stage}.log"
     (logs / f"{stage}.command").write_text(" ".join([str(SPARK_HOME / "bin" / "spark-submit"), *command.arguments]) + "\n")
     with open(log, "wb") as err:
-        done = subprocess.run(
+        # Its own process group: on any failure here (Ctrl-C, TERM) the driver's JVM and its Python go too.
+        driver = subprocess.Popen(
             [str(SPARK_HOME / "bin" / "spark-submit"), *command.arguments],
-            cwd=driver_dir, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+            cwd=driver_dir, env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
         )
-    for line in done.stdout.splitlines():
+        try:
+            stdout, _ = driver.communicate()
+        finally:
+            end_process_group(driver)
+    for line in stdout.splitlines():
         print(f"  [cluster] {line}")
-    if done.returncode != 0:
+    if driver.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
-        raise RehearsalError(f"stage {stage} failed on the cluster (exit {done.returncode}); last lines of {log}:\n" + "\n".join(tail))
+        raise RehearsalError(f"stage {stage} failed on the cluster (exit {driver.returncode}); last lines of {log}:\n" + "\n".join(tail))
     if command.not_applicable:
         print(f"  ({stage}: not applicable on a standalone cluster: {', '.join(command.not_applicable)})")
 

@@ -81,7 +81,7 @@ class StandaloneCluster:
     def stop(self) -> None:
         """End every process group started here (workers first, then the master); idempotent."""
         for process in reversed(self.processes):
-            _end_group(process)
+            end_process_group(process)
         self.processes.clear()
 
     def __enter__(self) -> "StandaloneCluster":
@@ -138,7 +138,7 @@ class StandaloneCluster:
         )
 
 
-def _end_group(process: subprocess.Popen, grace_s: float = 15.0) -> None:
+def end_process_group(process: subprocess.Popen, grace_s: float = 15.0) -> None:
     """SIGTERM the process group (the JVM and whatever it started), SIGKILL what is left."""
     if process.poll() is None:
         _signal_group(process, signal.SIGTERM)
