@@ -285,8 +285,12 @@ def _submit(stage: str, command: SubmitCommand, driver_dir: Path, env_dir: Path,
             stdout, _ = driver.communicate()
         finally:
             end_process_group(driver)
+    with open(log, "a") as out:
+        out.write(stdout)
+    # The stage's own lines (summary, gate, warnings); library chatter stays in the log.
     for line in stdout.splitlines():
-        print(f"  [cluster] {line}")
+        if line.startswith(f"{stage} ") or line.startswith(f"{stage}:"):
+            print(f"  [cluster] {line}")
     if driver.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         raise RehearsalError(f"stage {stage} failed on the cluster (exit {driver.returncode}); last lines of {log}:\n" + "\n".join(tail))
