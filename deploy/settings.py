@@ -19,6 +19,8 @@ DEFAULT_CONF = "conf/aws.yaml"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Server-side encryption names: S3A's (conf s3.encryption_algorithm) -> the S3 API's.
 _SSE_HEADER = {"SSE-S3": "AES256", "SSE-KMS": "aws:kms"}
+# A KMS key named by its ARN, as S3 reports it on objects (an alias ARN is not the key's ARN).
+_KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:(?!.*:alias/)\S+$")
 
 
 @dataclass(frozen=True)
@@ -100,12 +102,19 @@ def settings_from_conf(conf: Conf, allow_non_eu: bool = False) -> Settings:
             f"s3.encryption_algorithm is {algorithm!r}; on AWS it must be SSE-S3 or SSE-KMS (GDPR: encryption "
             f"at rest, and the bucket policy refuses unencrypted uploads); set it in conf/aws.yaml"
         )
+    kms_key = conf["s3.encryption_key"] if algorithm == "SSE-KMS" else None
+    if kms_key and not _KMS_KEY_ARN.match(kms_key):
+        raise DeployError(
+            f"s3.encryption_key is '{kms_key}': give the key's ARN (arn:aws:kms:<region>:<account>:key/<id>), "
+            f"not an alias or a bare key id. S3 reports an object's key by its ARN, S3A repeats it on every "
+            f"copy (each rename of a Spark or Hadoop commit), and the bucket policy compares it with this value"
+        )
     return Settings(
         conf=conf,
         region=region,
         bucket=bucket,
         sse=_SSE_HEADER[algorithm],
-        kms_key=conf["s3.encryption_key"] if algorithm == "SSE-KMS" else None,
+        kms_key=kms_key,
         code_prefix=_clean_prefix(conf, "aws.prefixes.code"),
         logs_prefix=_clean_prefix(conf, "aws.prefixes.logs"),
         tmp_prefix=_clean_prefix(conf, "aws.prefixes.tmp"),

@@ -35,6 +35,8 @@ DEFAULT_SERVER_BIN = PROJECT_ROOT / ".tools" / "bin" / "minio"
 # The variables conf/s3-local.yaml reads: the server's URL and the bucket of this run.
 ENDPOINT_ENV = "FRUITS_S3_ENDPOINT"
 BUCKET_ENV = "FRUITS_BUCKET"
+# MinIO reports an object's KMS key as arn:aws:kms:<name>; a key may be given in that form or by its name.
+KMS_ARN_PREFIX = "arn:aws:kms:"
 # The overlay, on top of conf/local.yaml, that points input and lake at the local server.
 S3_LOCAL_CONF = ("conf/local.yaml", "conf/s3-local.yaml")
 
@@ -147,7 +149,8 @@ class LocalS3Server:
             "MINIO_UPDATE": "off",
         }
         if self.kms_key_name:
-            env["MINIO_KMS_SECRET_KEY"] = f"{self.kms_key_name}:{base64.b64encode(secrets.token_bytes(32)).decode()}"
+            name = self.kms_key_name.removeprefix(KMS_ARN_PREFIX)
+            env["MINIO_KMS_SECRET_KEY"] = f"{name}:{base64.b64encode(secrets.token_bytes(32)).decode()}"
         command = [
             str(self.binary), "server", "--quiet", "--anonymous",
             "--address", f"{self.host}:{self.port}",

@@ -81,3 +81,17 @@ def test_conf_outside_the_conf_folder_is_refused(aws_env, tmp_path, cli, capsys)
     assert status == 2 and out == ""
     (line,) = capsys.readouterr().err.splitlines()
     assert f"--conf {outside} is outside the project's conf/ folder" in line and "move the file into conf/" in line
+
+
+@pytest.mark.parametrize("key", ["alias/fruits", "1234abcd-12ab-34cd-56ef-1234567890ab", "arn:aws:kms:eu-west-3:123456789012:alias/fruits"])
+def test_a_kms_key_not_given_by_its_arn_is_refused(settings, key):
+    """The rehearsal found it: S3A's copies name the key as S3 reports it (its ARN); the bucket
+    policy compared that with an alias, and gold's model save was refused."""
+    with pytest.raises(DeployError, match="s3.encryption_key .* give the key's ARN"):
+        settings("s3.encryption_algorithm=SSE-KMS", f"s3.encryption_key={key}")
+
+
+def test_a_kms_key_arn_is_accepted(settings):
+    from tests.deploy.conftest import KMS_KEY
+
+    assert settings("s3.encryption_algorithm=SSE-KMS", f"s3.encryption_key={KMS_KEY}").kms_key == KMS_KEY

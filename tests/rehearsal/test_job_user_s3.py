@@ -16,7 +16,7 @@ from rehearsal.s3_server import BUCKET_ENV, ENDPOINT_ENV, LocalS3Server, new_buc
 from tests.s3_binary import server_binary_or_skip
 
 pytestmark = pytest.mark.s3
-KMS_KEY = "fruits-rehearsal"
+KMS_KEY = "arn:aws:kms:fruits-rehearsal"  # conf/rehearse.yaml
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,19 @@ def test_lake_writes_need_the_buckets_encryption_and_key(job):
     assert status(lambda: user.put_object(Bucket=s.bucket, Key=key, Body=b"x", ServerSideEncryption="aws:kms", SSEKMSKeyId=KMS_KEY)) == 200
     assert user.get_object(Bucket=s.bucket, Key=key)["Body"].read() == b"x"
     assert status(lambda: user.delete_object(Bucket=s.bucket, Key=key)) == 204
+
+
+def test_a_copy_as_s3a_makes_it_is_allowed(job):
+    """S3A renames by copying and names the source object's key as S3 reports it (HADOOP's
+    copyEncryptionParameters); with the key written otherwise in conf, the key-id rule refused it
+    and gold's model save failed on the cluster."""
+    s, user = job
+    source, target = f"{s.lake_prefix}/_models/_temporary/part-0", f"{s.lake_prefix}/_models/part-0"
+    user.put_object(Bucket=s.bucket, Key=source, Body=b"model", ServerSideEncryption="aws:kms", SSEKMSKeyId=KMS_KEY)
+    reported = user.head_object(Bucket=s.bucket, Key=source)["SSEKMSKeyId"]
+    assert reported == s.kms_key
+    copy = {"Bucket": s.bucket, "Key": target, "CopySource": {"Bucket": s.bucket, "Key": source}}
+    assert status(lambda: user.copy_object(**copy, ServerSideEncryption="aws:kms", SSEKMSKeyId=reported)) == 200
 
 
 def test_nothing_outside_the_prefixes(job):
