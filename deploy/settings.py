@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from deploy.executor import DeployError
+from pipelines import stages
 from pipelines.config import Conf, load_conf
 
 DEFAULT_CONF = "conf/aws.yaml"
@@ -84,6 +85,8 @@ def settings_from_conf(conf: Conf, allow_non_eu: bool = False) -> Settings:
             f"aws.bucket '{bucket}' is not a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens); "
             f"export FRUITS_BUCKET=<your-bucket> or set aws.bucket in conf/aws.yaml"
         )
+    if problem := stages.order_problem(conf["aws.stages"]):
+        raise DeployError(f"aws.stages: {problem} (pipelines/stages.py declares the chain); fix aws.stages in conf")
     algorithm = conf["s3.encryption_algorithm"]
     if algorithm not in _SSE_HEADER:
         raise DeployError(

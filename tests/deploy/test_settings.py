@@ -54,3 +54,12 @@ def test_invalid_bucket_name(settings):
 def test_encryption_is_required(settings):
     with pytest.raises(DeployError, match="s3.encryption_algorithm .* SSE-S3 or SSE-KMS"):
         settings("s3.encryption_algorithm=null")
+
+
+@pytest.mark.parametrize(
+    "stages, problem",
+    [("[bronze, gold, silver]", "not in the chain's order"), ("[bronze, silver, platinum]", "unknown stage 'platinum'")],
+)
+def test_aws_stages_are_checked_against_the_stage_registry(settings, stages, problem):
+    with pytest.raises(DeployError, match=f"aws.stages: .*{problem}"):
+        settings(f"aws.stages={stages}")
