@@ -61,7 +61,7 @@ setup: $(STAMPS)/venv $(STAMPS)/jars $(STAMPS)/s3-server $(STAMPS)/chromium
 run: setup
 	$(PY) scripts/fetch_dataset.py --conf $(CONF) $(ARGS)
 	@# The stages in the order pipelines/stages.py declares; the first failure stops the chain with its exit code.
-	@set -e; for stage in $$($(PY) -m pipelines.stages --names); do \
+	@set -e; stages=$$($(PY) -m pipelines.stages --names); for stage in $$stages; do \
 		echo "$(PY) -m pipelines.$$stage --conf $(CONF) $(ARGS)"; \
 		$(PY) -m pipelines.$$stage --conf $(CONF) $(ARGS); \
 	done
