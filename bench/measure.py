@@ -133,15 +133,15 @@ def measure_silver(spark, conf: Conf) -> dict:
 
 def run_chain(spark, conf: Conf) -> dict:
     """bronze -> silver -> gold, each refusing a failed upstream layer and auditing its batch; seconds per stage."""
-    from pipelines import bronze, gold, silver
+    from pipelines import stages as registry
     from quality import gates
 
     stages = {}
     counts = {}
-    for name, module in (("bronze", bronze), ("silver", silver), ("gold", gold)):
-        run_id = new_run_id(conf)
+    for declared in registry.STAGES:
+        name, run_id = declared.name, new_run_id(conf)
 
-        def stage(module=module, name=name, run_id=run_id):
+        def stage(module=declared.module(), name=name, run_id=run_id):
             gates.require_upstream_passed(spark, conf, name)
             return module.run(spark, conf, run_id, audit=gates.auditor(spark, conf, name, run_id))
 

@@ -1,9 +1,7 @@
-"""Peak memory of a measurement's processes, sampled from /proc in a background thread.
+"""Peak memory of a measurement's processes, sampled with psutil in a background thread.
 
-Why /proc polling rather than a library: the bench must not add a dependency (psutil) to the
-locked environment, and everything it needs is in three files per process: `stat` (parent pid,
-to find the measurement's descendants), `cmdline` (to tell the JVM from the Python workers) and
-`smaps_rollup`/`status` (memory).
+psutil walks the process tree and reads each process's memory (on Linux from /proc: `status` for
+RSS, `smaps_rollup` for PSS), which this module once did by hand.
 
 What is sampled, every `poll_seconds`:
 - the Python driver: this process, resident set size (RSS);
@@ -19,90 +17,58 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+import psutil
 
 MIB = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class ProcessInfo:
-    pid: int
-    ppid: int
-    cmdline: tuple[str, ...]
+def is_jvm(cmdline: Sequence[str]) -> bool:
+    return bool(cmdline) and os.path.basename(cmdline[0]) == "java"
 
 
-def parse_stat_ppid(stat_line: str) -> int:
-    """Parent pid from a /proc/<pid>/stat line; the command name in parentheses may hold spaces."""
-    return int(stat_line[stat_line.rindex(")") + 2 :].split()[1])
+def is_python(cmdline: Sequence[str]) -> bool:
+    return bool(cmdline) and os.path.basename(cmdline[0]).startswith("python")
 
 
-def descendants(root: int, processes: Iterable[ProcessInfo]) -> list[ProcessInfo]:
-    """Every process below `root` in the parent tree (not `root` itself)."""
-    children: dict[int, list[ProcessInfo]] = {}
-    for info in processes:
-        children.setdefault(info.ppid, []).append(info)
-    found, stack = [], [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child.pid)
-    return found
-
-
-def is_jvm(info: ProcessInfo) -> bool:
-    return bool(info.cmdline) and os.path.basename(info.cmdline[0]) == "java"
-
-
-def is_python(info: ProcessInfo) -> bool:
-    return bool(info.cmdline) and os.path.basename(info.cmdline[0]).startswith("python")
-
-
-def python_workers(root: int, processes: list[ProcessInfo]) -> list[ProcessInfo]:
-    """Python processes below the JVM(s) under `root`: PySpark's daemon and the workers it forks."""
-    jvms = [p for p in descendants(root, processes) if is_jvm(p)]
-    return [p for jvm in jvms for p in descendants(jvm.pid, processes) if is_python(p)]
-
-
-def parse_kib(text: str, key: str) -> int | None:
-    """Bytes of a `Key:   123 kB` line of /proc/<pid>/status or smaps_rollup, None when absent."""
-    for line in text.splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def _read(path: str) -> str | None:
+def _descendants(process: psutil.Process) -> list[psutil.Process]:
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:  # the process ended between the listing and the read
+        return process.children(recursive=True)
+    except psutil.Error:  # the process ended
+        return []
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def jvms(root: psutil.Process) -> list[psutil.Process]:
+    return [p for p in _descendants(root) if is_jvm(_cmdline(p))]
+
+
+def python_workers(root: psutil.Process) -> list[psutil.Process]:
+    """Python processes below the JVM(s) under `root`: PySpark's daemon and the workers it forks."""
+    return [p for jvm in jvms(root) for p in _descendants(jvm) if is_python(_cmdline(p))]
+
+
+def rss_bytes(process: psutil.Process) -> int | None:
+    try:
+        return process.memory_info().rss
+    except psutil.Error:  # the process ended between the listing and the read
         return None
 
 
-def list_processes() -> list[ProcessInfo]:
-    processes = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        stat = _read(f"/proc/{entry}/stat")
-        cmdline = _read(f"/proc/{entry}/cmdline")
-        if stat is None or cmdline is None:
-            continue
-        processes.append(ProcessInfo(int(entry), parse_stat_ppid(stat), tuple(a for a in cmdline.split("\0") if a)))
-    return processes
-
-
-def rss_bytes(pid: int) -> int | None:
-    status = _read(f"/proc/{pid}/status")
-    return parse_kib(status, "VmRSS") if status else None
-
-
-def pss_bytes(pid: int) -> int | None:
-    """PSS from smaps_rollup (Linux >= 4.14); RSS where that file is not readable."""
-    rollup = _read(f"/proc/{pid}/smaps_rollup")
-    pss = parse_kib(rollup, "Pss") if rollup else None
-    return pss if pss is not None else rss_bytes(pid)
+def pss_bytes(process: psutil.Process) -> int | None:
+    """PSS (Linux); RSS where it cannot be read."""
+    try:
+        return process.memory_full_info().pss
+    except (psutil.Error, AttributeError):
+        return rss_bytes(process)
 
 
 def jvm_heap_probe(spark) -> Callable[[], tuple[int, int | None]]:
@@ -161,14 +127,14 @@ class Peaks:
 class MemorySampler:
     """Context manager polling the memory of this process tree until it exits.
 
-    `heap_probe` (from jvm_heap_probe) adds the JVM heap; without it only /proc is read.
+    `heap_probe` (from jvm_heap_probe) adds the JVM heap; without it only the processes are read.
     """
 
     def __init__(self, poll_seconds: float, heap_probe: Callable[[], tuple[int, int | None]] | None = None):
         self.poll_seconds = poll_seconds
         self.heap_probe = heap_probe
         self.peaks = Peaks()
-        self._root = os.getpid()
+        self._root = psutil.Process()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="bench-memory-sampler", daemon=True)
 
@@ -188,15 +154,14 @@ class MemorySampler:
 
     def sample(self) -> None:
         peaks = self.peaks
-        processes = list_processes()
         peaks.raise_to("python_driver_rss", rss_bytes(self._root))
-        for jvm in (p for p in descendants(self._root, processes) if is_jvm(p)):
-            peaks.raise_to("jvm_rss", rss_bytes(jvm.pid))
-        workers = python_workers(self._root, processes)
+        for jvm in jvms(self._root):
+            peaks.raise_to("jvm_rss", rss_bytes(jvm))
+        workers = python_workers(self._root)
         total = 0
         for worker in workers:
-            peaks.raise_to("worker_max_rss", rss_bytes(worker.pid))
-            total += pss_bytes(worker.pid) or 0
+            peaks.raise_to("worker_max_rss", rss_bytes(worker))
+            total += pss_bytes(worker) or 0
             peaks.workers_seen.add(worker.pid)
         if workers:
             peaks.raise_to("workers_pss_sum", total)

@@ -13,6 +13,7 @@ from typing import Iterable
 from pathlib import Path
 
 from deploy.executor import DeployError
+from pipelines import stages
 from pipelines.config import CONF_DIR, PROJECT_ROOT, Conf, load_conf
 
 DEFAULT_CONF = "conf/aws.yaml"
@@ -96,6 +97,8 @@ def settings_from_conf(conf: Conf, allow_non_eu: bool = False) -> Settings:
             f"aws.bucket '{bucket}' is not a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens); "
             f"export FRUITS_BUCKET=<your-bucket> or set aws.bucket in conf/aws.yaml"
         )
+    if problem := stages.order_problem(conf["aws.stages"]):
+        raise DeployError(f"aws.stages: {problem} (pipelines/stages.py declares the chain); fix aws.stages in conf")
     algorithm = conf["s3.encryption_algorithm"]
     if algorithm not in _SSE_HEADER:
         raise DeployError(

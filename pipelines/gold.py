@@ -20,8 +20,8 @@ Decisions (see docs/gold.md):
   <lake.root>/<lake.models>/<gold.models_dir>/<model_version>. The current version is the one in
   the gold table (all gold rows share it); the registry Delta table beside the models records each
   fit (rows, labels, k, variance) for the refit policy.
-- A fit rewrites gold with one Delta overwrite (lake.replace_table): readers see the old or the new
-  version, never a mix. An incremental run inserts with lake.write_audit_publish (exactly-once).
+- A fit rewrites gold with one Delta overwrite (lake.write_audit_publish with replace=True): readers
+  see the old or the new version, never a mix. An incremental run inserts with it (exactly-once).
 - Silver rows whose features are null, empty, of another length than the model's, or not finite
   go to the shared quarantine table with stage 'gold' and a reason.
 """
@@ -50,6 +50,7 @@ from pyspark.sql import types as T
 from pipelines import lake
 from pipelines.cli import execute_stage, stage_parser
 from pipelines.config import Conf, ConfError
+from pipelines.stages import ModelFacts
 
 STAGE = "gold"
 
@@ -168,6 +169,13 @@ def select_pca_k(explained_variance: Sequence[float], target: float) -> int:
         raise ValueError(f"variance target {target} must be in (0, 1]")
     reached = np.nonzero(np.cumsum(ratios) >= target * (1.0 - 1e-12))[0]
     return int(reached[0]) + 1 if reached.size else int(ratios.size)
+
+
+def k_and_variance(explained_variance: Sequence[float], fixed_k: int | None, target: float) -> tuple[int, float]:
+    """(k, variance reached by the first k components): gold.k when fixed, else select_pca_k."""
+    k = fixed_k if fixed_k is not None else select_pca_k(explained_variance, target)
+    cumulative = np.cumsum(np.asarray(explained_variance, dtype=float))
+    return k, float(cumulative[min(k, cumulative.size) - 1])
 
 
 def variance_records(explained_variance: Sequence[float], model_version: str) -> list[tuple]:
@@ -395,6 +403,26 @@ def current_model(spark: SparkSession, conf: Conf, gold: DataFrame) -> GoldModel
     return GoldModel(version, PipelineModel.load(location), record.asDict())
 
 
+def quality_facts(spark: SparkSession, conf: Conf, batch: DataFrame) -> ModelFacts:
+    """What gold's gate checks about the model of `batch` (pipelines/stages.py: gold's `facts`): k
+    and the variance reached, from the variance rows of the batch's model version and gold.* conf."""
+    versions = [r[0] for r in batch.select("model_version").distinct().limit(2).collect()]
+    version = versions[0] if len(versions) == 1 else None
+    fixed_k, target = conf["gold.k"], conf["gold.variance_target"]
+    ratios: list[float] = []
+    variance = lake.read_table(spark, lake.table_location(conf, "gold_variance"))
+    if version is not None and variance is not None:
+        ratios = [
+            r[0]
+            for r in variance.where(F.col("model_version") == version)
+            .orderBy("component")
+            .select("explained_variance_ratio")
+            .collect()
+        ]
+    k, reached = k_and_variance(ratios, fixed_k, target) if ratios else (fixed_k, None)
+    return ModelFacts(version, k, reached, None if fixed_k is not None else target, len(ratios))
+
+
 # ---------------------------------------------------------------- runs
 
 
@@ -450,10 +478,10 @@ def _fit_and_replace(
 
     Returns the new model, or None when fewer than two valid rows exist (a covariance needs two;
     the silver rows then stay pending for a later run). Rows without variance (all the same
-    features) raise GoldInputError from the fit, which runs before anything is written. The
-    rejected rows are staged next, so the audit (the quality gate) sees them beside the gold
-    batch, and published after gold. The model,
-    its registry row and its variance rows are written before the audit (the gate reads the
+    features) raise GoldInputError from the fit, which runs before anything is written. The new
+    gold rows and the rejected rows then go through one lake.write_audit_publish that replaces gold
+    (the audit, the quality gate, sees both staged) and publishes the rejections after it. The
+    model, its registry row and its variance rows are written before the audit (the gate reads the
     variance of the batch's version): a failed audit or a killed run leaves them as orphans, never
     a gold row without its model; a quarantine row lost by a kill is found again by the next run.
     """
@@ -478,9 +506,7 @@ def _fit_and_replace(
         except GoldInputError:
             checked.unpersist()
             raise
-    staged_quarantine = None
-    if summary["rejected"]:
-        staged_quarantine = lake.stage_batch(spark, conf, f"{STAGE}/quarantine", run_id, quarantine_rows(checked, run_id))
+    batches = {}
     model = None
     if fitted is not None:
         pipeline, k, k_fitted = fitted
@@ -502,11 +528,14 @@ def _fit_and_replace(
             spark, spark.createDataFrame(variance_records(explained, version), VARIANCE_SCHEMA),
             lake.table_location(conf, "gold_variance"), VARIANCE_KEYS,
         )
-        lake.replace_table(spark, conf, STAGE, run_id, "gold", gold_rows(pipeline.transform(vectors), version, run_id), audit=audit)
+        batches["gold"] = (gold_rows(pipeline.transform(vectors), version, run_id), ("image_id",))
         model = GoldModel(version, pipeline, record)
-    if staged_quarantine is not None:
-        lake.publish(spark, staged_quarantine, lake.table_location(conf, "quarantine"), lake.QUARANTINE_KEYS)
-        lake.drop_staging(spark, conf, f"{STAGE}/quarantine", run_id)
+    if summary["rejected"]:
+        batches["quarantine"] = (quarantine_rows(checked, run_id), lake.QUARANTINE_KEYS)
+    if batches:  # gold is replaced, then its rejections inserted; without a model, only the rejections
+        lake.write_audit_publish(
+            spark, conf, STAGE, run_id, batches, audit=audit if model is not None else None, replace=model is not None
+        )
     checked.unpersist()
     return model
 

@@ -32,7 +32,21 @@ from pyspark.sql.types import StructType
 
 from pipelines.config import Conf
 
-Audit = Callable[[DataFrame], None]
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What an audit sees: every table of the run staged and read back, by lake table name, the
+    stage's own table first (the quarantine rows staged beside it, when any, under "quarantine")."""
+
+    tables: dict[str, DataFrame]
+
+    @property
+    def batch(self) -> DataFrame:
+        return next(iter(self.tables.values()))
+
+
+Audit = Callable[[Staged], None]
 
 # Shared by every stage: one row per rejected (stage, path, image_id) with a reason.
 QUARANTINE_SCHEMA = T.StructType(
@@ -220,11 +234,21 @@ def write_audit_publish(
     run_id: str,
     batches: dict[str, tuple[DataFrame, Sequence[str]]],
     audit: Audit | None = None,
+    replace: bool = False,
 ) -> dict[str, PublishResult]:
-    """Stage every batch (table name -> (rows, key columns)), audit the main one, then publish all.
+    """Stage every batch (table name -> (rows, key columns)), audit them, then publish all.
 
-    The first entry is the stage's own table and is what `audit` validates; the others (the
-    quarantine rows) are published before it. If the audit raises, nothing is published.
+    The first entry is the stage's own table; `audit` gets every staged table (Staged) and
+    validates the first. If the audit raises, nothing is published. Each table is published in
+    its own commit, inserting the rows whose keys are absent; with `replace`, the stage's own
+    table is overwritten instead, in one commit (gold's fit: every row gets a new model version,
+    and insert-if-absent would mix old and new rows; readers see the old table or the new one).
+
+    Order: inserted, the stage's own table is published last: a run killed between two commits
+    then leaves only quarantine rows, which the rerun skips, instead of accepted rows whose rejects
+    never land. Replaced, it is published first: rejections committed before it would contradict
+    the rows of the old table (an image both a row and a quarantine row), while rejections lost by
+    a kill after it are found again by the next run.
 
     Fault point: with the environment variable FRUITS_FAULT_AFTER_PUBLISH=<table> the process stops
     (SIGSTOP) right after that table's commit, before the next publish; `<table>:raise` raises
@@ -236,13 +260,14 @@ def write_audit_publish(
         for table, (rows, keys) in batches.items()
     }
     if audit is not None:
-        audit(next(iter(staged.values()))[0])
-    # The stage's own table is published last: a run killed between two commits then leaves only
-    # quarantine rows, which the rerun skips, instead of accepted rows whose rejects never land.
+        audit(Staged({table: frame for table, (frame, _) in staged.items()}))
     own, *others = staged
     results = {}
-    for table in [*others, own]:
-        results[table] = publish(spark, staged[table][0], table_location(conf, table), staged[table][1])
+    for table in [own, *others] if replace else [*others, own]:
+        frame, keys = staged[table]
+        location = table_location(conf, table)
+        replacing = replace and table == own
+        results[table] = overwrite(spark, frame, location) if replacing else publish(spark, frame, location, keys)
         _fault_point(table)
     for table in staged:
         drop_staging(spark, conf, f"{stage}/{table}", run_id)
@@ -274,30 +299,3 @@ def check_root(spark: SparkSession, conf: Conf) -> None:
     fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     if fs.exists(path) and fs.getFileStatus(path).isFile():
         raise NotADirectoryError(f"lake.root '{root}' is a file, not a folder: set lake.root to a folder (new or a lake)")
-
-
-def replace_table(
-    spark: SparkSession,
-    conf: Conf,
-    stage: str,
-    run_id: str,
-    table: str,
-    rows: DataFrame,
-    audit: Audit | None = None,
-) -> PublishResult:
-    """Stage `rows`, audit them, then overwrite the lake table `table` with exactly them, in one commit.
-
-    For a stage that recomputes its whole table (gold's refit: every row gets a new model version),
-    where write_audit_publish's insert-if-absent would mix old and new rows. A Delta overwrite is a
-    single commit, so readers see the old table or the new one, never a mix; a run killed before it
-    leaves the old table as it was, and the old version stays readable by time travel until vacuumed.
-    A concurrent writer of the table conflicts in Delta's optimistic concurrency control and
-    overwrite() retries. Unlike publish(), a rerun replaces the table again (with the same rows
-    when the input is unchanged).
-    """
-    staged = stage_batch(spark, conf, f"{stage}/{table}", run_id, rows)
-    if audit is not None:
-        audit(staged)
-    result = overwrite(spark, staged, table_location(conf, table))
-    drop_staging(spark, conf, f"{stage}/{table}", run_id)
-    return result

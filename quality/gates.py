@@ -1,8 +1,8 @@
 """Quality gates: validate a stage's staged batch with Great Expectations before it is published.
 
-`auditor(...)` gives the `audit` callable that `pipelines.lake.write_audit_publish` (and
-`lake.replace_table`) call with the batch read back from its private staging table, after every
-table of the run is staged and before anything is published. The audit:
+`auditor(...)` gives the `audit` callable that `pipelines.lake.write_audit_publish` calls with
+every table of the run staged and read back (`lake.Staged`: the batch and the quarantine rows
+staged beside it), before anything is published. The audit:
 
 1. derives in Spark the frames the suites check (quality/suites.py): per-row scalars of the batch
    (never the arrays themselves) and one row of counts over the batch, the quarantine rows staged
@@ -38,10 +38,10 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import lake
+from pipelines import lake, stages
 from pipelines.config import Conf, is_remote
+from pipelines.stages import ROW_ID
 from quality import docs, outcomes
-from quality.layers import LAYERS, ROW_ID, UPSTREAM
 from quality.outcomes import Outcome
 
 GX_DIR = "gx"
@@ -76,19 +76,19 @@ class SuiteResult:
 
 def auditor(
     spark: SparkSession, conf: Conf, layer: str, run_id: str, context: Mapping[str, object] | None = None
-) -> Callable[[DataFrame], None]:
+) -> lake.Audit:
     """The `audit` callable for lake.write_audit_publish: validates the staged batch of `layer`.
 
     `context` holds facts only the stage knows (for example its input folder or its mode); they are
     recorded, as text, with the outcome and printed by `python -m quality.report`. The checks
-    themselves need none: they derive everything from the batch, the staging table of the
-    quarantine rows staged beside it (`<layer>/quarantine`) and the published tables.
+    themselves need none: they derive everything from the staged tables (the batch and the
+    quarantine rows staged beside it) and the published tables.
     """
-    _check_layer(layer)
+    stages.get(layer)  # an unknown layer fails here, not at the audit
     notes = {str(key): str(value) for key, value in (context or {}).items()}
 
-    def audit(batch: DataFrame) -> None:
-        outcome = validate(spark, conf, layer, run_id, batch, notes)
+    def audit(staged: lake.Staged) -> None:
+        outcome = validate(spark, conf, layer, run_id, staged, notes)
         if not outcome.success:
             raise GateFailed(failure_message(outcome))
         print(
@@ -105,8 +105,7 @@ def require_upstream_passed(spark: SparkSession, conf: Conf, layer: str) -> None
     A layer never validated (no outcome recorded, e.g. published before the gates existed) is not
     refused: there is no failed validation to point at.
     """
-    _check_layer(layer)
-    upstream = UPSTREAM.get(layer)
+    upstream = stages.get(layer).upstream
     if upstream is None:
         return
     last = outcomes.latest(spark, conf).get(upstream)
@@ -145,16 +144,18 @@ def docs_index_location(conf: Conf) -> str:
 
 
 def validate(
-    spark: SparkSession, conf: Conf, layer: str, run_id: str, batch: DataFrame, context: dict[str, str] | None = None
+    spark: SparkSession, conf: Conf, layer: str, run_id: str, staged: lake.Staged, context: dict[str, str] | None = None
 ) -> Outcome:
     """Run the layer's suites on the staged batch, keep the reports, record and return the outcome."""
     from quality import suites
 
     started = time.time()
     validated_at = datetime.now(timezone.utc)
-    staged_quarantine = _staged_quarantine(spark, conf, layer, run_id)
-    gold = _gold_facts(spark, conf, batch) if layer == "gold" else None
-    metrics = _totals(spark, conf, layer, batch, staged_quarantine, gold)
+    stage = stages.get(layer)
+    batch = staged.batch
+    staged_quarantine = _staged_quarantine(spark, layer, staged)
+    facts = stage.model_facts(spark, conf, batch) if stage.suite.versioned else None
+    metrics = _totals(spark, conf, stage, batch, staged_quarantine, facts)
     rate = metrics["batch_quarantine_rate"]
     over = rate is None or not rate <= conf[f"quality.{layer}.max_quarantine_rate"]  # NaN is over too
     quarantined = _quarantine_examples(staged_quarantine, conf["quality.unexpected_examples"]) if over else []
@@ -162,8 +163,8 @@ def validate(
     rows = suites.non_finite_as_null(suites.row_checks(layer, batch)).persist()
     try:
         checks = [
-            (suites.rows_suite(layer, conf, gold), rows, [ROW_ID]),
-            (suites.totals_suite(layer, conf, gold, quarantined), suites.non_finite_as_null(totals_frame(metrics)), []),
+            (suites.rows_suite(layer, conf, facts), rows, [ROW_ID]),
+            (suites.totals_suite(layer, conf, facts, quarantined), suites.non_finite_as_null(totals_frame(metrics)), []),
         ]
         with _workspace(spark, conf, started) as (local_root, to_lake):
             results = _run_checkpoints(local_root, conf, run_id, validated_at, checks)
@@ -194,49 +195,27 @@ def validate(
     return outcome
 
 
-def _check_layer(layer: str) -> None:
-    if layer not in LAYERS:
-        raise ValueError(f"unknown layer '{layer}': quality gates exist for {', '.join(LAYERS)}")
-
-
-def _staged_quarantine(spark: SparkSession, conf: Conf, layer: str, run_id: str) -> DataFrame:
+def _staged_quarantine(spark: SparkSession, layer: str, staged: lake.Staged) -> DataFrame:
     """The quarantine rows write_audit_publish staged beside the batch in this run (none: empty)."""
-    staged = lake.read_table(spark, lake.staging_location(conf, f"{layer}/quarantine", run_id))
-    if staged is None:
+    rows = staged.tables.get("quarantine")
+    if rows is None:
         return spark.createDataFrame([], lake.QUARANTINE_SCHEMA)
-    return staged.where(F.col("stage") == layer)
+    return rows.where(F.col("stage") == layer)
 
 
-def _gold_facts(spark: SparkSession, conf: Conf, batch: DataFrame):
-    """k and the variance reached for the model version of the gold batch (from lake.tables.gold_variance)."""
-    from quality.suites import GoldFacts, choose_k
-
-    versions = [r[0] for r in batch.select("model_version").distinct().limit(2).collect()]
-    version = versions[0] if len(versions) == 1 else None
-    fixed_k, target = conf["gold.k"], conf["gold.variance_target"]
-    ratios: list[float] = []
-    variance = lake.read_table(spark, lake.table_location(conf, "gold_variance"))
-    if version is not None and variance is not None:
-        ratios = [
-            r[0]
-            for r in variance.where(F.col("model_version") == version)
-            .orderBy("component")
-            .select("explained_variance_ratio")
-            .collect()
-        ]
-    k, reached = choose_k(ratios, fixed_k, target) if ratios else (fixed_k, None)
-    return GoldFacts(version, k, reached, None if fixed_k is not None else target, len(ratios))
-
-
-def _totals(spark, conf, layer, batch, staged_quarantine, gold) -> dict[str, float | int | None]:
+def _totals(
+    spark: SparkSession, conf: Conf, stage: stages.Stage, batch: DataFrame, staged_quarantine: DataFrame,
+    facts: stages.ModelFacts | None,
+) -> dict[str, float | int | None]:
     """The counts of the `<layer>_totals` suite, computed in Spark and returned as one small dict."""
     from quality import suites
 
+    layer = stage.name
     published = lake.read_table(spark, lake.table_location(conf, layer))
     quarantine_table = lake.read_table(spark, lake.table_location(conf, "quarantine"))
     after = suites.layer_after_publish(layer, published, batch)
     frame = suites.batch_counts(batch, staged_quarantine, _recorded_inputs(spark, layer, batch, published, quarantine_table))
-    upstream = UPSTREAM.get(layer)
+    upstream = stage.upstream
     if upstream is None:
         frame = frame.crossJoin(suites.rows_after_publish(after))
     else:
@@ -248,13 +227,13 @@ def _totals(spark, conf, layer, batch, staged_quarantine, gold) -> dict[str, flo
         if quarantine_table is not None:
             quarantined = quarantine_table.where(F.col("stage") == layer).select(ROW_ID).unionByName(quarantined)
         frame = frame.crossJoin(suites.reconciliation(upstream, upstream_ids, after, quarantined))
-    if layer == "gold":
+    if stage.suite.versioned:
         frame = frame.crossJoin(batch.agg(F.countDistinct("model_version").alias("model_versions")))
     metrics = frame.first().asDict()
-    if gold is not None:
+    if facts is not None:
         metrics.update(
-            k=gold.k, variance_reached=gold.variance_reached, variance_components=gold.variance_components,
-            variance_target=gold.variance_target,
+            k=facts.k, variance_reached=facts.variance_reached, variance_components=facts.variance_components,
+            variance_target=facts.variance_target,
         )
     return metrics
 

@@ -12,14 +12,14 @@ import sys
 from pipelines.cli import load_stage_conf, stage_parser
 from pipelines.session import build_spark_session
 from quality import gates, outcomes
-from quality.layers import LAYERS
+from pipelines.stages import names
 from quality.outcomes import Outcome
 
 
 def format_report(latest: dict[str, Outcome], docs_index: str, lake_root: str) -> str:
     """The text the command prints (pure: outcomes in, text out)."""
     lines = [f"Quality gates of the lake {lake_root}"]
-    for layer in LAYERS:
+    for layer in names():
         outcome = latest.get(layer)
         if outcome is None:
             lines.append(f"{layer:<7} NOT VALIDATED  no gate has run on this layer yet")

@@ -10,9 +10,11 @@ Every layer has two suites (docs/quality.md lists each expectation and why):
   and for silver and gold the reconciliation with the upstream layer (every upstream image has
   exactly one row or one quarantine row) and, for gold, the variance reached by the k components.
 
-The functions building DataFrames are pure (DataFrame in, DataFrame out); the suites are built
-from conf thresholds and from the facts the gate derived (gold's expected k), so the same code is
-the reviewed definition of the checks and what runs.
+What each layer's rows suite checks is declared with its stage (pipelines/stages.py, `Suite`);
+this module turns a declaration into expectations. The functions building DataFrames are pure
+(DataFrame in, DataFrame out); the suites are built from conf thresholds and from the facts a
+versioned stage gives about its model (gold's k), so the same code is the reviewed definition of
+the checks and what runs.
 
 NaN and infinity: GX's ExpectColumnValuesToBeBetween skips missing values (null, and on pandas NaN
 too) and compares the rest, and Spark orders NaN above every number, so a NaN passed a minimum-only
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import great_expectations as gx
 import pandas as pd
@@ -35,28 +36,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.config import Conf
-from quality.layers import LAYERS, ROW_ID, UPSTREAM
+from pipelines.stages import ROW_ID, Array, ModelFacts, get
 
 
 # Rounding slack above 1.0 for a sum of explained-variance ratios (shares of one total).
 VARIANCE_TOLERANCE = 1e-6
-
-
-@dataclass(frozen=True)
-class GoldFacts:
-    """What the gate derives about gold's model before building the gold suites.
-
-    `k` is the number of components every gold row must carry (gold.k when fixed, else the smallest
-    k whose cumulative explained-variance ratio reaches gold.variance_target, from the variance
-    table of the batch's model version); None when that version has no variance rows.
-    `variance_target` is None when k is fixed (then the variance reached is reported, not enforced).
-    """
-
-    model_version: str | None
-    k: int | None
-    variance_reached: float | None
-    variance_target: float | None
-    variance_components: int
 
 
 # ---------------------------------------------------------------- derived columns
@@ -98,14 +82,11 @@ def non_finite_as_null(frame: DataFrame | pd.DataFrame) -> DataFrame | pd.DataFr
 
 
 def row_checks(layer: str, batch: DataFrame) -> DataFrame:
-    """The small per-row frame the `<layer>_rows` suite validates (no binary, no arrays)."""
-    if layer == "bronze":
-        return batch.select(ROW_ID, "path", "label", "size_bytes")
-    if layer == "silver":
-        return batch.select(ROW_ID, *array_checks("features"))
-    if layer == "gold":
-        return batch.select(ROW_ID, "model_version", *array_checks("pca"))
-    raise ValueError(f"unknown layer '{layer}': expected one of {', '.join(LAYERS)}")
+    """The small per-row frame the `<layer>_rows` suite validates (no binary, no arrays): the row id,
+    the declared scalar columns and the per-row scalars of the declared array column."""
+    suite = get(layer).suite
+    arrays = array_checks(suite.array.name) if suite.array is not None else []
+    return batch.select(ROW_ID, *[column.name for column in suite.columns], *arrays)
 
 
 def batch_counts(batch: DataFrame, staged_quarantine: DataFrame, recorded: DataFrame | None = None) -> DataFrame:
@@ -183,64 +164,54 @@ def reconciliation(upstream: str, upstream_ids: DataFrame, layer_ids: DataFrame,
 def layer_after_publish(layer: str, published: DataFrame | None, batch: DataFrame) -> DataFrame:
     """The `image_id`s the layer holds once the batch is published.
 
-    Publishing inserts the batch rows whose image is absent, so it is published + batch; gold holds
-    one model version at a time (a fit replaces the table, an incremental run projects with the
-    current version), so for gold only the rows of the batch's model version count.
+    Publishing inserts the batch rows whose image is absent, so it is published + batch; a versioned
+    layer (gold) holds one model version at a time (a fit replaces the table, an incremental run
+    projects with the current version), so only the rows of the batch's model version count.
     """
-    columns = [ROW_ID, "model_version"] if layer == "gold" else [ROW_ID]
+    versioned = get(layer).suite.versioned
+    columns = [ROW_ID, "model_version"] if versioned else [ROW_ID]
     rows = batch.select(*columns)
     if published is not None:
         rows = published.select(*columns).unionByName(rows)
-    if layer == "gold":
+    if versioned:
         versions = batch.select("model_version").distinct()
         rows = rows.join(versions, "model_version", "left_semi")
     return rows.select(ROW_ID)
 
 
-def choose_k(ratios: Sequence[float], fixed_k: int | None, target: float) -> tuple[int, float]:
-    """(k, variance reached): gold.k when fixed, else the smallest k whose cumulative ratio reaches
-    the target (all components when none does, and the variance check then fails)."""
-    cumulative = 0.0
-    reached_at = None
-    for index, ratio in enumerate(ratios, start=1):
-        cumulative += ratio
-        if reached_at is None and cumulative >= target * (1.0 - 1e-12):
-            reached_at = (index, cumulative)
-    if fixed_k is not None:
-        return fixed_k, float(sum(ratios[:fixed_k]))
-    return reached_at if reached_at is not None else (len(ratios), cumulative)
-
-
 # ---------------------------------------------------------------- suites
 
 
-def rows_suite(layer: str, conf: Conf, gold: GoldFacts | None = None) -> gx.ExpectationSuite:
+def rows_suite(layer: str, conf: Conf, facts: ModelFacts | None = None) -> gx.ExpectationSuite:
+    """The row id not null and unique, then the declared columns and array (pipelines/stages.py)."""
+    suite = get(layer).suite
     expectations = [
         gx.expectations.ExpectColumnValuesToNotBeNull(column=ROW_ID),
         gx.expectations.ExpectColumnValuesToBeUnique(column=ROW_ID),
     ]
-    if layer == "bronze":
-        expectations += [
-            gx.expectations.ExpectColumnValuesToNotBeNull(column="path"),
-            gx.expectations.ExpectColumnValuesToBeUnique(column="path"),
-            gx.expectations.ExpectColumnValuesToNotBeNull(column="label"),
-            *_between("size_bytes", 0, None, "Bytes of the stored image: an empty image is corrupt.", strict_min=True),
-        ]
-    elif layer == "silver":
-        length = conf["quality.silver.feature_length"]
-        expectations += _array_expectations(
-            "features", length, conf["quality.silver.feature_min"], conf["quality.silver.feature_max"],
-            f"MobileNetV2 pooled features: {length} values, each an average of ReLU6 outputs",
-        )
-    elif layer == "gold":
-        expectations.append(gx.expectations.ExpectColumnValuesToNotBeNull(column="model_version"))
-        if gold is not None and gold.k is not None:
-            expectations += _array_expectations("pca", gold.k, None, None, f"k={gold.k} principal components of model {gold.model_version}")
-        else:
-            expectations += _array_expectations("pca", None, None, None, "k unknown: no variance rows for this model version")
-    else:
-        raise ValueError(f"unknown layer '{layer}': expected one of {', '.join(LAYERS)}")
+    for column in suite.columns:
+        if column.positive is not None:
+            expectations += _between(column.name, 0, None, column.positive, strict_min=True)
+            continue
+        expectations.append(gx.expectations.ExpectColumnValuesToNotBeNull(column=column.name))
+        if column.unique:
+            expectations.append(gx.expectations.ExpectColumnValuesToBeUnique(column=column.name))
+    if suite.array is not None:
+        expectations += _declared_array(suite.array, conf, facts)
     return gx.ExpectationSuite(name=f"{layer}_rows", expectations=expectations)
+
+
+def _declared_array(array: Array, conf: Conf, facts: ModelFacts | None) -> list:
+    """A declared array's checks: its length from conf, or the model's k for a versioned layer."""
+    if array.length is not None:
+        length, version = conf[array.length], None
+    elif facts is not None and facts.k is not None:
+        length, version = facts.k, facts.model_version
+    else:
+        return _array_expectations(array.name, None, None, None, "k unknown: no variance rows for this model version")
+    bound = lambda key: conf[key] if key is not None else None  # noqa: E731
+    note = array.note.format(length=length, version=version)
+    return _array_expectations(array.name, length, bound(array.low), bound(array.high), note)
 
 
 def _between(column: str, low: float | None, high: float | None, notes: str, **bounds) -> list:
@@ -270,7 +241,7 @@ def _array_expectations(column: str, length: int | None, low: float | None, high
 
 
 def totals_suite(
-    layer: str, conf: Conf, gold: GoldFacts | None = None, quarantined: Sequence[str] = ()
+    layer: str, conf: Conf, facts: ModelFacts | None = None, quarantined: Sequence[str] = ()
 ) -> gx.ExpectationSuite:
     """`quarantined`: the first quarantine rows of a batch over its rate ('path: reason'), named in the
     rate's notes so that the suite's Data Docs page says which files are behind the failure."""
@@ -284,14 +255,14 @@ def totals_suite(
         ),
         *_between("rows_after_publish", 1, None, "The layer is not empty once this batch is published."),
     ]
-    upstream = UPSTREAM.get(layer)
+    upstream = get(layer).upstream
     if upstream is not None:
         expectations += [
             *_between(f"unaccounted_{upstream}_images", 0, 0, f"Every {upstream} image has a {layer} row or a {layer} quarantine row."),
             *_between(f"rows_without_{upstream}", 0, 0, f"No {layer} row for an image {upstream} does not hold."),
             *_between("accounted_twice", 0, 0, f"No image is both a {layer} row and a {layer} quarantine row."),
         ]
-    if layer == "gold":
+    if get(layer).suite.versioned:
         expectations += [
             *_between("model_versions", 1, 1, "Gold rows come from one PCA model."),
             *_between(
@@ -301,7 +272,7 @@ def totals_suite(
         ]
         # Checked even when k is fixed: a NaN variance (a fit on features without variance) or a
         # share above 1 is a broken model, whatever k was chosen from.
-        target = gold.variance_target if gold is not None else None
+        target = facts.variance_target if facts is not None else None
         expectations += _between(
             "variance_reached", target if target is not None else 0.0, 1.0 + VARIANCE_TOLERANCE,
             "Cumulative explained-variance ratio of the k components: a share of the total variance, "

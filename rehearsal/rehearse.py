@@ -37,10 +37,9 @@ from botocore.exceptions import ClientError
 from deploy import cluster, iam, package, serverless, storage
 from deploy.executor import DeployError, Executor
 from deploy.settings import Settings, load_settings
-from pipelines import lake
+from pipelines import stages
 from pipelines.config import PROJECT_ROOT, Conf, ConfError, load_conf, resolve_location
 from pipelines.session import build_spark_session
-from quality.layers import LAYERS
 from rehearsal import compare, environment, sample
 from rehearsal.s3_server import (
     BUCKET_ENV,
@@ -313,7 +312,7 @@ def _read_back(s: Settings, local: Conf, server: LocalS3Server, keys, subset: Pa
         remote_conf = load_conf([LOCAL_CONF], s3_overrides)
         spark = build_spark_session(remote_conf, "rehearsal-check")
         try:
-            for stage in LAYERS:
+            for stage in stages.names():
                 output = io.StringIO()
                 with contextlib.redirect_stdout(output):
                     code = importlib.import_module(f"pipelines.{stage}").main([*reference_args, "--set", f"run.id=local-{stage}"])

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines import lake
+from pipelines import lake, stages
 from pipelines.config import PROJECT_ROOT, ConfError, load_conf
 from rehearsal.sample import copy_subset, image_files, spread
 from rehearsal.s3_server import (
@@ -35,8 +35,8 @@ from rehearsal.s3_server import (
     upload_tree,
 )
 
-# The chain `make run` runs, in order; each is `python -m pipelines.<stage>`.
-STAGES = ("bronze", "silver", "gold")
+# The chain `make run` runs, in the registry's order; each is `python -m pipelines.<stage>`.
+STAGES = stages.names()
 LOCAL_CONF = "conf/local.yaml"
 
 

@@ -128,30 +128,9 @@ def test_list_and_materialize_keep_split_label_folders_with_spaces(tmp_path):
     assert copy.read_bytes() == b"xxx" and copy.stat().st_mtime == 1_000_000_000
 
 
-def test_proc_stat_parent_pid_survives_spaces_and_parentheses_in_the_command_name():
-    assert memory.parse_stat_ppid("4242 (python (worker) x) S 17 4242 4242 0 -1") == 17
-
-
-def test_process_tree_finds_the_python_workers_below_the_jvm_only():
-    P = memory.ProcessInfo
-    processes = [
-        P(10, 1, ("/venv/bin/python", "-m", "bench.measure")),
-        P(11, 10, ("/bin/bash", "spark-submit")),
-        P(12, 11, ("/usr/lib/jvm/bin/java", "-cp", "x")),
-        P(13, 12, ("/venv/bin/python3", "-m", "pyspark.daemon")),
-        P(14, 13, ("/venv/bin/python3", "-m", "pyspark.daemon")),
-        P(15, 10, ("/venv/bin/python", "helper.py")),  # the driver's own child, not a Spark worker
-        P(20, 1, ("/usr/lib/jvm/bin/java", "other")),  # someone else's JVM
-        P(21, 20, ("/venv/bin/python", "-m", "pyspark.daemon")),
-    ]
-    assert sorted(p.pid for p in memory.descendants(10, processes)) == [11, 12, 13, 14, 15]
-    assert sorted(p.pid for p in memory.python_workers(10, processes)) == [13, 14]
-
-
-def test_memory_lines_of_proc_files_are_read_in_bytes():
-    status = "Name:\tpython\nVmRSS:\t  2048 kB\nVmSwap:\t0 kB\n"
-    assert memory.parse_kib(status, "VmRSS") == 2 * 1024 * 1024
-    assert memory.parse_kib(status, "Pss") is None
+def test_the_jvm_and_the_python_workers_are_told_apart_by_their_program():
+    assert memory.is_jvm(["/usr/lib/jvm/bin/java", "-cp", "x"]) and not memory.is_jvm(["/bin/bash", "spark-submit"])
+    assert memory.is_python(["/venv/bin/python3", "-m", "pyspark.daemon"]) and not memory.is_python([])
 
 
 def test_peaks_keep_the_largest_value_and_report_mib():

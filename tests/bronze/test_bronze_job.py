@@ -125,8 +125,8 @@ def test_failed_audit_publishes_nothing(spark, make_conf, tmp_path):
     write(root / "Kiwi" / "k.jpg", jpeg_bytes())
     conf = make_conf(root)
 
-    def refuse(batch):
-        assert batch.count() == 1  # the audit sees the staged batch
+    def refuse(staged):
+        assert staged.batch.count() == 1  # the audit sees the staged batch
         raise RuntimeError("gate failed")
 
     with pytest.raises(RuntimeError, match="gate failed"):

@@ -95,3 +95,12 @@ def test_a_kms_key_arn_is_accepted(settings):
     from tests.deploy.conftest import KMS_KEY
 
     assert settings("s3.encryption_algorithm=SSE-KMS", f"s3.encryption_key={KMS_KEY}").kms_key == KMS_KEY
+
+
+@pytest.mark.parametrize(
+    "stages, problem",
+    [("[bronze, gold, silver]", "not in the chain's order"), ("[bronze, silver, platinum]", "unknown stage 'platinum'")],
+)
+def test_aws_stages_are_checked_against_the_stage_registry(settings, stages, problem):
+    with pytest.raises(DeployError, match=f"aws.stages: .*{problem}"):
+        settings(f"aws.stages={stages}")

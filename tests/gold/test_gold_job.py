@@ -207,10 +207,10 @@ def test_the_audit_sees_the_staged_batch_and_its_quarantine_and_a_failure_publis
     append_silver(spark, conf, silver_records([None], start=900))
     seen = {}
 
-    def failing_audit(batch):
-        staged_quarantine = lake.read_table(spark, lake.staging_location(conf, "gold/quarantine", "gated"))
+    def failing_audit(staged):
+        batch = staged.batch
         seen.update(rows=batch.count(), versions=batch.select("model_version").distinct().count(),
-                    quarantined=[r["image_id"] for r in staged_quarantine.collect()])
+                    quarantined=[r["image_id"] for r in staged.tables["quarantine"].collect()])
         raise RuntimeError("gate failed")
 
     with pytest.raises(RuntimeError, match="gate failed"):
@@ -220,7 +220,7 @@ def test_the_audit_sees_the_staged_batch_and_its_quarantine_and_a_failure_publis
     assert lake.read_table(spark, lake.table_location(conf, "quarantine")) is None
 
     audited = []
-    stats = gold.run(spark, conf, "gated-again", audit=lambda batch: audited.append(batch.count()))
+    stats = gold.run(spark, conf, "gated-again", audit=lambda staged: audited.append(staged.batch.count()))
     assert audited == [ROWS] and (stats["gold_rows"], stats["rejected"]) == (ROWS, 1)
 
 

@@ -1,5 +1,6 @@
-"""Gold's pure helpers: choice of k, variance rows, model versions, refit policy, settings."""
+"""Gold's pure helpers: choice of k (the fit's and the gate's), variance rows, model versions, refit policy, settings."""
 
+import math
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -9,6 +10,7 @@ from pipelines.config import ConfError, load_conf
 from pipelines.gold import (
     GoldSettings,
     changed_settings,
+    k_and_variance,
     model_version_for,
     refit_reasons,
     select_pca_k,
@@ -116,3 +118,12 @@ def test_variance_problem_names_zero_or_non_finite_variance_and_passes_a_usable_
     assert "total variance of the features is inf" in variance_problem([1.0, float("inf")], [1.0, 0.0])
     assert "total variance of the features is nan" in variance_problem([float("nan"), 1.0], [1.0, 0.0])
     assert "not all finite numbers (1 of 2)" in variance_problem([1.0, 1.0], [1.0, float("nan")])
+
+
+def test_the_gate_expects_the_smallest_k_reaching_the_target_or_the_fixed_k():
+    ratios = [0.5, 0.3, 0.15, 0.05]
+    k, reached = k_and_variance(ratios, None, 0.9)
+    assert k == 3 and math.isclose(reached, 0.95)
+    assert k_and_variance(ratios, 2, 0.9) == (2, 0.8)
+    k, reached = k_and_variance([0.5, 0.3], None, 0.95)
+    assert k == 2 and math.isclose(reached, 0.8)  # not reachable: all components, and the gate fails

@@ -16,13 +16,14 @@ import great_expectations as gx
 import pytest
 
 from pipelines.config import load_conf
+from pipelines.stages import ModelFacts
 from quality import gates, suites
 
 pytestmark = pytest.mark.spark
 
 POISONS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-GOLD_CHOSEN = suites.GoldFacts("v1", k=3, variance_reached=0.97, variance_target=0.95, variance_components=4)
-GOLD_FIXED = suites.GoldFacts("v1", k=3, variance_reached=0.97, variance_target=None, variance_components=4)
+GOLD_CHOSEN = ModelFacts("v1", k=3, variance_reached=0.97, variance_target=0.95, variance_components=4)
+GOLD_FIXED = ModelFacts("v1", k=3, variance_reached=0.97, variance_target=None, variance_components=4)
 
 # layer -> (gold facts, a valid per-row record: numeric columns as doubles so they can hold NaN)
 ROWS = {

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from pipelines.config import load_conf
+from pipelines.stages import ModelFacts
 from quality import suites
 
 pytestmark = pytest.mark.spark
@@ -103,15 +104,6 @@ def test_gold_after_publish_holds_only_the_batch_model_version(spark):
     assert sorted(r[0] for r in suites.layer_after_publish("silver", None, refit.drop("model_version")).collect()) == ["a", "c"]
 
 
-def test_choose_k_takes_the_smallest_k_reaching_the_target():
-    ratios = [0.5, 0.3, 0.15, 0.05]
-    k, reached = suites.choose_k(ratios, None, 0.9)
-    assert k == 3 and math.isclose(reached, 0.95)
-    assert suites.choose_k(ratios, 2, 0.9) == (2, 0.8)
-    k, reached = suites.choose_k([0.5, 0.3], None, 0.95)
-    assert k == 2 and math.isclose(reached, 0.8)  # not reachable: all components, and the gate fails
-
-
 def _checks(suite):
     return {(e.expectation_type if hasattr(e, "expectation_type") else e.type, getattr(e, "column", None)): e for e in suite.expectations}
 
@@ -131,8 +123,8 @@ def test_suites_take_their_thresholds_from_conf():
 
 def test_gold_suites_check_k_and_the_variance_target_only_when_k_is_chosen_by_it():
     conf = load_conf(["conf/local.yaml"])
-    chosen = suites.GoldFacts("v1", k=3, variance_reached=0.97, variance_target=0.95, variance_components=4)
-    fixed = suites.GoldFacts("v1", k=3, variance_reached=0.97, variance_target=None, variance_components=4)
+    chosen = ModelFacts("v1", k=3, variance_reached=0.97, variance_target=0.95, variance_components=4)
+    fixed = ModelFacts("v1", k=3, variance_reached=0.97, variance_target=None, variance_components=4)
 
     pca = _checks(suites.rows_suite("gold", conf, chosen))[("expect_column_values_to_be_between", "pca_length")]
     assert (pca.min_value, pca.max_value) == (3, 3)
@@ -144,7 +136,7 @@ def test_gold_suites_check_k_and_the_variance_target_only_when_k_is_chosen_by_it
 def test_every_bounded_column_is_also_expected_not_null():
     """GX's between check skips nulls (and NaN on pandas): the not-null expectation is what fails them."""
     conf = load_conf(["conf/local.yaml"])
-    facts = suites.GoldFacts("v1", k=3, variance_reached=0.97, variance_target=0.95, variance_components=4)
+    facts = ModelFacts("v1", k=3, variance_reached=0.97, variance_target=0.95, variance_components=4)
     for layer in ("bronze", "silver", "gold"):
         for suite in (suites.rows_suite(layer, conf, facts), suites.totals_suite(layer, conf, facts)):
             checks = _checks(suite)

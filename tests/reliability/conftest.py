@@ -26,11 +26,12 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import yaml
 from pyspark.sql import functions as F
 
-from pipelines import features, lake
+from pipelines import features, lake, stages
 from pipelines.config import PROJECT_ROOT, Conf, load_conf
 from tests.conftest import MODEL_SEED, copy_sample
 
@@ -39,7 +40,7 @@ from tests.conftest import MODEL_SEED, copy_sample
 STAGE_TIMEOUT_S = float(os.environ.get("FRUITS_RELIABILITY_STAGE_TIMEOUT_S", "900"))
 POLL_S = 0.05
 WEIGHTS_FILE = MODEL_SEED / features.WEIGHTS_FILE_NAME
-STAGES = ("bronze", "silver", "gold")
+STAGES = stages.names()
 TRAINING_IMAGES, TEST_IMAGES = 32, 8
 # Settings every stage process of the suite gets, as a conf overlay (spark.extra takes dotted Spark
 # keys, which --set cannot express): no Spark UI (no port hunting between concurrent processes).
@@ -100,7 +101,7 @@ class StageConf:
         return Path(lake.table_location(self.conf, table))
 
     def staging_table(self, stage: str, table: str, run_id: str) -> Path:
-        """A run's private staging table (lake.write_audit_publish / replace_table)."""
+        """A run's private staging table (lake.write_audit_publish)."""
         return Path(lake.staging_location(self.conf, f"{stage}/{table}", run_id))
 
 
@@ -156,48 +157,34 @@ def delta_version_file(table_dir: Path, version: int) -> Path:
 # ---------------------------------------------------------------- stage processes
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat from the state on (the command name before may hold spaces)."""
+def descendants(pid: int) -> list[int]:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:  # the process ended
+        return []
+
+
+def start_ticks(pid: int) -> float | None:
+    """When the process started: with the pid, identifies it (pids are reused)."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
 
 
-def process_table() -> dict[int, int]:
-    """pid -> parent pid of every process, from /proc."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
-            parents[int(entry.name)] = int(fields[1])
-    return parents
+def process_state(pid: int) -> str | None:
+    """psutil's status of the process (psutil.STATUS_STOPPED, ...), None once it is gone."""
+    try:
+        return psutil.Process(pid).status()
+    except psutil.Error:
+        return None
 
 
-def descendants(pid: int) -> list[int]:
-    parents = process_table()
-    children: dict[int, list[int]] = {}
-    for child, parent in parents.items():
-        children.setdefault(parent, []).append(child)
-    found, pending = [], [pid]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            found.append(child)
-            pending.append(child)
-    return found
-
-
-def start_ticks(pid: int) -> int | None:
-    """When the process started (clock ticks since boot): with the pid, identifies it (pids are reused)."""
-    fields = _stat_fields(pid)
-    return None if fields is None else int(fields[19])
-
-
-def is_running(pid: int, started: int | None = None) -> bool:
+def is_running(pid: int, started: float | None = None) -> bool:
     """True while that process (the same start time, when given) exists and is not a zombie."""
-    fields = _stat_fields(pid)
-    if fields is None or fields[0] == "Z":
+    if process_state(pid) in (None, psutil.STATUS_ZOMBIE):
         return False
-    return started is None or int(fields[19]) == started
+    return started is None or start_ticks(pid) == started
 
 
 @dataclass
@@ -209,9 +196,9 @@ class StageProcess:
     stdout_path: Path
     stderr_path: Path
     # Every process seen in the stage's tree: pid -> start time (so a reused pid is never signalled).
-    tree: dict[int, int] = field(default_factory=dict)
+    tree: dict[int, float] = field(default_factory=dict)
 
-    def remember_tree(self) -> dict[int, int]:
+    def remember_tree(self) -> dict[int, float]:
         """Record the current tree (the stage, its JVM, the PySpark daemon and workers)."""
         current = {}
         for pid in (self.process.pid, *descendants(self.process.pid)):
@@ -268,14 +255,14 @@ class StageProcess:
         self.reap_leftovers()
         return self.process.returncode
 
-    def kill_tree(self) -> dict[int, int]:
+    def kill_tree(self) -> dict[int, float]:
         """SIGKILL the stage and every descendant: the JVM and the PySpark daemon's own process group.
 
         The tree is frozen first (SIGSTOP) and listed again until stable, so nothing forked in
         between escapes; then every process, and every process group one of them leads, is killed.
         Returns the killed processes (pid -> start time).
         """
-        frozen: dict[int, int] = {}
+        frozen: dict[int, float] = {}
         while True:
             tree = {pid: t for pid, t in self.remember_tree().items() if pid not in frozen}
             if not tree:
@@ -302,7 +289,7 @@ class StageProcess:
             time.sleep(0.1)
 
 
-def _signal(pid: int, started: int, sig: int) -> None:
+def _signal(pid: int, started: float, sig: int) -> None:
     if is_running(pid, started):
         try:
             os.kill(pid, sig)
@@ -310,7 +297,7 @@ def _signal(pid: int, started: int, sig: int) -> None:
             pass
 
 
-def _signal_group(leader: int, started: int, sig: int) -> None:
+def _signal_group(leader: int, started: float, sig: int) -> None:
     """Signal the process group `leader` leads (only groups led by a process of the stage's tree)."""
     try:
         if is_running(leader, started) and os.getpgid(leader) == leader:

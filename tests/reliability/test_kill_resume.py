@@ -21,17 +21,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pipelines import gold, lake
 from tests.reliability.conftest import (
-    _stat_fields,
     assert_bronze_equal,
     assert_gold_equal,
     assert_silver_equal,
     bronze_rows,
     copy_tables,
     delta_version_file,
+    process_state,
     quarantine_rows,
     run_main_in_process,
 )
@@ -41,8 +42,7 @@ pytestmark = [pytest.mark.spark]
 
 def stopped(pid: int) -> bool:
     """True once the process is stopped (state T: the fault point's SIGSTOP)."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] == "T"
+    return process_state(pid) == psutil.STATUS_STOPPED
 
 
 def kill_when_staged_then_rerun(stage: str, scenario, stage_processes, log_dir) -> None:

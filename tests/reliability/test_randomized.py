@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import lake
+from pipelines import lake, stages
 from pipelines.config import load_conf
 from pipelines.images import sha256_hex
 from quality import outcomes
@@ -48,7 +48,7 @@ STEPS = int(os.environ.get("FRUITS_RANDOMIZED_STEPS", "2"))
 SEED = int(os.environ.get("FRUITS_RANDOMIZED_SEED", str(random.SystemRandom().randrange(10**6))))
 LABELS = ("Kiwi", "Pear", "Plum")
 OPERATIONS = ("add", "touch", "rewrite", "rename", "move", "delete", "copy")
-STAGES = ("bronze", "silver", "gold")
+STAGES = stages.names()
 
 
 @dataclass
