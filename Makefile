@@ -89,8 +89,8 @@ test-data: setup
 	$(PY) scripts/fetch_weights.py --conf $(CONF)
 
 # Every test has a timeout (pyproject.toml [tool.pytest.ini_options] timeout; slow ones get longer).
-# Tests marked long (several minutes each: the make run-s3 and make bench smoke tests) are left out
-# of the default run, which stays under 30 minutes; `make test-long` runs them.
+# Tests marked long (several minutes each: the make run-s3, make bench and make rehearse end-to-end
+# runs) are left out of the default run, which stays under 30 minutes; `make test-long` runs them.
 test: setup test-data
 	$(PY) -m pytest -m "not long" $(PYTEST_ARGS)
 
