@@ -37,21 +37,30 @@ def inputs_hash(interpreter: str) -> str:
     return digest.hexdigest()[:16]
 
 
+class EnvironmentBuildError(RuntimeError):
+    """build_env.sh failed; the message names its log."""
+
+
 def cached_archive(cache_dir: Path, log_file: Path) -> tuple[Path, bool]:
-    """The archive for the current inputs, built if absent; returns (path, built now)."""
+    """The archive for the current inputs, built if absent; returns (path, built now).
+
+    The build writes into a folder of its own (venv-pack reads the format from the name, so the
+    name keeps .tar.gz) and the archive is moved into the cache only when complete.
+    """
     interpreter = base_interpreter()
     archive = cache_dir / f"fruits-env-{inputs_hash(interpreter)}.tar.gz"
     if archive.is_file():
         return archive, False
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = archive.with_suffix(".partial")
+    building = cache_dir / "building"
+    building.mkdir(parents=True, exist_ok=True)
+    partial = building / archive.name
     env = {**os.environ, "PYTHON": interpreter, "OUT": str(partial), "COMPRESS_LEVEL": COMPRESS_LEVEL}
     with open(log_file, "ab") as log:
         done = subprocess.run(
             ["bash", str(BUILD_SCRIPT), "--host"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     if done.returncode != 0 or not partial.is_file():
-        raise RuntimeError(f"deploy/build_env.sh --host failed (exit {done.returncode}); see {log_file}")
+        raise EnvironmentBuildError(f"deploy/build_env.sh --host failed (exit {done.returncode}); see {log_file}")
     partial.rename(archive)
     for stale in cache_dir.glob("fruits-env-*.tar.gz"):
         if stale != archive:

@@ -41,6 +41,7 @@ from pipelines import stages
 from pipelines.config import PROJECT_ROOT, Conf, ConfError, load_conf, resolve_location
 from pipelines.session import build_spark_session
 from rehearsal import compare, environment, sample
+from rehearsal.environment import EnvironmentBuildError
 from rehearsal.s3_server import (
     BUCKET_ENV,
     ENDPOINT_ENV,
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         local = load_conf([LOCAL_CONF])
         return rehearse(args, local)
-    except (RehearsalError, DeployError, ConfError, S3ServerError, ClusterError, SubmitError, ClientError) as exc:
+    except (RehearsalError, DeployError, ConfError, S3ServerError, ClusterError, SubmitError, ClientError, EnvironmentBuildError) as exc:
         print(f"rehearse: FAILED: {exc}", file=sys.stderr)
         return 1
 

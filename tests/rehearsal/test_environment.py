@@ -5,8 +5,11 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import re
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from pipelines.config import PROJECT_ROOT
 from rehearsal import environment
@@ -65,3 +68,25 @@ def test_a_cached_archive_is_reused_without_building(tmp_path, monkeypatch):
     cached.write_bytes(b"archive")
     monkeypatch.setattr(environment.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("built")))
     assert environment.cached_archive(tmp_path, tmp_path / "log") == (cached, False)
+
+
+def test_a_build_writes_the_archive_under_its_final_name_then_moves_it(tmp_path, monkeypatch):
+    """venv-pack reads the format from the file name: the build's output must end in .tar.gz."""
+    seen = {}
+
+    def fake_build(command, cwd, env, stdout, stderr):
+        out = Path(env["OUT"])
+        seen["out"] = out
+        assert out.name.endswith(".tar.gz") and out.parent != tmp_path
+        out.write_bytes(b"archive")
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(environment.subprocess, "run", fake_build)
+    archive, built = environment.cached_archive(tmp_path, tmp_path / "log")
+    assert built and archive.read_bytes() == b"archive" and archive.parent == tmp_path and not seen["out"].exists()
+
+
+def test_a_failed_build_names_its_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(environment.subprocess, "run", lambda command, **_: subprocess.CompletedProcess(command, 1))
+    with pytest.raises(environment.EnvironmentBuildError, match=r"failed \(exit 1\); see .*build.log"):
+        environment.cached_archive(tmp_path, tmp_path / "build.log")
