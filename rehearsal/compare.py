@@ -47,9 +47,29 @@ def _vectors(spark, conf: Conf, table: str, column: str) -> dict[str, np.ndarray
 
 
 def feature_difference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
-    """Largest absolute difference of one feature between the two runs (same image_ids required)."""
+    """Largest absolute difference of one feature between the two runs (same image_ids and shapes).
+
+    NaN when a value is not finite: a NaN never compares as small enough.
+    """
     _same_ids("silver", got, want)
-    return max((float(np.abs(got[i] - want[i]).max()) for i in want), default=0.0)
+    if not want:
+        raise ValueError("silver: no features in either run")
+    ids = sorted(want)
+    a, b = _stacked("silver", got, ids), _stacked("silver", want, ids)
+    if a.shape != b.shape:
+        raise ValueError(f"silver: features of shape {a.shape} in the rehearsal, {b.shape} in the local run")
+    return _largest(np.abs(a - b))
+
+
+def _stacked(table: str, vectors: dict[str, np.ndarray], ids: list[str]) -> np.ndarray:
+    lengths = {vectors[i].shape for i in ids}
+    if len(lengths) != 1:
+        raise ValueError(f"{table}: vectors of different lengths {sorted(lengths)}")
+    return np.stack([vectors[i] for i in ids])
+
+
+def _largest(differences: np.ndarray) -> float:
+    return float(differences.max()) if np.isfinite(differences).all() else float("nan")
 
 
 def score_difference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
@@ -58,14 +78,14 @@ def score_difference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) ->
     A PCA component is defined up to its sign: two fits of the same rows may return either.
     """
     _same_ids("gold", got, want)
+    if not want:
+        raise ValueError("gold: no scores in either run")
     ids = sorted(want)
-    if not ids:
-        return 0.0
-    a, b = np.stack([got[i] for i in ids]), np.stack([want[i] for i in ids])
+    a, b = _stacked("gold", got, ids), _stacked("gold", want, ids)
     if a.shape != b.shape:
         raise ValueError(f"gold keeps {a.shape[1]} components in the rehearsal, {b.shape[1]} in the local run")
     signs = np.where(np.sum(a * b, axis=0) < 0, -1.0, 1.0)
-    return float(np.abs(a * signs - b).max() / max(np.abs(b).max(), 1e-12))
+    return _largest(np.abs(a * signs - b) / max(np.abs(b).max(), 1e-12))
 
 
 def _same_ids(table: str, got: dict, want: dict) -> None:

@@ -17,6 +17,7 @@ import tarfile
 from pathlib import Path
 
 from pipelines.config import PROJECT_ROOT
+from rehearsal.spark_cluster import end_process_group
 
 BUILD_SCRIPT = PROJECT_ROOT / "deploy" / "build_env.sh"
 LOCK_FILE = PROJECT_ROOT / "requirements.lock"
@@ -56,11 +57,17 @@ def cached_archive(cache_dir: Path, log_file: Path) -> tuple[Path, bool]:
     partial = building / archive.name
     env = {**os.environ, "PYTHON": interpreter, "OUT": str(partial), "COMPRESS_LEVEL": COMPRESS_LEVEL}
     with open(log_file, "ab") as log:
-        done = subprocess.run(
-            ["bash", str(BUILD_SCRIPT), "--host"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        # Its own process group: interrupted, pip goes too and the script's clean-up trap runs.
+        build = subprocess.Popen(
+            ["bash", str(BUILD_SCRIPT), "--host"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-    if done.returncode != 0 or not partial.is_file():
-        raise EnvironmentBuildError(f"deploy/build_env.sh --host failed (exit {done.returncode}); see {log_file}")
+        try:
+            build.wait()
+        finally:
+            end_process_group(build)
+    if build.returncode != 0 or not partial.is_file():
+        raise EnvironmentBuildError(f"deploy/build_env.sh --host failed (exit {build.returncode}); see {log_file}")
     partial.rename(archive)
     for stale in cache_dir.glob("fruits-env-*.tar.gz"):
         if stale != archive:

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -60,7 +62,9 @@ AWS_CONFS = ("conf/aws.yaml", "conf/rehearse.yaml")
 # NotImplemented): reported, not rehearsed. Any other refusal fails the rehearsal.
 NOT_SUPPORTED_HERE = {"put_public_access_block", "put_bucket_ownership_controls"}
 # MinIO's lifecycle rules have no AbortIncompleteMultipartUpload: the others are applied without it.
-LIFECYCLE_NOT_SUPPORTED = "AbortIncompleteMultipartUpload"
+UNSUPPORTED_LIFECYCLE_ACTION = "AbortIncompleteMultipartUpload"
+# How MinIO answers a request it does not implement; any other refusal is an error.
+NOT_IMPLEMENTED_CODES = {"NotImplemented", "MalformedXML", "InvalidArgument"}
 # Stand-ins for what AWS would answer: the account (only Glue ARNs use it, and Glue is not
 # rehearsed), the role and the application id in the request (not used by spark-submit).
 ACCOUNT = "000000000000"
@@ -84,11 +88,13 @@ class LocalExecutor(Executor):
     def call(self, service: str, operation: str, tolerate: tuple[str, ...] = (), **params):
         try:
             return super().call(service, operation, tolerate, **params)
-        except ClientError:
-            if operation == "put_bucket_lifecycle_configuration":
-                rules = params["LifecycleConfiguration"]["Rules"]
-                kept = [rule for rule in rules if LIFECYCLE_NOT_SUPPORTED not in rule]
-                self.not_supported.append(f"{LIFECYCLE_NOT_SUPPORTED} lifecycle rules ({len(rules) - len(kept)})")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in NOT_IMPLEMENTED_CODES:
+                raise
+            rules = params.get("LifecycleConfiguration", {}).get("Rules", [])
+            kept = [rule for rule in rules if UNSUPPORTED_LIFECYCLE_ACTION not in rule]
+            if operation == "put_bucket_lifecycle_configuration" and len(kept) < len(rules):
+                self.not_supported.append(f"{UNSUPPORTED_LIFECYCLE_ACTION} lifecycle rules ({len(rules) - len(kept)})")
                 return super().call(service, operation, tolerate, **{**params, "LifecycleConfiguration": {"Rules": kept}})
             if operation not in NOT_SUPPORTED_HERE:
                 raise
@@ -147,14 +153,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # A TERM (a CI timeout, `kill`) unwinds like Ctrl-C: the server and the cluster are stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # A TERM (a CI timeout, `kill`) unwinds like Ctrl-C: the server and the cluster are stopped,
+    # and a second signal does not cut that cleanup short.
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGINT, _stop_on_signal)
     try:
         local = load_conf([LOCAL_CONF])
         return rehearse(args, local)
     except (RehearsalError, DeployError, ConfError, S3ServerError, ClusterError, SubmitError, ClientError, EnvironmentBuildError) as exc:
         print(f"rehearse: FAILED: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(f"rehearse: interrupted ({exc}); everything it started was stopped", file=sys.stderr)
+        return 130
+
+
+class Interrupted(BaseException):
+    """A TERM or INT arrived; raised once, the signals then ignored while cleanup runs."""
+
+
+def _stop_on_signal(number, _frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Interrupted(signal.Signals(number).name)
 
 
 def rehearse(args: argparse.Namespace, local: Conf) -> int:
@@ -169,8 +190,10 @@ def rehearse(args: argparse.Namespace, local: Conf) -> int:
         with ExitStack() as stack:
             ok = _run(args, local, scratch, logs, steps, stack)
     finally:
-        if not args.keep:
+        if ok and not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            print(f"rehearse: scratch kept for a look: {scratch}")
     total = time.monotonic() - started
     print(f"rehearse: {'PASSED' if ok else 'FAILED'} in {total:.0f} s; " + ", ".join(f"{k.split(':')[0]} {v:.0f} s" for k, v in steps.times.items()))
     return 0 if ok else 1
@@ -182,6 +205,8 @@ def _run(args, local: Conf, scratch: Path, logs: Path, steps: Steps, stack: Exit
         raise RehearsalError(f"input.path '{source}' of {LOCAL_CONF} does not exist: run `make test-data` (or `make run`) first")
     files = sample.image_files(source, local["input.extensions"])
     files = files if args.full else sample.spread(files, args.images or local["rehearsal.images"])
+    if not files:
+        raise RehearsalError(f"no image under '{source}' (input.path of {LOCAL_CONF}, extensions {local['input.extensions']})")
     subset = scratch / "input"
     sample.copy_subset(files, source, subset)
     jars = _platform_jars(local)
@@ -199,7 +224,7 @@ def _run(args, local: Conf, scratch: Path, logs: Path, steps: Steps, stack: Exit
 
     with steps.step("job user with the job role's S3 policy (deploy/iam.py) and the bucket policy's denies"):
         policy = job_user_policy(s)
-        keys = server.add_user(JOB_USER, policy)
+        credentials = server.add_user(JOB_USER, policy)
         (logs / "job-user-policy.json").write_text(json.dumps(policy, indent=2))
         print(f"  user {JOB_USER}: {len(policy['Statement'])} statements (logs/job-user-policy.json)")
 
@@ -214,25 +239,33 @@ def _run(args, local: Conf, scratch: Path, logs: Path, steps: Steps, stack: Exit
                 print(f"  {line}")
         driver_env_dir = environment.unpack(archive, scratch / "driver-environment")
 
-    job_env = _job_environment(keys, s.region)
+    job_env = _job_environment(credentials, s.region)
     with steps.step("Spark standalone cluster: a master and two one-core workers, each its own JVM"):
+        _check_executor_fits(s, local["rehearsal.worker_memory"])
         spark_cluster = stack.enter_context(
-            StandaloneCluster(scratch / "cluster", memory_per_worker=local["rehearsal.worker_memory"], worker_env=job_env)
+            StandaloneCluster(
+                scratch / "cluster", log_dir=logs, memory_per_worker=local["rehearsal.worker_memory"],
+                worker_env={**_base_environment(), **job_env},
+            )
         )
         print(f"  {spark_cluster.master_url}: {spark_cluster.alive_workers()} workers alive")
 
     with steps.step(f"stages {', '.join(s.conf['aws.stages'])} with the {args.mode} submit arguments"):
         platform = platform_conf(spark_cluster.master_url, server.endpoint, s.region, jars["class_path"])
+        # The requests `deploy run` would send with the rehearsal's overlay: the overrides above
+        # only place files for `package` and the jars, and are not forwarded to the jobs.
+        run_settings = dataclasses.replace(s, job_overrides=())
         for stage in s.conf["aws.stages"]:
-            command = submit_command(s, stage, args.mode, platform)
-            _submit(stage, command, scratch / f"driver-{stage}", driver_env_dir, job_env, logs)
+            command = submit_command(run_settings, stage, args.mode, platform)
+            timeout_s = s.conf["aws.serverless.execution_timeout_minutes"] * 60
+            _submit(stage, command, scratch / f"driver-{stage}", driver_env_dir, job_env, logs, timeout_s)
             executors = spark_cluster.executor_folders()
             print(f"  {stage}: {len(executors)} executor processes ran in the workers' folders")
             for folder in executors:
                 shutil.rmtree(folder, ignore_errors=True)
 
     with steps.step("read back over S3 with the job user's keys; compare with a local run"):
-        return _read_back(s, local, server, keys, subset, scratch, len(files))
+        return _read_back(s, local, server, credentials, subset, scratch, len(files))
 
 
 def _settings(local: Conf, subset: Path, scratch: Path, jars: dict, archive: Path | None = None) -> Settings:
@@ -253,60 +286,76 @@ def _platform_jars(local: Conf) -> dict[str, list[str]]:
     missing = [pattern for pattern, paths in found.items() if not paths]
     if missing:
         raise RehearsalError(f"no jar matching {missing} in {folder}: run `make setup` (it fills the Ivy cache)")
-    pick = lambda patterns: [str(found[p][-1]) for p in patterns]  # noqa: E731
+    several = {pattern: [p.name for p in paths] for pattern, paths in found.items() if len(paths) > 1}
+    if several:
+        raise RehearsalError(f"several jars match in {folder}: {several}; remove the old versions (or the folder, then `make setup`)")
+    pick = lambda patterns: [str(found[p][0]) for p in patterns]  # noqa: E731
     return {"delta": pick(local["rehearsal.delta_jars"]), "class_path": pick(local["rehearsal.class_path_jars"])}
 
 
-def _job_environment(keys: tuple[str, str], region: str) -> dict[str, str]:
+def _job_environment(credentials: tuple[str, str], region: str) -> dict[str, str]:
     """What a job's processes know of AWS: the job user's keys (the instance profile's, on EMR)."""
-    return {"AWS_ACCESS_KEY_ID": keys[0], "AWS_SECRET_ACCESS_KEY": keys[1], "AWS_SESSION_TOKEN": "", "AWS_REGION": region}
+    access_key, secret_key = credentials
+    return {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key, "AWS_SESSION_TOKEN": "", "AWS_REGION": region}
 
 
-def _submit(stage: str, command: SubmitCommand, driver_dir: Path, env_dir: Path, job_env: dict, logs: Path) -> None:
+def _submit(stage: str, command: SubmitCommand, driver_dir: Path, env_dir: Path, job_env: dict, logs: Path, timeout_s: float) -> None:
     """Run one stage's driver in its own folder, ./environment being the unpacked archive."""
     driver_dir.mkdir(parents=True, exist_ok=True)
     (driver_dir / "environment").symlink_to(env_dir)
-    env = {
-        **{name: os.environ[name] for name in ("PATH", "HOME", "JAVA_HOME", "LANG", "TMPDIR") if name in os.environ},
-        "SPARK_HOME": str(SPARK_HOME),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        **job_env,
-        **command.driver_env,
-    }
-    log = logs / f"{stage}.log"
-    (logs / f"{stage}.command").write_text(" ".join([str(SPARK_HOME / "bin" / "spark-submit"), *command.arguments]) + "\n")
-    with open(log, "wb") as err:
+    env = {**_base_environment(), "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1", **job_env, **command.driver_env}
+    submit = [str(SPARK_HOME / "bin" / "spark-submit"), *command.arguments]
+    (logs / f"{stage}.command").write_text(shlex.join(submit) + "\n")
+    out_log, err_log = logs / f"{stage}.out", logs / f"{stage}.log"
+    with open(out_log, "w") as out, open(err_log, "w") as err:
         # Its own process group: on any failure here (Ctrl-C, TERM) the driver's JVM and its Python go too.
-        driver = subprocess.Popen(
-            [str(SPARK_HOME / "bin" / "spark-submit"), *command.arguments],
-            cwd=driver_dir, env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
-        )
+        driver = subprocess.Popen(submit, cwd=driver_dir, env=env, stdout=out, stderr=err, start_new_session=True)
         try:
-            stdout, _ = driver.communicate()
+            driver.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise RehearsalError(f"stage {stage} still running after {timeout_s / 60:.0f} min (the job's execution timeout); see {err_log}") from None
         finally:
             end_process_group(driver)
-    with open(log, "a") as out:
-        out.write(stdout)
-    # The stage's own lines (summary, gate, warnings); library chatter stays in the log.
-    for line in stdout.splitlines():
-        if line.startswith(f"{stage} ") or line.startswith(f"{stage}:"):
-            print(f"  [cluster] {line}")
+    # The stage's own lines (summary, gate, warnings, its one-line error); library chatter stays in the logs.
+    own = [line for path in (out_log, err_log) for line in path.read_text(errors="replace").splitlines() if line.startswith((f"{stage} ", f"{stage}:"))]
+    for line in own:
+        print(f"  [cluster] {line}")
     if driver.returncode != 0:
-        tail = log.read_text(errors="replace").splitlines()[-15:]
-        raise RehearsalError(f"stage {stage} failed on the cluster (exit {driver.returncode}); last lines of {log}:\n" + "\n".join(tail))
+        tail = [line for line in err_log.read_text(errors="replace").splitlines() if line.strip() and not line.startswith("[Stage")][-15:]
+        raise RehearsalError(f"stage {stage} failed on the cluster (exit {driver.returncode}); last lines of {err_log}:\n" + "\n".join(tail))
     if command.not_applicable:
         print(f"  ({stage}: not applicable on a standalone cluster: {', '.join(command.not_applicable)})")
 
 
-def _read_back(s: Settings, local: Conf, server: LocalS3Server, keys, subset: Path, scratch: Path, images: int) -> bool:
+def _base_environment() -> dict[str, str]:
+    """What a process on an EMR node has besides its job's settings: a path, a home, Java, a locale."""
+    return {name: os.environ[name] for name in ("PATH", "HOME", "JAVA_HOME", "LANG", "TMPDIR") if name in os.environ}
+
+
+def _check_executor_fits(s: Settings, worker_memory: str) -> None:
+    """An executor larger than a worker never starts: the stage would wait for ever."""
+    executor_gb, worker_gb = s.conf["aws.serverless.executor.memory_gb"], _gigabytes(worker_memory)
+    if executor_gb > worker_gb:
+        raise RehearsalError(
+            f"aws.serverless.executor.memory_gb={executor_gb} (conf/rehearse.yaml) exceeds rehearsal.worker_memory="
+            f"{worker_memory}: lower the first or raise the second"
+        )
+
+
+def _gigabytes(size: str) -> float:
+    number, unit = float(size[:-1]), size[-1].lower()
+    return number * {"g": 1, "m": 1 / 1024, "t": 1024}[unit]
+
+
+def _read_back(s: Settings, local: Conf, server: LocalS3Server, credentials, subset: Path, scratch: Path, images: int) -> bool:
     s3_overrides = [
         f"s3.endpoint={server.endpoint}", "s3.path_style_access=true", "s3.ssl_enabled=false",
         f"s3.region={s.region}", f"lake.root={s.conf['lake.root']}",
     ]
-    job_keys = dict(zip((local["s3.access_key_env"], local["s3.secret_key_env"], local["s3.session_token_env"]), (*keys, "")))
-    user = server.client(keys=keys)
+    job_keys = dict(zip((local["s3.access_key_env"], local["s3.secret_key_env"], local["s3.session_token_env"]), (*credentials, "")))
+    user = server.client(keys=credentials)
     input_keys = list_keys(user, s.bucket, f"{s.input_prefix}/")
-    export_keys = list_keys(user, s.bucket, f"{s.lake_prefix}/{local['lake.exports']}/")
+    export_keys = list_keys(user, s.bucket, f"{s.lake_prefix}/{s.conf['lake.exports']}/")
     reference_sets = [f"input.path={subset}", f"lake.root={scratch / 'local-lake'}"]
     reference_args = ["--conf", LOCAL_CONF, *(a for item in reference_sets for a in ("--set", item))]
     with patched_environ(job_keys):
@@ -323,18 +372,22 @@ def _read_back(s: Settings, local: Conf, server: LocalS3Server, keys, subset: Pa
             reference = compare.lake_tables(spark, load_conf([LOCAL_CONF], reference_sets))
         finally:
             spark.stop()
-    return _report(images, input_keys, export_keys, remote, reference, local)
+    return _report(images, input_keys, export_keys, remote, reference, s.conf)
 
 
-def _report(images: int, input_keys: list[str], export_keys: list[str], remote, reference, local: Conf) -> bool:
-    csv_name, parquet_dir = local["gold.export_csv_name"], local["gold.export_parquet_dir"]
+def _report(images: int, input_keys: list[str], export_keys: list[str], remote, reference, conf: Conf) -> bool:
+    csv_name, parquet_dir = conf["gold.export_csv_name"], conf["gold.export_parquet_dir"]
     checks = {
         f"images under the input prefix: {len(input_keys)} (uploaded {images})": len(input_keys) == images,
         "CSV export in the bucket": any(key.endswith(csv_name) for key in export_keys),
         "Parquet export in the bucket": any(f"/{parquet_dir}/" in key and key.endswith(".parquet") for key in export_keys),
     }
     for table, count in remote.counts.items():
-        checks[f"{table}: {count} rows on S3, {reference.counts[table]} in the local run"] = count == reference.counts[table]
+        checks[f"{table}: {count} rows on S3, {reference.counts[table]} in the local run"] = (
+            count is not None and count == reference.counts[table]
+        )
+    for table in ("silver", "gold"):
+        checks[f"{table} holds every image: {remote.counts.get(table)} of {images}"] = remote.counts.get(table) == images
     try:
         features = compare.feature_difference(remote.features, reference.features)
         scores = compare.score_difference(remote.scores, reference.scores)

@@ -7,7 +7,8 @@ uploads, listing, Delta's log on an object store). A mock of boto3 would not see
 The server is the MinIO binary that `scripts/install-s3-server.sh` builds into `.tools/bin/`
 (or the one named by FRUITS_S3_SERVER_BIN). Each server gets a random free port, its own
 temporary data folder and credentials made for this run; the credentials reach the server, Spark
-and boto3 through environment variables only (`environment()`), never a file or a command line.
+and boto3 through environment variables only (`location_environment()`, `credentials_environment()`),
+never a file or a command line.
 """
 
 from __future__ import annotations
@@ -129,7 +130,11 @@ class LocalS3Server:
             self.base_dir = None
 
     def __enter__(self) -> "LocalS3Server":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:  # interrupted while starting: nothing is left running
+            self.stop()
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -1,4 +1,4 @@
-"""A small input set drawn from the local sample: every label folder represented, names kept.
+"""A small input set drawn from the local sample, spread across the label folders, names kept.
 
 Used by `make run-s3` (--limit) and `make rehearse` (--images) to run the chain on a few dozen
 images in minutes; the folder layout (`Training/<Label>/...`, spaces included) is kept, because the
@@ -17,7 +17,8 @@ def image_files(source: Path, extensions: list[str]) -> list[Path]:
 
 
 def spread(files: list[Path], limit: int) -> list[Path]:
-    """`limit` files taken at even steps through the sorted list, so every label folder is sampled."""
+    """`limit` files taken at even steps through the sorted list: spread across the label folders
+    (each one sampled only when `limit` is at least the number of folders)."""
     if limit <= 0 or limit >= len(files):
         return files
     step = len(files) / limit

@@ -39,15 +39,17 @@ class ClusterError(RuntimeError):
 class StandaloneCluster:
     """Master and workers under `base_dir` (logs, work folders), stopped by `stop()` or on exit.
 
-    `worker_env` is the workers' environment (hence their executors'): on EMR an executor gets its
-    AWS credentials from the instance profile; here they are the job user's keys, given this way.
+    `worker_env` is the workers' whole environment (hence their executors'): on EMR an executor gets
+    its AWS credentials from the instance profile; here they are the job user's keys, given this way,
+    and nothing else of the caller's environment leaks in. Logs go to `log_dir`, kept after a run.
     """
 
     base_dir: Path
+    log_dir: Path
     workers: int = 2
     cores_per_worker: int = 1
     memory_per_worker: str = "4g"
-    worker_env: dict[str, str] = field(default_factory=dict)
+    worker_env: dict[str, str] | None = None  # None: the caller's environment
     host: str = "127.0.0.1"
     start_timeout_s: float = 120.0
     processes: list[subprocess.Popen] = field(default_factory=list)
@@ -62,6 +64,7 @@ class StandaloneCluster:
 
     def start(self) -> "StandaloneCluster":
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self._spawn("master", [MASTER_CLASS, "--host", self.host, "--port", str(self.port), "--webui-port", str(self.ui_port)])
         for index in range(1, self.workers + 1):
             work_dir = self.base_dir / f"worker-{index}"
@@ -104,12 +107,12 @@ class StandaloneCluster:
         """Every executor's working folder (one per application and executor) under the workers."""
         return sorted(p for p in self.base_dir.glob("worker-*/app-*/*") if p.is_dir())
 
-    def log(self, name: str) -> Path:
-        return self.base_dir / f"{name}.log"
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"spark-{name}.log"
 
     def _spawn(self, name: str, arguments: list[str], extra_env: dict[str, str] | None = None) -> None:
-        env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": self.host, **(extra_env or {})}
-        with open(self.log(name), "ab") as log:
+        env = {**(extra_env if extra_env is not None else os.environ), "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": self.host}
+        with open(self.log_path(name), "ab") as log:
             self.processes.append(
                 subprocess.Popen(
                     [str(SPARK_HOME / "bin" / "spark-class"), *arguments],
@@ -124,7 +127,7 @@ class StandaloneCluster:
             ended = [p for p in self.processes if p.poll() is not None]
             if ended:
                 raise ClusterError(
-                    f"a Spark process ended during start-up (exit {ended[0].returncode}); see the logs in {self.base_dir}"
+                    f"a Spark process ended during start-up (exit {ended[0].returncode}); see the spark-*.log files in {self.log_dir}"
                 )
             try:
                 if self.alive_workers() == self.workers:
@@ -134,7 +137,7 @@ class StandaloneCluster:
             time.sleep(0.5)
         raise ClusterError(
             f"{self.workers} workers did not register with {self.master_url} within {self.start_timeout_s:.0f} s; "
-            f"see {self.log('master')} and the worker logs beside it"
+            f"see {self.log_path('master')} and the worker logs beside it"
         )
 
 

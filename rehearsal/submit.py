@@ -17,7 +17,6 @@ does on EMR; the executors are the cluster's, in their own processes.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass, field
 
 SERVERLESS_DRIVER_ENV = "spark.emr-serverless.driverEnv."
@@ -43,7 +42,8 @@ class SubmitCommand:
 def from_job_run(request: dict, platform: dict[str, str]) -> SubmitCommand:
     """The command EMR Serverless runs for a `StartJobRun` request (its `jobDriver.sparkSubmit`)."""
     submit = request["jobDriver"]["sparkSubmit"]
-    options = shlex.split(submit.get("sparkSubmitParameters", ""))
+    # EMR Serverless splits the string on spaces, no shell (deploy/serverless.py refuses values with one).
+    options = submit.get("sparkSubmitParameters", "").split()
     overrides = request.get("configurationOverrides", {}).get("applicationConfiguration", [])
     for classification in overrides:
         if classification.get("classification") == "spark-defaults":
@@ -56,6 +56,9 @@ def from_job_run(request: dict, platform: dict[str, str]) -> SubmitCommand:
         submit["entryPoint"],
         *submit.get("entryPointArguments", []),
     ]
+    # What only the Serverless service acts on; the rehearsal uses the timeout as its own.
+    if "monitoringConfiguration" in request.get("configurationOverrides", {}):
+        command.not_applicable.append("monitoringConfiguration (EMR writes the job's logs to the bucket)")
     return command
 
 

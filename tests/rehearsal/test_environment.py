@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -63,30 +63,46 @@ def test_the_cache_key_follows_the_lock_file_and_the_build_script(tmp_path, monk
     assert environment.inputs_hash("/usr/bin/python3.11") != first
 
 
+class FakeBuild:
+    """Stands for `bash build_env.sh --host` started with Popen: writes OUT (or not) and exits."""
+
+    def __init__(self, returncode: int, seen: dict):
+        self.returncode, self.seen = returncode, seen
+
+    def __call__(self, command, cwd, env, stdout, stderr, start_new_session):
+        out = Path(env["OUT"])
+        self.seen["out"] = out
+        if self.returncode == 0:
+            out.write_bytes(b"archive")
+        self.pid = os.getpid()
+        return self
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+    def poll(self):
+        return self.returncode
+
+
 def test_a_cached_archive_is_reused_without_building(tmp_path, monkeypatch):
     cached = tmp_path / f"fruits-env-{environment.inputs_hash(environment.base_interpreter())}.tar.gz"
     cached.write_bytes(b"archive")
-    monkeypatch.setattr(environment.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("built")))
+    monkeypatch.setattr(environment.subprocess, "Popen", lambda *a, **k: (_ for _ in ()).throw(AssertionError("built")))
     assert environment.cached_archive(tmp_path, tmp_path / "log") == (cached, False)
 
 
 def test_a_build_writes_the_archive_under_its_final_name_then_moves_it(tmp_path, monkeypatch):
     """venv-pack reads the format from the file name: the build's output must end in .tar.gz."""
-    seen = {}
-
-    def fake_build(command, cwd, env, stdout, stderr):
-        out = Path(env["OUT"])
-        seen["out"] = out
-        assert out.name.endswith(".tar.gz") and out.parent != tmp_path
-        out.write_bytes(b"archive")
-        return subprocess.CompletedProcess(command, 0)
-
-    monkeypatch.setattr(environment.subprocess, "run", fake_build)
+    seen: dict = {}
+    monkeypatch.setattr(environment.subprocess, "Popen", FakeBuild(0, seen))
+    monkeypatch.setattr(environment, "end_process_group", lambda process: None)
     archive, built = environment.cached_archive(tmp_path, tmp_path / "log")
+    assert seen["out"].name.endswith(".tar.gz") and seen["out"].parent != tmp_path
     assert built and archive.read_bytes() == b"archive" and archive.parent == tmp_path and not seen["out"].exists()
 
 
 def test_a_failed_build_names_its_log(tmp_path, monkeypatch):
-    monkeypatch.setattr(environment.subprocess, "run", lambda command, **_: subprocess.CompletedProcess(command, 1))
+    monkeypatch.setattr(environment.subprocess, "Popen", FakeBuild(1, {}))
+    monkeypatch.setattr(environment, "end_process_group", lambda process: None)
     with pytest.raises(environment.EnvironmentBuildError, match=r"failed \(exit 1\); see .*build.log"):
         environment.cached_archive(tmp_path, tmp_path / "build.log")

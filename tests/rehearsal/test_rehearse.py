@@ -24,13 +24,25 @@ pytestmark = [pytest.mark.long, pytest.mark.spark, pytest.mark.s3]
 IMAGES = 12
 
 
+# Above the run's 10 to 25 minutes; on expiry the rehearsal gets a TERM and stops what it started.
+TIMEOUT_S = 3600
+
+
+@pytest.mark.timeout(TIMEOUT_S + 300)
 def test_rehearsal_passes_on_a_few_images():
     server_binary_or_skip()
     env = {**os.environ, "KERAS_HOME": os.environ.get("KERAS_HOME", "work/keras")}
-    done = subprocess.run(
+    rehearsal = subprocess.Popen(
         [sys.executable, "-m", "rehearsal", "--images", str(IMAGES)],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    try:
+        stdout, stderr = rehearsal.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        rehearsal.terminate()
+        stdout, stderr = rehearsal.communicate(timeout=120)
+        pytest.fail(f"rehearsal still running after {TIMEOUT_S} s:\n{stdout[-3000:]}")
+    done = subprocess.CompletedProcess(rehearsal.args, rehearsal.returncode, stdout, stderr)
     output = done.stdout
     print(output)
     assert done.returncode == 0, f"rehearsal failed:\n{output[-3000:]}\n{done.stderr[-3000:]}"

@@ -76,3 +76,40 @@ def test_job_user_policy_is_the_job_roles_s3_statements_plus_the_bucket_denies(s
     bucket_sids = {st["Sid"] for st in storage.bucket_policy(s)["Statement"]}
     assert {st["Sid"] for st in denies} == bucket_sids - {"DenyInsecureTransport"}
     assert all(st["Effect"] == "Deny" and "Principal" not in st for st in denies)
+
+
+def test_the_local_executor_names_what_the_server_lacks_and_raises_any_other_refusal():
+    import io
+
+    from botocore.exceptions import ClientError
+
+    def refusal(code):
+        return ClientError({"Error": {"Code": code, "Message": code}}, "op")
+
+    lifecycles = []
+
+    class Client:
+        def put_public_access_block(self, **_):
+            raise refusal("MalformedXML")
+
+        def put_bucket_policy(self, **_):
+            raise refusal("AccessDenied")
+
+        def put_bucket_lifecycle_configuration(self, **params):
+            rules = params["LifecycleConfiguration"]["Rules"]
+            if any(rehearse.UNSUPPORTED_LIFECYCLE_ACTION in rule for rule in rules):
+                raise refusal("InvalidArgument")
+            lifecycles.append(rules)
+
+    class Server:
+        def client(self, service):
+            return Client()
+
+    ex = rehearse.LocalExecutor(Server(), "eu-west-3", io.StringIO())
+    assert ex.call("s3", "put_public_access_block", Bucket="b") is None
+    rules = [{"ID": "logs", "Expiration": {"Days": 1}}, {"ID": "mpu", rehearse.UNSUPPORTED_LIFECYCLE_ACTION: {"DaysAfterInitiation": 2}}]
+    ex.call("s3", "put_bucket_lifecycle_configuration", Bucket="b", LifecycleConfiguration={"Rules": rules})
+    assert lifecycles == [[rules[0]]]
+    assert ex.not_supported == ["s3.put_public_access_block", f"{rehearse.UNSUPPORTED_LIFECYCLE_ACTION} lifecycle rules (1)"]
+    with pytest.raises(ClientError, match="AccessDenied"):
+        ex.call("s3", "put_bucket_policy", Bucket="b", Policy="{}")
