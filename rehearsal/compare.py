@@ -51,14 +51,30 @@ def feature_difference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) 
 
     NaN when a value is not finite: a NaN never compares as small enough.
     """
-    _same_ids("silver", got, want)
-    if not want:
-        raise ValueError("silver: no features in either run")
-    ids = sorted(want)
-    a, b = _stacked("silver", got, ids), _stacked("silver", want, ids)
-    if a.shape != b.shape:
-        raise ValueError(f"silver: features of shape {a.shape} in the rehearsal, {b.shape} in the local run")
+    a, b = _aligned("silver", got, want)
     return _largest(np.abs(a - b))
+
+
+def score_difference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
+    """Largest score difference relative to the scores' scale, each component's sign aligned first.
+
+    A PCA component is defined up to its sign: two fits of the same rows may return either.
+    """
+    a, b = _aligned("gold", got, want)
+    signs = np.where(np.sum(a * b, axis=0) < 0, -1.0, 1.0)
+    return _largest(np.abs(a * signs - b) / max(np.abs(b).max(), 1e-12))
+
+
+def _aligned(table: str, got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Both runs' vectors as matrices, rows in the same image_id order; ValueError when they cannot match."""
+    _same_ids(table, got, want)
+    if not want:
+        raise ValueError(f"{table}: no vectors in either run")
+    ids = sorted(want)
+    a, b = _stacked(table, got, ids), _stacked(table, want, ids)
+    if a.shape != b.shape:
+        raise ValueError(f"{table}: vectors of shape {a.shape} in the rehearsal, {b.shape} in the local run")
+    return a, b
 
 
 def _stacked(table: str, vectors: dict[str, np.ndarray], ids: list[str]) -> np.ndarray:
@@ -70,22 +86,6 @@ def _stacked(table: str, vectors: dict[str, np.ndarray], ids: list[str]) -> np.n
 
 def _largest(differences: np.ndarray) -> float:
     return float(differences.max()) if np.isfinite(differences).all() else float("nan")
-
-
-def score_difference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
-    """Largest score difference relative to the scores' scale, each component's sign aligned first.
-
-    A PCA component is defined up to its sign: two fits of the same rows may return either.
-    """
-    _same_ids("gold", got, want)
-    if not want:
-        raise ValueError("gold: no scores in either run")
-    ids = sorted(want)
-    a, b = _stacked("gold", got, ids), _stacked("gold", want, ids)
-    if a.shape != b.shape:
-        raise ValueError(f"gold keeps {a.shape[1]} components in the rehearsal, {b.shape[1]} in the local run")
-    signs = np.where(np.sum(a * b, axis=0) < 0, -1.0, 1.0)
-    return _largest(np.abs(a * signs - b) / max(np.abs(b).max(), 1e-12))
 
 
 def _same_ids(table: str, got: dict, want: dict) -> None:
