@@ -61,12 +61,9 @@ setup: $(STAMPS)/venv $(STAMPS)/jars $(STAMPS)/s3-server $(STAMPS)/chromium
 
 run: setup
 	$(PY) scripts/fetch_dataset.py --conf $(CONF) $(ARGS)
-	@# The stages in the order pipelines/stages.py declares; the first failure stops the chain with its exit code.
-	@set -e; stages=$$($(PY) -m pipelines.stages --names); for stage in $$stages; do \
-		echo "$(PY) -m pipelines.$$stage --conf $(CONF) $(ARGS)"; \
-		$(PY) -m pipelines.$$stage --conf $(CONF) $(ARGS); \
-	done
-	$(PY) -m quality.report --conf $(CONF) $(ARGS)
+	@# The stages pipelines/stages.py declares, in one Spark application (each its own module, gate and
+	@# commits; the first failure stops the chain with its exit code), then the quality report.
+	$(PY) -m pipelines.run --conf $(CONF) $(ARGS)
 
 # Starts MinIO, uploads the input images with boto3, runs the stages with conf/s3-local.yaml, prints
 # the tables' counts, stops the server. Options: make run-s3 ARGS="--limit 300 --compare-local".

@@ -62,7 +62,7 @@ def image_bytes(conf: Conf) -> list[bytes]:
 
 
 def measure_limit(conf: Conf) -> dict:
-    import tensorflow as tf
+    tf = features.import_tensorflow()
 
     contents = image_bytes(conf)
     batch_size = conf["silver.batch_size"]

@@ -139,15 +139,12 @@ def managed_tables(conf: Conf) -> list[str]:
 def spark_sql_args(conf: Conf) -> list[str]:
     """Options that give the `spark-sql` shell the same catalog, Delta and S3A settings as a session.
 
-    The JVM options of a local run (master, packages, Ivy cache) come first, as for spark-submit;
+    The JVM options of a local run (master, jars, logging) come first, as for spark-submit;
     secrets are left out (S3A finds them in the environment).
     """
     settings = {**catalog_settings(conf), **session_settings(conf)}
-    args = submit_args(conf)
-    for key, value in settings.items():
-        if not key.endswith(_SECRET_SUFFIXES):
-            args += ["--conf", f"{key}={value}"]
-    return args
+    public = {key: value for key, value in settings.items() if not key.endswith(_SECRET_SUFFIXES)}
+    return submit_args(conf, f"{conf['spark.app_name_prefix']}-sql", public)
 
 
 # ---------------------------------------------------------------- I/O edges

@@ -22,6 +22,7 @@ import hashlib
 import io
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,9 +123,7 @@ def image_array(content: bytes | None, orientation: int | None) -> np.ndarray:
 
 def preprocess(arrays: Sequence[np.ndarray]) -> np.ndarray:
     """Stack and scale to the model's input range with Keras' own `mobilenet_v2.preprocess_input`."""
-    from keras.applications.mobilenet_v2 import preprocess_input
-
-    return preprocess_input(np.stack(arrays).astype(np.float32))
+    return import_keras().applications.mobilenet_v2.preprocess_input(np.stack(arrays).astype(np.float32))
 
 
 def featurize(
@@ -177,9 +176,7 @@ def build_model(weights: str | None = None) -> Any:
 
     `weights` is None (random initial values, to be replaced by `set_weights`) or a weights file.
     """
-    import keras
-
-    return keras.applications.MobileNetV2(
+    return import_keras().applications.MobileNetV2(
         input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), alpha=1.0, include_top=False, weights=weights, pooling="avg"
     )
 
@@ -265,8 +262,7 @@ def _copy_verified(source: Path, target: Path) -> None:
 
 
 def _download(settings: WeightsSettings, cached: Path) -> Path:
-    import keras
-
+    keras = import_keras()
     origin = settings.weights_url.rstrip("/") + "/" + WEIGHTS_FILE_NAME
     return Path(
         keras.utils.get_file(
@@ -315,15 +311,45 @@ def configure_tensorflow(threads: int) -> None:
     MobileNetV2 is a chain of layers, so an inter-op pool would only add threads beyond the core
     budget. In a reused worker the runtime is already started and keeps the sizes it was given.
     """
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
+    tf = import_tensorflow()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass  # already initialised in this process: the first sizes stay
+
+
+def import_tensorflow() -> Any:
+    """TensorFlow, imported with its native start-up lines kept off the console.
+
+    TensorFlow 2.21 writes its oneDNN and CPU-feature notices, and absl's "before InitializeLog"
+    notice, straight to the process's stderr while it loads, before its logging reads
+    TF_CPP_MIN_LOG_LEVEL: four lines per process, in every stage's output and from every Python
+    worker. The import runs with file descriptor 2 sent to /dev/null; a failed import still
+    raises its Python error once the descriptor is back.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    console = os.dup(2)
+    try:
+        with open(os.devnull, "w") as sink:
+            os.dup2(sink.fileno(), 2)
+            import tensorflow
+    finally:
+        os.dup2(console, 2)
+        os.close(console)
+    return tensorflow
+
+
+def import_keras() -> Any:
+    """Keras on its TensorFlow backend, TensorFlow imported quietly first (import_tensorflow)."""
+    import_tensorflow()
+    import keras
+
+    return keras
 
 
 def warm_worker(threads: int) -> None:

@@ -6,15 +6,22 @@ environment, server-side encryption), the app name per stage, and local defaults
 Under `spark-submit` (EMR, or a local submit) the JVM already exists: master, driver memory and
 packages then come from the submit command, and this module only adds the session settings.
 `python -m pipelines.session --submit-args --conf conf/local.yaml` prints the options a local
-`spark-submit` needs (the Maven packages and the project Ivy cache).
+`spark-submit` needs (the Maven jars, logging).
+
+A JVM started here takes the Maven packages' jars from the list the first resolution left in the
+Ivy folder (`make setup` makes it), so a run resolves nothing and prints none of Ivy's report, and
+it logs Spark's routine lines to a file (conf `spark.log_dir`), keeping the console for the stage's
+own lines and errors.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -31,16 +38,63 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def jvm_settings(conf: Conf) -> dict[str, str]:
-    """Settings that only take effect when the JVM starts: master, driver memory, packages."""
+JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+
+
+def jvm_settings(conf: Conf, app_name: str) -> dict[str, str]:
+    """Settings that only take effect when the JVM starts: master, driver memory, jars, logging.
+
+    The packages' jars come from the resolved list when there is one (resolved_jars), else from an
+    Ivy resolution. `app_name` names the log file.
+    """
     settings = {"spark.driver.memory": conf["spark.driver_memory"]}
     if conf["spark.master"]:
         settings["spark.master"] = conf["spark.master"]
     if conf["spark.packages"]:
-        settings["spark.jars.packages"] = conf["spark.packages"]
-        if conf["spark.ivy_dir"]:
-            settings["spark.jars.ivy"] = resolve_location(conf["spark.ivy_dir"])
+        jars = resolved_jars(conf)
+        if jars:
+            settings["spark.jars"] = ",".join(jars)
+        else:
+            settings["spark.jars.packages"] = conf["spark.packages"]
+            if conf["spark.ivy_dir"]:
+                settings["spark.jars.ivy"] = resolve_location(conf["spark.ivy_dir"])
+    if conf["spark.log_dir"]:
+        log_file = Path(resolve_location(conf["spark.log_dir"])) / f"{app_name}.log"
+        config_file = "file:" + resolve_location(conf["spark.log_config"])
+        settings[JAVA_OPTIONS] = shlex.join([f"-Dlog4j2.configurationFile={config_file}", f"-Dfruits.log.file={log_file}"])
     return settings
+
+
+def resolved_jars_list(conf: Conf) -> Path | None:
+    """Where the jars of `spark.packages` are listed once resolved (one list per package set)."""
+    if not conf["spark.packages"] or not conf["spark.ivy_dir"]:
+        return None
+    digest = hashlib.sha256(conf["spark.packages"].encode()).hexdigest()[:16]
+    return Path(resolve_location(conf["spark.ivy_dir"])) / "resolved" / f"{digest}.txt"
+
+
+def resolved_jars(conf: Conf) -> list[str] | None:
+    """The local jar files of `spark.packages` as last resolved, or None when a resolution is needed
+    (never resolved, or a listed jar is gone from the cache)."""
+    listing = resolved_jars_list(conf)
+    if listing is None or not listing.is_file():
+        return None
+    jars = [line for line in listing.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    return jars if jars and all(Path(jar).is_file() for jar in jars) else None
+
+
+def record_resolved_jars(spark: SparkSession, conf: Conf) -> None:
+    """After a session resolved `spark.packages`, list the jars it got for the next sessions."""
+    listing = resolved_jars_list(conf)
+    if listing is None or resolved_jars(conf) is not None:
+        return
+    jars = [jar.removeprefix("file://") for jar in spark.sparkContext.getConf().get("spark.jars", "").split(",") if jar]
+    if not jars:
+        return
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    partial = listing.with_suffix(".partial")
+    partial.write_text(f"# jars of {conf['spark.packages']}\n" + "\n".join(jars) + "\n", encoding="utf-8")
+    partial.replace(listing)
 
 
 # conf key -> Hadoop S3A key (after "fs.s3a."), each left at Hadoop's default when the conf value is null.
@@ -99,7 +153,8 @@ def session_settings(conf: Conf) -> dict[str, str]:
         # Delta rebuilds table state with this many tasks (default 50): match the data's size.
         "spark.databricks.delta.snapshotPartitions": str(conf["spark.shuffle_partitions"]),
         "spark.sql.session.timeZone": "UTC",
-        "spark.ui.showConsoleProgress": "true",
+        # Spark's progress bar redraws one line in a terminal; in a log file or CI output it is noise.
+        "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Delta's own retention check stays on; the lake is append/merge only.
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
@@ -135,7 +190,7 @@ def catalog_settings(conf: Conf) -> dict[str, str]:
             f"on EMR set catalog.glue: true to use the Glue Data Catalog"
         )
     settings["spark.hadoop.javax.jdo.option.ConnectionURL"] = f"jdbc:derby:;databaseName={metastore}/metastore_db;create=true"
-    settings["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={metastore}"
+    settings[JAVA_OPTIONS] = f"-Dderby.system.home={metastore}"
     return settings
 
 
@@ -147,16 +202,29 @@ def build_spark_session(conf: Conf, stage: str, catalog: bool = False) -> SparkS
     if not launched_by_spark_submit():
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(f"{conf['spark.app_name_prefix']}-{stage}")
+    app_name = f"{conf['spark.app_name_prefix']}-{stage}"
+    builder = SparkSession.builder.appName(app_name)
     settings = {**catalog_settings(conf), **session_settings(conf)} if catalog else session_settings(conf)
-    if not launched_by_spark_submit():
-        settings.update(jvm_settings(conf))
+    starts_jvm = not launched_by_spark_submit()
+    if starts_jvm:
+        settings = merge_java_options(settings, jvm_settings(conf, app_name))
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(conf["spark.log_level"])
     keep_jars_off_python_path(spark)
+    if starts_jvm:
+        record_resolved_jars(spark, conf)
     return spark
+
+
+def merge_java_options(settings: dict[str, str], more: dict[str, str]) -> dict[str, str]:
+    """`settings` updated with `more`, the driver's Java options of both kept (catalog and logging)."""
+    merged = {**settings, **more}
+    options = [group[JAVA_OPTIONS] for group in (settings, more) if group.get(JAVA_OPTIONS)]
+    if options:
+        merged[JAVA_OPTIONS] = " ".join(options)
+    return merged
 
 
 def keep_jars_off_python_path(spark: SparkSession) -> None:
@@ -177,13 +245,16 @@ def keep_jars_off_python_path(spark: SparkSession) -> None:
     sys.path[:] = [entry for entry in sys.path if os.path.basename(entry) not in jars]
 
 
-def submit_args(conf: Conf) -> list[str]:
-    """spark-submit options equivalent to what build_spark_session sets when it starts the JVM."""
+def submit_args(conf: Conf, app_name: str = "spark-submit", settings: dict[str, str] | None = None) -> list[str]:
+    """spark-submit options equivalent to what build_spark_session sets when it starts the JVM, plus
+    `settings` as `--conf` (their driver Java options joined to the logging ones)."""
     args: list[str] = []
-    settings = jvm_settings(conf)
+    settings = merge_java_options(settings or {}, jvm_settings(conf, app_name))
     if "spark.master" in settings:
         args += ["--master", settings.pop("spark.master")]
     args += ["--driver-memory", settings.pop("spark.driver.memory")]
+    if "spark.jars" in settings:
+        args += ["--jars", settings.pop("spark.jars")]
     if "spark.jars.packages" in settings:
         args += ["--packages", settings.pop("spark.jars.packages")]
     for key, value in settings.items():

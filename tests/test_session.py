@@ -1,6 +1,10 @@
-"""The session builder keeps Spark's Maven jars on the JVM classpath and off every Python path."""
+"""The session builder: Spark's Maven jars from the resolved list, on the JVM classpath and off every
+Python path; Spark's log lines in a file."""
 
 import sys
+
+from pipelines import session
+from pipelines.config import PROJECT_ROOT, load_conf
 
 
 def _maven_jars(paths):
@@ -21,3 +25,55 @@ def test_package_jars_are_off_the_python_path_of_driver_and_workers(spark):
     assert not [name for name in spark.sparkContext._python_includes if name.lower().endswith(".jar")]
     # The JVM still has them.
     assert "delta-spark" in spark.sparkContext.getConf().get("spark.jars", "")
+
+
+# ---------------------------------------------------------------- JVM settings (pure)
+
+def _conf(tmp_path, *overrides):
+    return load_conf(["conf/local.yaml"], [f"spark.ivy_dir={tmp_path / 'ivy'}", f"spark.log_dir={tmp_path / 'logs'}", *overrides])
+
+
+def _list_jars(conf, jars):
+    listing = session.resolved_jars_list(conf)
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("# jars of the packages\n" + "\n".join(str(j) for j in jars) + "\n", encoding="utf-8")
+
+
+def test_a_session_takes_the_resolved_jars_instead_of_resolving_again(tmp_path):
+    conf = _conf(tmp_path)
+    jars = [tmp_path / "a.jar", tmp_path / "b.jar"]
+    for jar in jars:
+        jar.write_bytes(b"PK")
+    _list_jars(conf, jars)
+    settings = session.jvm_settings(conf, "fruits-bronze")
+    assert settings["spark.jars"] == ",".join(str(j) for j in jars)
+    assert "spark.jars.packages" not in settings and "spark.jars.ivy" not in settings
+    args = session.submit_args(conf)
+    assert args[args.index("--jars") + 1] == settings["spark.jars"] and "--packages" not in args
+
+
+def test_a_jar_gone_from_the_cache_or_other_packages_mean_a_new_resolution(tmp_path):
+    conf = _conf(tmp_path)
+    _list_jars(conf, [tmp_path / "gone.jar"])
+    settings = session.jvm_settings(conf, "fruits-bronze")
+    assert settings["spark.jars.packages"] == conf["spark.packages"] and "spark.jars" not in settings
+    assert settings["spark.jars.ivy"] == str(tmp_path / "ivy")
+    other = _conf(tmp_path, "spark.packages=io.delta:delta-spark_2.13:4.0.0")
+    assert session.resolved_jars_list(other) != session.resolved_jars_list(conf)
+
+
+def test_spark_logs_go_to_a_file_per_application_beside_the_catalogs_java_options(tmp_path):
+    conf = _conf(tmp_path)
+    options = session.jvm_settings(conf, "fruits-gold")[session.JAVA_OPTIONS]
+    assert f"-Dfruits.log.file={tmp_path / 'logs' / 'fruits-gold.log'}" in options
+    assert f"-Dlog4j2.configurationFile=file:{PROJECT_ROOT / 'conf' / 'log4j2.properties'}" in options
+    merged = session.merge_java_options(session.catalog_settings(conf), session.jvm_settings(conf, "fruits-catalog"))
+    assert merged[session.JAVA_OPTIONS].startswith("-Dderby.system.home=") and "fruits-catalog.log" in merged[session.JAVA_OPTIONS]
+    assert session.JAVA_OPTIONS not in session.jvm_settings(_conf(tmp_path, "spark.log_dir="), "x")
+
+
+def test_the_test_session_was_started_from_the_resolved_list(spark):
+    # `make setup` (python -m pipelines.session --warm-jars) resolved the packages once and listed the jars.
+    conf = spark.sparkContext.getConf()
+    assert conf.get("spark.jars.packages") is None
+    assert "delta-spark" in conf.get("spark.jars", "")

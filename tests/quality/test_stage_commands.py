@@ -150,6 +150,9 @@ def test_silver_process_refuses_after_bronze_failed_and_exits_1(scenario):
     assert refusal and refusal[0].startswith("silver: silver refuses to run: the last validation of bronze (run bronze-bad")
     assert "python -m pipelines.bronze" in step.err and "Traceback" not in step.err
     assert scenario.tables["silver-refused"]["silver"] is None
+    # Quiet: the jars come from the list `make setup` left (no Ivy resolution report), and Spark's
+    # warnings go to the log file (conf spark.log_dir), not to the console.
+    assert ":: resolving dependencies" not in step.err and " WARN " not in step.err, step.err[-3000:]
 
 
 def test_good_bronze_run_exits_0_and_lifts_the_refusal(scenario):

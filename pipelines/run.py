@@ -1,0 +1,78 @@
+"""The chain in one Spark application: each stage's own main in turn, then the quality report.
+
+`python -m pipelines.run [--conf FILE] [--set KEY=VALUE] [--jobs bronze,silver,gold]` (`make run`).
+
+Why: a stage run as its own process pays a JVM start, a session, its Python imports and the start
+of its Python workers before it reads a row, for every stage of every run: for an increment of a
+few photos that fixed cost is most of the run (docs/benchmarks.md). Here the stages share one
+session. Each still runs its own module's `main` with the same options: its own reads, quality gate
+and commits, exactly as when it runs alone (`python -m pipelines.<stage>`, or `spark-submit`), where
+it joins the session the launcher started the same way. The first stage that fails stops the chain
+with its exit code (cli.execute_stage lists them); the later stages do not run.
+
+On AWS the deploy tool runs this module as one job (conf `aws.one_application`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+from pipelines import stages
+from pipelines.cli import EXIT_INPUT, load_stage_conf, stage_parser
+from pipelines.session import build_spark_session
+
+CATALOG = "catalog"
+
+
+def chosen_jobs(listed: str | None) -> list[str]:
+    """The jobs to run: the declared stages by default, else the comma list (in the chain's order,
+    each after its upstream; `catalog` may follow the stages). ValueError says what is wrong."""
+    if not listed:
+        return list(stages.names())
+    jobs = [job.strip() for job in listed.split(",") if job.strip()]
+    problem = stages.order_problem(jobs) if jobs else "no job named"
+    if problem:
+        raise ValueError(f"--jobs {listed!r}: {problem}")
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--jobs", metavar="A,B,...",
+        help=f"jobs to run, in order (default: the declared stages {','.join(stages.names())}; "
+        f"'{CATALOG}' registers the tables after them)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="do not print the quality report at the end")
+    args = parser.parse_args(argv)
+    try:
+        jobs = chosen_jobs(args.jobs)
+    except ValueError as exc:
+        print(f"run: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    conf = load_stage_conf(args)
+    # The catalog's metastore settings are static: the one session must start with them.
+    build_spark_session(conf, "chain", catalog=CATALOG in jobs)
+    options = [*(f"--conf={path}" for path in args.conf), *(f"--set={item}" for item in args.overrides)]
+    started = time.monotonic()
+    for job in jobs:
+        code = importlib.import_module(f"pipelines.{job}").main(options)
+        if code:
+            print(f"run: {job} failed (exit {code}); the jobs after it ({_after(jobs, job)}) did not run", file=sys.stderr)
+            return code
+    print(f"run: {', '.join(jobs)} done in one application, {time.monotonic() - started:.1f} s")
+    if not args.no_report:
+        from quality import report
+
+        return report.main(options)
+    return 0
+
+
+def _after(jobs: list[str], job: str) -> str:
+    return ", ".join(jobs[jobs.index(job) + 1 :]) or "none"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
