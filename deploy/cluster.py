@@ -19,7 +19,7 @@ from deploy.executor import DeployError, Executor, Pending
 from deploy.logs import print_tail
 from deploy.package import code_uris
 from deploy.settings import Settings
-from deploy.spark_args import ENV_PYTHON, environment_conf, forwarded_env, stage_arguments
+from deploy.spark_args import ENV_PYTHON, environment_conf, forwarded_env, jobs, stage_arguments
 
 ACTIVE_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING", "TERMINATING"]
 STEP_END_STATES = {"COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"}
@@ -135,7 +135,7 @@ def run_job_flow_request(s: Settings) -> dict:
         # Delta comes with the release; this classification puts it on Spark's class path.
         "Configurations": [{"Classification": "delta-defaults", "Properties": {"delta.enabled": "true"}}],
         "Instances": instances,
-        "Steps": [step(s, stage) for stage in s.conf["aws.stages"]],
+        "Steps": [step(s, job) for job in jobs(s)],
         "StepConcurrencyLevel": 1,
         "ServiceRole": s.conf["aws.iam.emr_service_role"],
         "JobFlowRole": s.conf["aws.iam.ec2_role"],
@@ -153,7 +153,7 @@ def run_job_flow_request(s: Settings) -> dict:
 def start(ex: Executor, s: Settings) -> str:
     ensure_security_configuration(ex, s)  # made by provision; again here in case the conf changed since
     cluster_id = ex.call("emr", "run_job_flow", **run_job_flow_request(s))["JobFlowId"]
-    ex.say(f"cluster {cluster_id} starting; steps: {' -> '.join(s.conf['aws.stages'])}")
+    ex.say(f"cluster {cluster_id} starting; steps: {' -> '.join(jobs(s))}")
     return cluster_id
 
 
@@ -241,7 +241,7 @@ def logs(ex: Executor, s: Settings, cluster_id: str | None, lines: int) -> None:
         cluster_id = clusters[0]["Id"]
     steps = list(reversed(ex.pages("emr", "list_steps", "Steps", ClusterId=cluster_id)))
     if ex.dry_run:
-        steps = [{"Id": Pending(f"step id of {stage}"), "Name": stage} for stage in s.conf["aws.stages"]]
+        steps = [{"Id": Pending(f"step id of {stage}"), "Name": stage} for stage in jobs(s)]
     for st in steps:
         ex.say(f"=== step {st['Name']} ({st['Id']})")
         for name in ("stdout.gz", "stderr.gz"):

@@ -5,16 +5,20 @@ Prices: conf/pricing.yaml (aws.cost.pricing_file), which names the source page a
 Every option costs `fixed + per_image * N` (docs/cost.md):
 - the work is N * chain_factor / throughput vCPU-seconds, throughput being images/s per vCPU
   measured by the benchmark (bench/results/latest.json) or, until there is one, conf's default;
-- a cluster bills all its nodes (master included) from start-up to termination: start-up and idle
-  minutes are the fixed part, the work spread over the workers' vCPUs the variable part;
-- Serverless bills the driver and executors per vCPU-hour and GB-hour while a job runs: each
-  stage's start-up is fixed, the work spread over the executors variable; warm (pre-initialised)
+- a cluster bills all its nodes (master included) from start-up to termination: start-up, each
+  step's Spark start-up and idle minutes are the fixed part, the work spread over the workers'
+  vCPUs the variable part;
+- Serverless bills the driver and executors per vCPU-hour and GB-hour while a job runs: each job
+  run's start-up is fixed, the work spread over the executors variable; warm (pre-initialised)
   workers add their idle time before auto-stop.
+A run is one job (step or job run) per stage, or one for the whole chain with aws.one_application
+(spark_args.jobs); the estimate prints what the other choice would cost.
 Both lines being straight, the break-even is where they cross.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,7 @@ import yaml
 
 from deploy.executor import DeployError
 from deploy.settings import Settings
+from deploy.spark_args import jobs
 from pipelines.config import resolve_location
 
 BENCH_KEY = ("silver", "images_per_s_per_vcpu")
@@ -100,8 +105,8 @@ def cluster_line(s: Settings, region_prices: dict, images_per_s_per_vcpu: float,
     if worker_vcpus == 0:
         raise DeployError("aws.cluster.core.count and aws.cluster.task.count are both 0: no worker would run the jobs")
     idle_minutes = conf["aws.cluster.idle_timeout_minutes"] if conf["aws.cluster.keep_alive"] else 0
-    stages_minutes = len(conf["aws.stages"]) * conf["aws.cost.stage_startup_minutes"]
-    fixed_hours = (conf["aws.cost.cluster_startup_minutes"] + stages_minutes + idle_minutes) / 60
+    steps_minutes = len(jobs(s)) * conf["aws.cost.step_startup_minutes"]
+    fixed_hours = (conf["aws.cost.cluster_startup_minutes"] + steps_minutes + idle_minutes) / 60
     hours_per_image = conf["aws.cost.chain_factor"] / images_per_s_per_vcpu / 3600 / worker_vcpus
     return Line(
         name=f"EMR on EC2, spot {' and '.join(on_spot)} nodes" if spot else "EMR on EC2, on-demand",
@@ -128,7 +133,7 @@ def serverless_line(s: Settings, region_prices: dict, images_per_s_per_vcpu: flo
 
     driver, executor = worker_hour(app["driver"]), worker_hour(app["executor"])
     hourly = driver + app["max_executors"] * executor
-    startup_hours = len(conf["aws.stages"]) * conf["aws.cost.stage_startup_minutes"] / 60
+    startup_hours = len(jobs(s)) * conf["aws.cost.serverless_job_startup_minutes"] / 60
     warm = app["initial_capacity"]
     warm_usd = (warm["drivers"] * driver + warm["executors"] * executor) * app["auto_stop_idle_minutes"] / 60
     executor_vcpus = app["max_executors"] * app["executor"]["cpu"]
@@ -167,8 +172,9 @@ def estimate(s: Settings, image_counts: list[int]) -> str:
         f"cluster: {_cluster_shape(conf)}, {conf['aws.cost.cluster_startup_minutes']:g} min start-up"
         + (f" + {conf['aws.cluster.idle_timeout_minutes']} min idle" if conf["aws.cluster.keep_alive"] else ""),
         f"serverless: driver + {conf['aws.serverless.max_executors']} executors of "
-        f"{conf['aws.serverless.executor.cpu']} vCPU / {conf['aws.serverless.executor.memory_gb']} GB; "
-        f"both: {conf['aws.cost.stage_startup_minutes']:g} min start-up per stage",
+        f"{conf['aws.serverless.executor.cpu']} vCPU / {conf['aws.serverless.executor.memory_gb']} GB",
+        f"jobs per run: {_jobs_sentence(s)}; start-up {conf['aws.cost.serverless_job_startup_minutes']:g} min "
+        f"per Serverless job run, {conf['aws.cost.step_startup_minutes']:g} min per cluster step",
         "",
         f"| {'images':>9} | " + " | ".join(f"{o.name:>25}" for o in options) + " | cheapest",
         f"|{'-' * 11}|" + "|".join("-" * 27 for _ in options) + "|---------",
@@ -184,8 +190,33 @@ def estimate(s: Settings, image_counts: list[int]) -> str:
             "the driver may run there); add spot task nodes with --set aws.cluster.task.count=N to price them."
         )
     lines += [_break_even_sentence(serverless, cluster) for cluster in (on_demand, spot) if cluster]
+    lines.append(_one_application_sentence(s, region_prices, rate, spot=spot is not None))
     lines.append(f"Recommendation: {_recommendation(serverless, spot, on_demand)}")
     return "\n".join(lines)
+
+
+def _jobs_sentence(s: Settings) -> str:
+    run = jobs(s)
+    if s.conf["aws.one_application"]:
+        return f"1 ({run[0]}: {', '.join(s.conf['aws.stages'])} in one Spark application, aws.one_application)"
+    return f"{len(run)} (one per stage: {', '.join(run)})"
+
+
+def _one_application_sentence(s: Settings, region_prices: dict, rate: float, spot: bool) -> str:
+    """What the other choice of aws.one_application costs per run (only the start-up differs)."""
+    flipped = str(not s.conf["aws.one_application"]).lower()
+    other = dataclasses.replace(s, conf=s.conf.with_overrides([f"aws.one_application={flipped}"]))
+    one, per_stage = (s, other) if s.conf["aws.one_application"] else (other, s)
+    serverless = [serverless_line(x, region_prices, rate) for x in (one, per_stage)]
+    cluster = [cluster_line(x, region_prices, rate, spot=spot) for x in (one, per_stage)]
+    minutes = (serverless[1].fixed_hours - serverless[0].fixed_hours) * 60
+    saving = (
+        f"{minutes:,.1f} billed min of start-up, ${serverless[1].fixed_usd - serverless[0].fixed_usd:,.2f} per "
+        f"Serverless run, ${cluster[1].fixed_usd - cluster[0].fixed_usd:,.2f} per {cluster[0].name} run"
+    )
+    if s.conf["aws.one_application"]:
+        return f"One application per run (aws.one_application) saves, against one job per stage: {saving}."
+    return f"With aws.one_application=true (the chain as one job) a run would save {saving}."
 
 
 def _cluster_shape(conf) -> str:

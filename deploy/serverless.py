@@ -14,7 +14,7 @@ from deploy.executor import DeployError, Executor, Pending
 from deploy.logs import print_tail
 from deploy.package import code_uris
 from deploy.settings import Settings
-from deploy.spark_args import ENV_PYTHON, environment_conf, forwarded_env, stage_arguments
+from deploy.spark_args import ENV_PYTHON, environment_conf, forwarded_env, jobs, stage_arguments
 
 JOB_END_STATES = {"SUCCESS", "FAILED", "CANCELLED"}
 # States in which an application takes job runs (auto-start starts a stopped one); not CREATING.
@@ -210,10 +210,11 @@ def job_line(stage: str, job: dict) -> str:
 
 
 def run(ex: Executor, s: Settings, wait: bool = True) -> bool:
-    """Start each stage after the previous one succeeded; without wait, only the first is started."""
+    """Start each job (a stage, or the chain: spark_args.jobs) after the previous one succeeded;
+    without wait, only the first is started."""
     role_arn = ex.call("iam", "get_role", RoleName=s.conf["aws.iam.serverless_job_role"])["Role"]["Arn"]
     app_id = ensure_application(ex, s)
-    stages = s.conf["aws.stages"]
+    stages = jobs(s)
     finished: list[tuple[str, dict]] = []
     for stage in stages:
         job_run_id = ex.call("emr-serverless", "start_job_run", **job_run_request(s, app_id, role_arn, stage))["jobRunId"]
@@ -251,7 +252,7 @@ def status(ex: Executor, s: Settings) -> None:
         return
     app = ex.call("emr-serverless", "get_application", applicationId=app_id)["application"]
     ex.say(f"application {app_id} ({s.conf['aws.serverless.name']}): {app['state']}")
-    for job in recent_jobs(ex, app_id, len(s.conf["aws.stages"])):
+    for job in recent_jobs(ex, app_id, len(jobs(s))):
         ex.say(f"  {job['name']:<22} {job['id']:<22} {job['state']}")
 
 
@@ -260,10 +261,10 @@ def logs(ex: Executor, s: Settings, lines: int) -> None:
     app_id = find_application(ex, s) or (Pending("application id") if ex.dry_run else None)
     if app_id is None:
         raise DeployError(f"no application named {s.conf['aws.serverless.name']}")
-    jobs = recent_jobs(ex, app_id, len(s.conf["aws.stages"]))
+    runs = recent_jobs(ex, app_id, len(jobs(s)))
     if ex.dry_run:
-        jobs = [{"id": Pending(f"job run id of {stage}"), "name": stage} for stage in s.conf["aws.stages"]]
-    for job in reversed(jobs):  # the API lists the newest first
+        runs = [{"id": Pending(f"job run id of {job}"), "name": job} for job in jobs(s)]
+    for job in reversed(runs):  # the API lists the newest first
         ex.say(f"=== {job['name']} ({job['id']})")
         for name in ("stdout.gz", "stderr.gz"):
             key = f"{s.logs_prefix}/serverless/applications/{app_id}/jobs/{job['id']}/SPARK_DRIVER/{name}"

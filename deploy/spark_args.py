@@ -15,14 +15,27 @@ from deploy.settings import Settings
 ENV_PYTHON = "./environment/bin/python"
 
 
-def stage_arguments(s: Settings, stage: str) -> list[str]:
-    """Arguments after the entry script: the stage, then exactly the conf the deploy tool loaded.
+# The job of aws.one_application: every stage of aws.stages in one Spark application.
+CHAIN_JOB = "chain"
+
+
+def jobs(s: Settings) -> list[str]:
+    """The job runs (Serverless) or steps (cluster) of one deployment run, in order: one per stage
+    of aws.stages, or with aws.one_application the one job `chain` (pipelines/run.py) running them
+    all in one Spark application, each stage still behind its own gate."""
+    return [CHAIN_JOB] if s.conf["aws.one_application"] else list(s.conf["aws.stages"])
+
+
+def stage_arguments(s: Settings, job: str) -> list[str]:
+    """Arguments after the entry script: the module to run, then exactly the conf the deploy tool loaded.
 
     Every --conf file (conf/aws.yaml when none was given) and every --set, in order, so the jobs
-    resolve the same lake, input and settings that provision granted and package uploaded.
+    resolve the same lake, input and settings that provision granted and package uploaded. The
+    chain job runs `pipelines.run` over aws.stages (the quality report stays with `deploy status`).
     """
     options = [a for file in s.job_conf_files for a in ("--conf", file)]
-    return [stage, *options, *(a for override in s.job_overrides for a in ("--set", override))]
+    head = ["run", "--jobs", ",".join(s.conf["aws.stages"]), "--no-report"] if job == CHAIN_JOB else [job]
+    return [*head, *options, *(a for override in s.job_overrides for a in ("--set", override))]
 
 
 def forwarded_env(s: Settings) -> dict[str, str]:

@@ -9,8 +9,9 @@
 3. the Python environment archive built by `deploy/build_env.sh --host` (cached by the hash of its
    inputs) and `deploy package`'s own code uploading code, environment, weights and images;
 4. a Spark standalone cluster: a master and two one-core workers, each its own JVM;
-5. each stage of `aws.stages` submitted with the arguments of the Serverless StartJobRun request
-   (or, with --mode cluster, of the cluster's step) that `deploy run` builds;
+5. each job of `deploy run` (each stage of `aws.stages`, or with `aws.one_application` the one
+   chain job) submitted with the arguments of the Serverless StartJobRun request (or, with
+   --mode cluster, of the cluster's step) that `deploy run` builds;
 6. the lake read back over S3 with the job user's keys and compared with a local run.
 Every step prints its time; everything started is stopped, even on failure.
 """
@@ -39,6 +40,7 @@ from botocore.exceptions import ClientError
 from deploy import cluster, iam, package, serverless, storage
 from deploy.executor import DeployError, Executor
 from deploy.settings import Settings, load_settings
+from deploy.spark_args import jobs
 from pipelines import stages
 from pipelines.config import PROJECT_ROOT, Conf, ConfError, load_conf, resolve_location
 from pipelines.session import build_spark_session
@@ -250,12 +252,12 @@ def _run(args, local: Conf, scratch: Path, logs: Path, steps: Steps, stack: Exit
         )
         print(f"  {spark_cluster.master_url}: {spark_cluster.alive_workers()} workers alive")
 
-    with steps.step(f"stages {', '.join(s.conf['aws.stages'])} with the {args.mode} submit arguments"):
+    with steps.step(f"jobs {', '.join(jobs(s))} with the {args.mode} submit arguments"):
         platform = platform_conf(spark_cluster.master_url, server.endpoint, s.region, jars["class_path"])
         # The requests `deploy run` would send with the rehearsal's overlay: the overrides above
         # only place files for `package` and the jars, and are not forwarded to the jobs.
         run_settings = dataclasses.replace(s, job_overrides=())
-        for stage in s.conf["aws.stages"]:
+        for stage in jobs(s):
             command = submit_command(run_settings, stage, args.mode, platform)
             timeout_s = s.conf["aws.serverless.execution_timeout_minutes"] * 60
             _submit(stage, command, scratch / f"driver-{stage}", driver_env_dir, job_env, logs, timeout_s)

@@ -23,7 +23,7 @@ PRICES = {
 SHAPE = (
     "aws.stages=[bronze, silver, gold]",
     "aws.cost.images_per_s_per_vcpu=10", "aws.cost.chain_factor=1.25",
-    "aws.cost.cluster_startup_minutes=8", "aws.cost.stage_startup_minutes=1.5",
+    "aws.cost.cluster_startup_minutes=8", "aws.cost.serverless_job_startup_minutes=1.5", "aws.cost.step_startup_minutes=1.5",
     "aws.cluster.keep_alive=false",
     "aws.cluster.master.instance_type=t.master", "aws.cluster.master.count=1",
     "aws.cluster.core.instance_type=t.worker", "aws.cluster.core.count=2",
@@ -90,7 +90,8 @@ def test_without_spot_nodes_there_is_no_spot_line(cli, tmp_path, fixed_prices):
         *(a for o in SHAPE for a in ("--set", o)),
     )  # fmt: skip
     assert status == 0, out
-    assert "spot" not in out.splitlines()[6]  # the table's header: on-demand and Serverless only
+    header = next(line for line in out.splitlines() if line.startswith("|    images"))
+    assert "spot" not in header  # on-demand and Serverless only
     assert "No spot line: no worker group with nodes is on spot" in out
 
 
@@ -180,3 +181,21 @@ def test_unpriced_instance_type_is_named(model):
     s, prices = model("aws.cluster.core.instance_type=x9.huge")
     with pytest.raises(DeployError, match="aws.cluster.core.instance_type is x9.huge"):
         cost.cluster_line(s, prices, 10.0, False)
+
+
+def test_one_application_pays_one_start_up_per_run_and_the_saving_is_printed(model, cli, tmp_path, fixed_prices):
+    """aws.one_application: one job (step or job run) per run, whatever the number of stages."""
+    per_stage, prices = model("aws.cost.step_startup_minutes=1.0")
+    one, _ = model("aws.cost.step_startup_minutes=1.0", "aws.one_application=true")
+    assert cost.cluster_line(per_stage, prices, 10.0, False).fixed_hours == pytest.approx((8 + 3 * 1.0) / 60)
+    assert cost.cluster_line(one, prices, 10.0, False).fixed_hours == pytest.approx((8 + 1 * 1.0) / 60)
+    assert cost.serverless_line(per_stage, prices, 10.0).fixed_hours == pytest.approx(3 * 1.5 / 60)
+    assert cost.serverless_line(one, prices, 10.0).fixed_hours == pytest.approx(1.5 / 60)
+    saved = (3 - 1) * 1.5 / 60 * (DRIVER_HOUR + 2 * EXECUTOR_HOUR)
+    status, out = cli(
+        "cost", "--set", f"aws.cost.benchmark_file={tmp_path / 'none.json'}", "--set", fixed_prices,
+        *(a for o in SHAPE for a in ("--set", o)), "--set", "aws.one_application=true",
+    )  # fmt: skip
+    assert status == 0, out
+    assert "jobs per run: 1 (chain: bronze, silver, gold in one Spark application" in out
+    assert f"One application per run (aws.one_application) saves, against one job per stage: 3.0 billed min of start-up, ${saved:,.2f} per Serverless run" in out

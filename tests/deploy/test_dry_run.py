@@ -86,3 +86,18 @@ def test_dry_run_serverless_plan_has_one_job_per_stage(cli):
     jobs = [params for name, params in calls if name == "emr-serverless.start_job_run"]
     assert [j["jobDriver"]["sparkSubmit"]["entryPointArguments"][0] for j in jobs] == ["bronze", "silver", "gold", "catalog"]
     assert all(j["applicationId"] == "<emr-serverless.create_application:applicationId>" for j in jobs)
+
+
+def test_one_application_runs_the_chain_as_one_job_or_one_step(cli):
+    """aws.one_application: one job run (and one cluster step) runs pipelines.run over aws.stages."""
+    chain = "--set", "aws.one_application=true"
+    calls = _calls(cli("run", "--mode", "serverless", *chain, "--dry-run", dry_run_only=True)[1])
+    (job,) = [params for name, params in calls if name == "emr-serverless.start_job_run"]
+    assert job["name"].endswith("-chain")
+    arguments = job["jobDriver"]["sparkSubmit"]["entryPointArguments"]
+    assert arguments[:4] == ["run", "--jobs", "bronze,silver,gold,catalog", "--no-report"]
+    assert arguments[4:6] == ["--conf", "conf/aws.yaml"]
+    calls = dict(_calls(cli("run", "--mode", "cluster", *chain, "--set", WITH_KEY, "--dry-run", dry_run_only=True)[1]))
+    (step,) = calls["emr.run_job_flow"]["Steps"]
+    args = step["HadoopJarStep"]["Args"]
+    assert step["Name"] == "chain" and args[args.index("run") :][:4] == ["run", "--jobs", "bronze,silver,gold,catalog", "--no-report"]

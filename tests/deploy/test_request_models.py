@@ -35,6 +35,7 @@ VARIANTS = {
     ],
     "tls": [WITH_KEY, f"aws.cluster.security.tls_certificates_zip=s3://{BUCKET}/code/certs/emr-tls.zip"],
     "no glue": ["catalog.glue=false"],
+    "one application": ["aws.one_application=true"],
 }  # fmt: skip
 NEEDS_KEY = {"run --mode cluster"}
 
