@@ -2,7 +2,8 @@
 
 The sample's images are put in one shuffled order (seeded by `bench.seed`, so every bench run and
 every machine uses the same images), and each input takes a prefix of that order: N images for
-the throughput runs, the next 5 % as the increment, 4N for the memory run. Prefixes of a shuffle
+the throughput runs, the next 5 % as the increment, 4N for the memory run, and as many images
+again after those 4N as the increment of the 4N lake. Prefixes of a shuffle
 spread every size over all the labels. Images are copied (a few MB), never linked: Spark lists
 files with their size and modification time, and a symlink would give the link's.
 """
@@ -38,16 +39,18 @@ def bench_order(paths: Sequence[str], seed: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Selection:
-    """The relative paths of each input: `base` (N), `increment` (after base), `memory` (4N)."""
+    """The relative paths of each input: `base` (N), `increment` (after base), `memory` (4N), and
+    `memory_increment` (as many as `increment`, after the 4N)."""
 
     base: list[str]
     increment: list[str]
     memory: list[str]
+    memory_increment: list[str]
 
 
 def select(order: Sequence[str], images: int, incremental_fraction: float, memory_factor: int) -> Selection:
     increment = max(1, round(images * incremental_fraction))
-    needed = max(images + increment, images * memory_factor)
+    needed = max(images + increment, images * memory_factor + increment)
     if images < 2:
         raise BenchDataError(f"bench.images={images}: the bench needs at least 2 images (gold fits a PCA)")
     if len(order) < needed:
@@ -61,6 +64,7 @@ def select(order: Sequence[str], images: int, incremental_fraction: float, memor
         base=list(order[:images]),
         increment=list(order[images : images + increment]),
         memory=list(order[: images * memory_factor]),
+        memory_increment=list(order[images * memory_factor : images * memory_factor + increment]),
     )
 
 

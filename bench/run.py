@@ -6,7 +6,9 @@
 A bench run copies a fixed selection of the Fruits-360 sample (bench/dataset.py) into a fresh
 work folder (`bench.work_dir`/<timestamp>), then runs each measurement of bench/measure.py in
 its own process, in this order: limit, reference, bronze + silver at N (memory sampled), the
-chain at N and again after adding the increment, bronze + silver at memory_factor x N. It
+chain at N, again with nothing new (also as whole processes: one per stage, then
+`python -m pipelines.run`), and after adding the increment; bronze + silver at memory_factor x N,
+the chain on that lake, and again after an increment of the same size. It
 prints the measurements, every ratio with PASS/MISS against `bench.targets`, and the memory
 peaks, and writes all of it, with the machine's description, to `bench.results_dir`/<timestamp>.json
 and latest.json (key silver.images_per_s_per_vcpu is read by `python -m deploy cost`).
@@ -36,7 +38,7 @@ from pathlib import Path
 
 from bench import dataset, summary
 from bench.machine import describe_machine
-from pipelines import features
+from pipelines import features, stages
 from pipelines.cli import load_stage_conf, stage_parser
 from pipelines.config import PROJECT_ROOT, Conf, ConfError
 
@@ -87,6 +89,32 @@ class Bench:
             rate = f", {result['images_per_s']} images/s" if result.get("images_per_s") is not None else ""
             print(f"    {result.get('images')} images in {result.get('seconds')} s{rate} "
                   f"(process {result['process_seconds']} s)", flush=True)
+        return result
+
+
+    def processes(self, name: str, modules: Sequence[str], input_dir: Path, lake_dir: Path) -> dict:
+        """Run `python -m MODULE` for each module in turn, with the bench's conf, as a user would;
+        the result is their whole wall time, JVM starts and imports included."""
+        self.done += 1
+        log = self.folder("logs") / f"{name}.log"
+        options = [f"--conf={file}" for file in self.conf_files]
+        options += [f"--set={item}" for item in [*self.overrides, f"input.path={input_dir}", f"lake.root={lake_dir}"]]
+        print(f"[{self.done}/{self.planned}] {name} ({', '.join(modules)}, whole processes) ...", flush=True)
+        result: dict = {"modules": list(modules), "log": str(log)}
+        started = time.perf_counter()
+        for module in modules:
+            part = self.folder("logs") / f"{name}-{module}.log"
+            returncode = run_logged([sys.executable, "-m", module, *options], part,
+                                    self.conf["bench.measurement_timeout_minutes"] * 60)
+            log.write_text((log.read_text(encoding="utf-8") if log.is_file() else "") + part.read_text(encoding="utf-8"),
+                           encoding="utf-8")
+            if returncode != 0:
+                result["error"] = f"{module}: exit code {returncode}"
+                self.failed.append(name)
+                print(f"    FAILED: {result['error']}\n    log {part}, last lines:\n{tail(part)}", flush=True)
+                return result
+        result["process_seconds"] = round(time.perf_counter() - started, 1)
+        print(f"    {result['process_seconds']} s", flush=True)
         return result
 
 
@@ -149,13 +177,23 @@ def full_bench(bench: Bench, source: Path, selection: dataset.Selection) -> dict
     m["bronze"] = bench.measure("bronze", "bronze", base, bench.folder(lakes, "silver"))
     if "error" not in m["bronze"]:
         m[summary.SILVER] = bench.measure(summary.SILVER, "silver", base, bench.folder(lakes, "silver"))
-    m[summary.CHAIN] = bench.measure(summary.CHAIN, "chain", chain_input, bench.folder(lakes, "chain"))
+    chain_lake, memory_lake = bench.folder(lakes, "chain"), bench.folder(lakes, "memory")
+    m[summary.CHAIN] = bench.measure(summary.CHAIN, "chain", chain_input, chain_lake)
     if "error" not in m[summary.CHAIN]:
+        m[summary.NOOP] = bench.measure(summary.NOOP, "chain", chain_input, chain_lake)
+        stage_modules = [stage.module_name for stage in stages.STAGES]
+        m[summary.NOOP_PER_STAGE] = bench.processes(summary.NOOP_PER_STAGE, stage_modules, chain_input, chain_lake)
+        m[summary.NOOP_ONE_APP] = bench.processes(summary.NOOP_ONE_APP, ["pipelines.run"], chain_input, chain_lake)
         dataset.materialize(source, selection.increment, chain_input)
-        m[summary.INCREMENTAL] = bench.measure(summary.INCREMENTAL, "chain", chain_input, bench.folder(lakes, "chain"))
-    m["bronze_memory"] = bench.measure("bronze_memory", "bronze", memory_input, bench.folder(lakes, "memory"))
+        m[summary.INCREMENTAL] = bench.measure(summary.INCREMENTAL, "chain", chain_input, chain_lake)
+    m["bronze_memory"] = bench.measure("bronze_memory", "bronze", memory_input, memory_lake)
     if "error" not in m["bronze_memory"]:
-        m[summary.SILVER_MEMORY] = bench.measure(summary.SILVER_MEMORY, "silver", memory_input, bench.folder(lakes, "memory"))
+        m[summary.SILVER_MEMORY] = bench.measure(summary.SILVER_MEMORY, "silver", memory_input, memory_lake)
+    if "error" not in m.get(summary.SILVER_MEMORY, {"error": "not run"}):
+        # Gold over the 4N lake (bronze and silver have nothing new), then the increment's size of new images.
+        m[summary.CHAIN_MEMORY] = bench.measure(summary.CHAIN_MEMORY, "chain", memory_input, memory_lake)
+        dataset.materialize(source, selection.memory_increment, memory_input)
+        m[summary.INCREMENTAL_MEMORY] = bench.measure(summary.INCREMENTAL_MEMORY, "chain", memory_input, memory_lake)
     return m
 
 
@@ -240,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     files = args.conf or ["conf/local.yaml"]
     machine = describe_machine()
-    bench = new_bench(conf, files, args.overrides, 2 + len(sweep) if sweep else 8, stamp)
+    bench = new_bench(conf, files, args.overrides, 2 + len(sweep) if sweep else 13, stamp)
     print(f"bench {stamp}: N = {images} images from {source}, work folder {bench.root}\n"
           f"machine: {machine['cores']} cores, {machine['ram_gib']} GiB, {machine['cpu_model']}, "
           f"load average {machine['load_average_1m_5m_15m']}", flush=True)

@@ -11,9 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 # Measurement names used by bench.run, in the order they run.
-LIMIT, REFERENCE, SILVER, CHAIN, INCREMENTAL, SILVER_MEMORY = (
-    "limit", "reference", "silver", "chain", "chain_incremental", "silver_memory",
+LIMIT, REFERENCE, SILVER, CHAIN, NOOP, NOOP_PER_STAGE, NOOP_ONE_APP, INCREMENTAL = (
+    "limit", "reference", "silver", "chain", "chain_noop", "noop_stage_processes", "noop_one_application",
+    "chain_incremental",
 )
+SILVER_MEMORY, CHAIN_MEMORY, INCREMENTAL_MEMORY = "silver_memory", "chain_memory", "chain_incremental_memory"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ def ratios(measurements: Mapping[str, Mapping], targets: Mapping[str, float]) ->
     rows = [
         ("silver / limit", _divide(silver_rate, _get(measurements, LIMIT, "images_per_s")),
          targets["silver_vs_limit"], ">=", "silver job images/s over single-process Keras on the same images"),
+        ("silver at 4N / limit",
+         _divide(_get(measurements, SILVER_MEMORY, "images_per_s"), _get(measurements, LIMIT, "images_per_s")),
+         targets["silver_vs_limit_4n"], ">=", "the same with 4N images: silver's fixed costs spread over more images"),
         ("silver inference pass / limit",
          _divide(_get(measurements, SILVER, "inference_images_per_s"), _get(measurements, LIMIT, "images_per_s")),
          None, ">=", "silver's model pass alone (no read, weights load or publish) over the limit"),
@@ -81,8 +86,16 @@ def ratios(measurements: Mapping[str, Mapping], targets: Mapping[str, float]) ->
          targets["silver_vs_reference"], ">=", "silver job images/s over the seed notebook's job"),
         ("chain / silver", _divide(_get(measurements, CHAIN, "seconds"), _get(measurements, CHAIN, "stages", "silver")),
          targets["chain_vs_silver"], "<=", "bronze + silver + gold with gates, over silver's seconds in that run"),
+        ("no-op / full", _divide(_get(measurements, NOOP, "seconds"), _get(measurements, CHAIN, "seconds")),
+         targets["noop_vs_full"], "<=", "chain run again with nothing new, over the full chain run"),
         ("incremental / full", _divide(_get(measurements, INCREMENTAL, "seconds"), _get(measurements, CHAIN, "seconds")),
          targets["incremental_vs_full"], "<=", "chain run after adding the increment, over the full chain run"),
+        ("incremental on a 4x lake / incremental",
+         _divide(_get(measurements, INCREMENTAL_MEMORY, "seconds"), _get(measurements, INCREMENTAL, "seconds")),
+         targets["incremental_growth"], "<=", "the same number of new images on the 4N lake: cost follows the new images"),
+        ("no-op processes, one application / one per stage",
+         _divide(_get(measurements, NOOP_ONE_APP, "process_seconds"), _get(measurements, NOOP_PER_STAGE, "process_seconds")),
+         None, "<=", "whole processes, JVM starts included: python -m pipelines.run over python -m pipelines.<stage> each"),
         ("driver Python RSS, 4N / N",
          _divide(_get(measurements, SILVER_MEMORY, "memory", "python_driver_rss_mib"),
                  _get(measurements, SILVER, "memory", "python_driver_rss_mib")),
@@ -153,10 +166,16 @@ MEASUREMENT_LABELS = {
     "bronze": "   bronze (prepares silver)",
     SILVER: "3. silver job",
     CHAIN: "4. chain: bronze+silver+gold+gates",
-    INCREMENTAL: "5. chain after +increment",
+    NOOP: "5. chain, nothing new",
+    NOOP_PER_STAGE: "   nothing new, one process per stage",
+    NOOP_ONE_APP: "   nothing new, python -m pipelines.run",
+    INCREMENTAL: "6. chain after +increment",
     "bronze_memory": "   bronze (prepares the memory run)",
-    SILVER_MEMORY: "6. silver job, memory run",
+    SILVER_MEMORY: "7. silver job, memory run",
+    CHAIN_MEMORY: "   chain on the 4N lake (gold's fit)",
+    INCREMENTAL_MEMORY: "8. chain after +increment, 4N lake",
 }
+CHAINS = (CHAIN, NOOP, INCREMENTAL, CHAIN_MEMORY, INCREMENTAL_MEMORY)
 
 
 def measurements_table(measurements: Mapping[str, Mapping]) -> str:
@@ -169,8 +188,11 @@ def measurements_table(measurements: Mapping[str, Mapping]) -> str:
             rows.append([label, None, None, None, f"FAILED: {m['error'][:60]}"])
             continue
         note = ""
-        if name in (CHAIN, INCREMENTAL):
+        if name in CHAINS:
             note = ", ".join(f"{k} {v:.1f} s" for k, v in m["stages"].items())
+        elif name in (NOOP_PER_STAGE, NOOP_ONE_APP):
+            rows.append([label, None, m.get("process_seconds"), None, "whole processes, JVM start included"])
+            continue
         elif name in (SILVER, SILVER_MEMORY):
             note = f"inference pass {_fmt(m.get('inference_images_per_s'))} images/s"
         elif name == REFERENCE:

@@ -12,8 +12,8 @@ from bench.machine import cpu_model, mem_total_bytes
 from bench.run import parse_sweep
 from pipelines.config import ConfError, load_conf
 
-TARGETS = {"silver_vs_limit": 0.9, "silver_vs_reference": 1.3, "chain_vs_silver": 1.25,
-           "incremental_vs_full": 0.15, "driver_memory_growth": 1.25}
+TARGETS = {"silver_vs_limit": 0.9, "silver_vs_limit_4n": 0.95, "silver_vs_reference": 1.3, "chain_vs_silver": 1.25,
+           "noop_vs_full": 0.1, "incremental_vs_full": 0.15, "incremental_growth": 1.15, "driver_memory_growth": 1.25}
 
 
 def _memory(driver: float, heap_after_gc: float) -> dict:
@@ -28,7 +28,12 @@ def _measurements() -> dict:
         "silver": {"images": 100, "seconds": 6.25, "images_per_s": 16.0, "inference_images_per_s": 19.0,
                    "vcpus": 2, "memory": _memory(800.0, 100.0)},
         "chain": {"images": 100, "seconds": 10.0, "stages": {"bronze": 1.0, "silver": 8.0, "gold": 1.0}},
+        "chain_noop": {"images": 0, "seconds": 0.5, "stages": {"bronze": 0.3, "silver": 0.1, "gold": 0.1}},
+        "noop_stage_processes": {"process_seconds": 60.0},
+        "noop_one_application": {"process_seconds": 24.0},
         "chain_incremental": {"images": 5, "seconds": 2.0, "stages": {"bronze": 0.5, "silver": 1.0, "gold": 0.5}},
+        "chain_memory": {"images": 0, "seconds": 4.0, "stages": {"bronze": 0.5, "silver": 0.5, "gold": 3.0}},
+        "chain_incremental_memory": {"images": 5, "seconds": 2.4, "stages": {"bronze": 0.6, "silver": 1.1, "gold": 0.7}},
         "silver_memory": {"images": 400, "seconds": 20.0, "images_per_s": 20.0, "inference_images_per_s": 21.0,
                           "vcpus": 2, "memory": _memory(840.0, 300.0)},
     }
@@ -42,6 +47,11 @@ def test_ratios_are_computed_from_the_same_run_and_judged_against_their_targets(
     assert (rows["incremental / full"].value, rows["incremental / full"].status) == (0.2, "MISS")
     assert (rows["driver Python RSS, 4N / N"].value, rows["driver Python RSS, 4N / N"].status) == (1.05, "PASS")
     assert (rows["driver JVM live heap, 4N / N"].value, rows["driver JVM live heap, 4N / N"].status) == (3.0, "MISS")
+    assert (rows["silver at 4N / limit"].value, rows["silver at 4N / limit"].status) == (1.0, "PASS")
+    assert (rows["no-op / full"].value, rows["no-op / full"].status) == (0.05, "PASS")
+    assert (rows["incremental on a 4x lake / incremental"].value, rows["incremental on a 4x lake / incremental"].status) == (1.2, "MISS")
+    one_app = rows["no-op processes, one application / one per stage"]
+    assert (one_app.value, one_app.status) == (0.4, "info")
     assert rows["silver inference pass / limit"].status == "info"
     assert rows["silver inference pass / limit"].target is None
     # (400 - 100) images in (20 - 6.25) s = 21.82 images/s, over the limit's 20
@@ -77,6 +87,7 @@ def test_tables_show_every_measurement_ratio_and_status():
     measurements["reference"] = {"error": "RuntimeError: boom"}
     text = summary.measurements_table(measurements)
     assert "FAILED: RuntimeError: boom" in text and "bronze 1.0 s, silver 8.0 s, gold 1.0 s" in text
+    assert "nothing new, python -m pipelines.run | " in text and "gold 3.0 s" in text
     ratios_text = summary.ratios_table(summary.ratios(measurements, TARGETS))
     assert "| silver / limit" in ratios_text and ">= 0.9" in ratios_text and "MISS" in ratios_text and "n/a" in ratios_text
     memory_text = summary.memory_table(measurements, 100, 400)
@@ -107,6 +118,7 @@ def test_selection_is_nested_prefixes_of_one_seeded_order():
     assert chosen.base == order[:20]
     assert chosen.increment == order[20:21]
     assert chosen.memory == order[:80]
+    assert chosen.memory_increment == order[80:81]  # new to the 4N lake, as the increment is to the N lake
     assert not set(chosen.increment) & set(chosen.base)
 
 
