@@ -209,10 +209,10 @@ def _one_application_sentence(s: Settings, region_prices: dict, rate: float, spo
     one, per_stage = (s, other) if s.conf["aws.one_application"] else (other, s)
     serverless = [serverless_line(x, region_prices, rate) for x in (one, per_stage)]
     cluster = [cluster_line(x, region_prices, rate, spot=spot) for x in (one, per_stage)]
-    minutes = (serverless[1].fixed_hours - serverless[0].fixed_hours) * 60
-    saving = (
-        f"{minutes:,.1f} billed min of start-up, ${serverless[1].fixed_usd - serverless[0].fixed_usd:,.2f} per "
-        f"Serverless run, ${cluster[1].fixed_usd - cluster[0].fixed_usd:,.2f} per {cluster[0].name} run"
+    saving = "; ".join(
+        f"{lines[0].name}: {(lines[1].fixed_hours - lines[0].fixed_hours) * 60:,.1f} billed min of start-up, "
+        f"${lines[1].fixed_usd - lines[0].fixed_usd:,.2f} per run"
+        for lines in (serverless, cluster)
     )
     if s.conf["aws.one_application"]:
         return f"One application per run (aws.one_application) saves, against one job per stage: {saving}."

@@ -3,7 +3,7 @@
 A declaration says what the rest of the project needs to know about a stage: its name (also its
 module `pipelines.<name>` and its lake table `lake.tables.<name>`), the layer it reads, the key of
 its rows, and what its quality gate checks (`Suite`, read by quality/suites.py and quality/gates.py).
-The Makefile (`python -m pipelines.stages --names`), the benchmarks, the S3 demo, the deploy step
+The chain runner (`pipelines/run.py`, `make run`), the benchmarks, the S3 demo, the deploy step
 list (checked against it), the reliability tests and the notebook take the order from here, and
 the gates take the upstream layer and the checks: adding a stage is one `Stage(...)` here plus its
 module (docs/architecture.md, "How to add a stage").

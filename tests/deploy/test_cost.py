@@ -198,4 +198,7 @@ def test_one_application_pays_one_start_up_per_run_and_the_saving_is_printed(mod
     )  # fmt: skip
     assert status == 0, out
     assert "jobs per run: 1 (chain: bronze, silver, gold in one Spark application" in out
-    assert f"One application per run (aws.one_application) saves, against one job per stage: 3.0 billed min of start-up, ${saved:,.2f} per Serverless run" in out
+    assert (
+        f"One application per run (aws.one_application) saves, against one job per stage: EMR Serverless: "
+        f"3.0 billed min of start-up, ${saved:,.2f} per run; EMR on EC2, on-demand: 3.0 billed min of start-up"
+    ) in out
