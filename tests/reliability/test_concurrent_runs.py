@@ -57,6 +57,7 @@ def test_two_bronze_runs_at_once_insert_each_image_once(spark, reference, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.long  # two gold processes fitting at once: minutes (make test-long); two bronze runs stay in make test
 def test_two_gold_fits_at_once_leave_one_consistent_model(spark, reference, tmp_path, stage_processes):
     scenario = reference.conf.elsewhere(tmp_path / "lake")
     copy_tables(reference.conf, scenario, ["bronze", "quarantine", "silver"])

@@ -41,7 +41,8 @@ from pipelines.images import sha256_hex
 from quality import outcomes
 from tests.reliability.inputs import distinct_jpeg
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+# Several chains of in-process stage runs per sequence: minutes, so `make test-long`, not `make test`.
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.long]
 
 SEQUENCES = int(os.environ.get("FRUITS_RANDOMIZED_SEQUENCES", "1"))
 STEPS = int(os.environ.get("FRUITS_RANDOMIZED_STEPS", "2"))

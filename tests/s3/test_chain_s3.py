@@ -18,7 +18,9 @@ from tests.conftest import MODEL_SEED, jpeg_bytes, sample_files
 from tests.s3.conftest import TIMINGS
 from rehearsal.s3_server import S3_LOCAL_CONF, list_keys, upload_tree
 
-pytestmark = [pytest.mark.s3, pytest.mark.spark, pytest.mark.slow]
+# The whole chain over S3A, then locally: minutes, so `make test-long`; `make test` keeps S3 bronze,
+# gates, hostile names and the outage test, and `make rehearse` runs the chain on S3 too.
+pytestmark = [pytest.mark.s3, pytest.mark.spark, pytest.mark.slow, pytest.mark.long]
 
 CHAIN = (("bronze", bronze.main), ("silver", silver.main), ("gold", gold.main))
 # The test session's Spark (local[2]) is reused by each stage's main(); these keep its conf in step.
