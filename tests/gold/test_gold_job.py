@@ -183,7 +183,7 @@ def test_plots_are_written_beside_the_reports(fitted):
             assert png.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark, make_conf):
+def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark, make_conf, monkeypatch):
     conf = make_conf(None)
     first = low_rank_features(ROWS, DIM, RANK, seed=7)
     append_silver(spark, conf, silver_records(first))
@@ -196,6 +196,13 @@ def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark,
     new = low_rank_features(10, DIM, RANK, seed=8)
     bad = silver_records([np.zeros(5, np.float32), None, np.full(DIM, np.nan, np.float32)], start=500)
     append_silver(spark, conf, silver_records(new, start=ROWS) + bad)
+    # The run stops right after its gold commit, before its export (lake's fault point): nothing of
+    # it is exported; its rerun (same run id) has nothing new to project and writes the export part.
+    monkeypatch.setenv(lake.FAULT_AFTER_PUBLISH_ENV, "gold:raise")
+    with pytest.raises(lake.InjectedFault):
+        gold.run(spark, conf, "run-2")
+    monkeypatch.delenv(lake.FAULT_AFTER_PUBLISH_ENV)
+    assert set(csv_parts(conf)) == {(fit["model_version"], "run-1")}
     second = gold.run(spark, conf, "run-2")
     assert second["mode"] == "incremental" and second["model_version"] == fit["model_version"]
     assert (second["rows_written"], second["rejected"], second["gold_rows"]) == (10, 3, ROWS + 10)
