@@ -274,11 +274,14 @@ def quarantine_rows(outcomes: DataFrame, run_id: str) -> DataFrame:
 
 
 def list_input(spark: SparkSession, root: str) -> tuple[DataFrame, str]:
-    """Every file under `root` (path, length, modificationTime; the bytes are not read) and the root URI.
+    """Every file under `root` (path, length, modificationTime; the bytes are not read), cached,
+    and the root URI.
 
     Spark's binaryFile scan leaves out empty files, so they are found in the scan's file index
-    (`inputFiles`) and added back: an empty upload must end in quarantine, not vanish. Spark's
-    file listing skips names starting with '_' or '.' as hidden files (documented limit).
+    (`inputFiles`) and added back: an empty upload must end in quarantine, not vanish. The listing
+    is cached and counted first: when it holds as many files as the index (no empty file, the usual
+    case), no second scan and join look for them. Spark's file listing skips names starting with
+    '_' or '.' as hidden files (documented limit).
     """
     jvm = spark.sparkContext._jvm
     hadoop_root = jvm.org.apache.hadoop.fs.Path(root)
@@ -297,8 +300,11 @@ def list_input(spark: SparkSession, root: str) -> tuple[DataFrame, str]:
         check_no_folder_loop(Path(urlparse(root).path if root.startswith("file:") else root))
     root_uri = fs.makeQualified(hadoop_root).toString()
     scan = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(root)
-    listing = scan.select("path", "length", "modificationTime")
-    indexed = spark.createDataFrame([(_hadoop_path_string(u),) for u in scan.inputFiles()], "path string")
+    listing = scan.select("path", "length", "modificationTime").cache()
+    input_files = scan.inputFiles()
+    if len(input_files) == listing.count():
+        return listing, root_uri
+    indexed = spark.createDataFrame([(_hadoop_path_string(u),) for u in input_files], "path string")
     missing = [r.path for r in indexed.join(listing, "path", "left_anti").collect()]
     if missing:
         statuses = [fs.getFileStatus(jvm.org.apache.hadoop.fs.Path(p)) for p in missing]
@@ -306,7 +312,9 @@ def list_input(spark: SparkSession, root: str) -> tuple[DataFrame, str]:
             [(p, s.getLen(), datetime.fromtimestamp(s.getModificationTime() / 1000, timezone.utc)) for p, s in zip(missing, statuses)],
             listing.schema,
         )
-        listing = listing.unionByName(empties)
+        with_empties = listing.unionByName(empties).cache()
+        listing.unpersist()
+        listing = with_empties
     return listing, root_uri
 
 
@@ -402,8 +410,8 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
     stats["rejected"] = results["quarantine"].inserted_rows if results else 0
     stats["rejected_reasons"], stats["rename_to_ingest"] = _run_quarantine(spark, conf, run_id) if stats["rejected"] else ({}, [])
     stats["seconds"] = round(time.monotonic() - started, 1)
-    files.unpersist()
-    new_files.unpersist()
+    for frame in (listing, files, new_files):
+        frame.unpersist()
     return stats
 
 

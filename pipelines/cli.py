@@ -118,7 +118,8 @@ def execute_stage(
 ) -> tuple[int, dict | None]:
     """The body every stage's main() shares: conf, session, upstream check, run with its gate, summary.
 
-    `run(spark, conf, run_id, audit)` does the stage's work. Exit codes: 0 done, 1 a quality gate
+    `run(spark, conf, run_id, audit)` does the stage's work; a run that never calls `audit` (nothing
+    new) leaves one outcome row saying so (gates.record_unvalidated). Exit codes: 0 done, 1 a quality gate
     failed or the upstream layer's last validation failed (nothing published), 2 missing or bad
     input, weights, setting or lake file (INPUT_ERRORS plus the stage's `input_errors`; the message
     says what to do), 3 the storage did not answer. Returns the stats for stage-specific advice.
@@ -135,6 +136,8 @@ def execute_stage(
         gates.require_upstream_passed(spark, conf, stage)
         audit = gates.auditor(spark, conf, stage, run_id, context(conf) if context else None)
         stats = run(spark, conf, run_id, audit)
+        if not audit.called:  # nothing new: the run is recorded, nothing is validated
+            gates.record_unvalidated(spark, conf, audit)
     except (*INPUT_ERRORS, *input_errors) as exc:
         print(f"{stage}: {exc}", file=sys.stderr)
         return EXIT_INPUT, None

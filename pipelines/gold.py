@@ -3,8 +3,8 @@
 read conf -> read silver -> either fit (first run, or --refit): center (and optionally scale) the
 features, fit a PCA, choose k from the explained variance, save the model, rewrite gold in one
 commit; or project only the silver rows that have no gold row yet with the current model ->
-export the whole gold matrix as one CSV file and as Parquet -> plot the explained variance and
-PC1/PC2 of a few fruits.
+bring the CSV and Parquet exports in line with gold, one part per run (pipelines/exports.py) ->
+plot the explained variance and PC1/PC2 of a few fruits, once per model.
 
 Decisions (see docs/gold.md):
 - The explained variance comes from Spark (`PCAModel.explainedVariance`, each component's share of
@@ -24,6 +24,9 @@ Decisions (see docs/gold.md):
   see the old or the new version, never a mix. An incremental run inserts with it (exactly-once).
 - Silver rows whose features are null, empty, of another length than the model's, or not finite
   go to the shared quarantine table with stage 'gold' and a reason.
+- A run costs what its new rows cost: the exports get one part per run (pipelines/exports.py), the
+  plots describe the model and are drawn when it is fitted (or found missing), and a run with
+  nothing new loads no model and writes nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,7 +51,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import lake
+from pipelines import exports, lake
 from pipelines.cli import execute_stage, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.stages import ModelFacts
@@ -132,11 +136,17 @@ class GoldSettings:
 
 @dataclass(frozen=True)
 class GoldModel:
-    """A fitted PCA model and its registry record."""
+    """A fitted PCA model and its registry record; the saved pipeline is loaded on first use (a run
+    with nothing new to project needs only the record)."""
 
     version: str
-    pipeline: PipelineModel
+    location: str
     record: dict
+    fitted: PipelineModel | None = None  # the pipeline this run just fitted (else loaded from `location`)
+
+    @cached_property
+    def pipeline(self) -> PipelineModel:
+        return self.fitted if self.fitted is not None else PipelineModel.load(self.location)
 
     @property
     def k(self) -> int:
@@ -291,11 +301,6 @@ def quarantine_rows(checked: DataFrame, run_id: str) -> DataFrame:
     )
 
 
-def export_frame(gold: DataFrame, k: int) -> DataFrame:
-    """The gold matrix with one column per component: image_id, label, split, pc_1 .. pc_k."""
-    return gold.select("image_id", "label", "split", *[F.col("pca")[i].alias(f"pc_{i + 1}") for i in range(k)])
-
-
 def scatter_sample(gold: DataFrame, labels: Sequence[str], per_label: int) -> DataFrame:
     """PC1 and PC2 of at most `per_label` rows per label, chosen by a hash of image_id (stable across runs)."""
     order = Window.partitionBy("label").orderBy(F.xxhash64("image_id"), "image_id")
@@ -395,12 +400,12 @@ def current_model(spark: SparkSession, conf: Conf, gold: DataFrame) -> GoldModel
     registry = lake.read_table(spark, registry_location(conf))
     record = None if registry is None else registry.where(F.col("model_version") == version).first()
     location = model_location(conf, version)
-    if record is None or not _exists(spark, location):
+    if record is None or not lake.exists(spark, location):
         raise GoldStateError(
             f"model {version} used by gold is missing (registry '{registry_location(conf)}', folder '{location}'); "
             f"run gold with --refit to fit a new model on all of silver"
         )
-    return GoldModel(version, PipelineModel.load(location), record.asDict())
+    return GoldModel(version, location, record.asDict())
 
 
 def quality_facts(spark: SparkSession, conf: Conf, batch: DataFrame) -> ModelFacts:
@@ -450,22 +455,22 @@ def run(spark: SparkSession, conf: Conf, run_id: str, refit: bool = False, audit
         stats["seconds"] = round(time.monotonic() - started, 1)
         return stats
     gold = spark.read.format("delta").load(gold_location)
-    explained = model.explained_variance
+    runs = exports.gold_runs(gold)
     stats.update(
-        rows_written=gold.where(F.col("run_id") == run_id).count(),
-        gold_rows=gold.count(),
+        rows_written=runs.get((model.version, run_id), 0),
+        gold_rows=sum(runs.values()),
         model_version=model.version,
         k=model.k,
-        k_fitted=len(explained),
+        k_fitted=model.record["k_fitted"],
         feature_dim=model.feature_dim,
-        variance_reached=float(np.sum(explained[: model.k])),
+        variance_reached=model.record["variance_reached"],
         variance_target=model.record["variance_target"],
         fixed_k=model.record["fixed_k"],
         fit_rows=model.record["fit_rows"],
     )
     stats["refit_reasons"] = _refit_reasons(silver, gold, model, stats["gold_rows"], settings)
-    stats["exports"] = export_gold(spark, conf, run_id, gold, model.k)
-    stats["plots"] = plot_gold(spark, conf, run_id, gold, model)
+    stats["exports"] = exports.sync(spark, conf, run_id, gold, model.k, runs)
+    stats["plots"] = plot_gold(spark, conf, gold, model)
     stats["seconds"] = round(time.monotonic() - started, 1)
     return stats
 
@@ -529,7 +534,7 @@ def _fit_and_replace(
             lake.table_location(conf, "gold_variance"), VARIANCE_KEYS,
         )
         batches["gold"] = (gold_rows(pipeline.transform(vectors), version, run_id), ("image_id",))
-        model = GoldModel(version, pipeline, record)
+        model = GoldModel(version, model_location(conf, version), record, fitted=pipeline)
     if summary["rejected"]:
         batches["quarantine"] = (quarantine_rows(checked, run_id), lake.QUARANTINE_KEYS)
     if batches:  # gold is replaced, then its rejections inserted; without a model, only the rejections
@@ -544,7 +549,8 @@ def _project_new_rows(
     spark: SparkSession, conf: Conf, run_id: str, silver: DataFrame, gold: DataFrame, model: GoldModel,
     audit: lake.Audit | None,
 ) -> None:
-    """Project the silver rows not yet in gold (nor quarantined by gold) with the current model."""
+    """Project the silver rows not yet in gold (nor quarantined by gold) with the current model
+    (none: the model is not even loaded, nothing is staged or committed)."""
     quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
     new = new_silver_rows(silver, gold, quarantine)
     if new.isEmpty():
@@ -580,54 +586,32 @@ def _refit_reasons(silver: DataFrame, gold: DataFrame, model: GoldModel, gold_ro
 # ---------------------------------------------------------------- exports and plots
 
 
-def export_gold(spark: SparkSession, conf: Conf, run_id: str, gold: DataFrame, k: int) -> dict[str, str]:
-    """Rewrite the CSV (one file, stable name) and Parquet exports with the whole gold matrix."""
-    exports_root = lake.lake_location(conf, conf["lake.exports"])
-    matrix = export_frame(gold, k).coalesce(1).sortWithinPartitions("split", "label", "image_id")
-    parquet = f"{exports_root}/{conf['gold.export_parquet_dir']}"
-    export_frame(gold, k).write.mode("overwrite").parquet(parquet)
-    csv = f"{exports_root}/{conf['gold.export_csv_dir']}/{conf['gold.export_csv_name']}"
-    write_single_csv(spark, matrix, csv, lake.staging_location(conf, f"{STAGE}/csv", run_id))
-    return {"csv": csv, "parquet": parquet}
+def plot_gold(spark: SparkSession, conf: Conf, gold: DataFrame, model: GoldModel) -> dict[str, str]:
+    """The current model's PNGs, beside the reports of the run that fitted it: drawn when absent
+    (after a fit, or when the fitting run stopped before drawing them), else only found.
 
-
-def write_single_csv(spark: SparkSession, frame: DataFrame, target: str, scratch: str) -> None:
-    """Write a one-partition frame as the single CSV file `target`, through Hadoop's FileSystem.
-
-    Spark writes a folder of part files; the one part file is renamed to the stable name (a copy on
-    S3A), replacing the previous export. Quotes are escaped RFC 4180 style, so any CSV reader parses it.
+    Both describe the model (its variance curve; PC1/PC2 of a sample of its rows, which an
+    increment barely moves), so a refit redraws them and an increment does not. They are drawn
+    locally, then copied (local folder or S3A alike); the variance plot is copied last, so its
+    presence says both are done.
     """
-    frame.write.mode("overwrite").option("header", True).option("escape", '"').csv(scratch)
-    fs, scratch_path = _fs_path(spark, scratch)
-    parts = fs.globStatus(_jvm_path(spark, f"{scratch}/part-*"))
-    if len(parts) != 1:
-        raise GoldStateError(f"expected one part file in '{scratch}', found {len(parts)}: the CSV export needs coalesce(1)")
-    target_path = _jvm_path(spark, target)
-    fs.mkdirs(target_path.getParent())
-    fs.delete(target_path, False)
-    if not fs.rename(parts[0].getPath(), target_path):
-        raise GoldStateError(f"could not move the CSV export to '{target}' (check write access to that folder)")
-    fs.delete(scratch_path, True)
-
-
-def plot_gold(spark: SparkSession, conf: Conf, run_id: str, gold: DataFrame, model: GoldModel) -> dict[str, str]:
-    """Draw this run's PNGs locally, then copy them beside the reports (local folder or S3A alike)."""
-    reports = lake.lake_location(conf, conf["lake.reports"], STAGE, run_id)
-    written = {}
+    reports = lake.lake_location(conf, conf["lake.reports"], STAGE, model.record["run_id"])
+    files = {name: f"{reports}/{file}" for name, file in _PLOT_FILES.items()}
+    if lake.exists(spark, files["variance"]):
+        return {name: path for name, path in files.items() if name == "variance" or lake.exists(spark, path)}
+    figures = {}
+    labels = _scatter_labels(gold, conf["gold.plot_labels"], conf["gold.plot_max_labels"])
+    if model.k >= 2 and labels:
+        points = scatter_sample(gold, labels, conf["gold.plot_points_per_label"]).collect()
+        figures["scatter"] = scatter_figure(points, labels, model.version)
+    figures["variance"] = variance_figure(model.explained_variance, model.k, model.record["variance_target"], model.version)
     with tempfile.TemporaryDirectory(prefix="gold-plots-") as scratch:
-        figures = {"variance": variance_figure(model.explained_variance, model.k, model.record["variance_target"], model.version)}
-        labels = _scatter_labels(gold, conf["gold.plot_labels"], conf["gold.plot_max_labels"])
-        if model.k >= 2 and labels:
-            points = scatter_sample(gold, labels, conf["gold.plot_points_per_label"]).collect()
-            figures["scatter"] = scatter_figure(points, labels, model.version)
         for name, figure in figures.items():
             local = Path(scratch) / _PLOT_FILES[name]
             figure.savefig(local, dpi=110)
-            destination = f"{reports}/{_PLOT_FILES[name]}"
-            fs, path = _fs_path(spark, destination)
-            fs.copyFromLocalFile(False, True, _jvm_path(spark, local.as_uri()), path)
-            written[name] = destination
-    return written
+            fs, path = lake.filesystem(spark, files[name])
+            fs.copyFromLocalFile(False, True, lake.filesystem(spark, local.as_uri())[1], path)
+    return {name: files[name] for name in ("variance", "scatter") if name in figures}
 
 
 def _scatter_labels(gold: DataFrame, wanted: Sequence[str], max_labels: int) -> list[str]:
@@ -673,20 +657,6 @@ def scatter_figure(points: Sequence, labels: Sequence[str], model_version: str) 
     return figure
 
 
-def _jvm_path(spark: SparkSession, location: str):
-    return spark.sparkContext._jvm.org.apache.hadoop.fs.Path(location)
-
-
-def _fs_path(spark: SparkSession, location: str):
-    path = _jvm_path(spark, location)
-    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
-
-
-def _exists(spark: SparkSession, location: str) -> bool:
-    fs, path = _fs_path(spark, location)
-    return bool(fs.exists(path))
-
-
 # ---------------------------------------------------------------- command line
 
 
@@ -710,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     code, stats = execute_stage(
         STAGE, args, lambda spark, conf, run_id, audit: run(spark, conf, run_id, refit=args.refit, audit=audit),
-        summary_line, input_errors=(GoldStateError, GoldInputError), context=lambda conf: {"refit": args.refit},
+        summary_line, input_errors=(GoldStateError, GoldInputError, exports.ExportError), context=lambda conf: {"refit": args.refit},
     )
     if stats and stats.get("refit_reasons"):
         print(f"gold: refit recommended ({'; '.join(stats['refit_reasons'])}): run python -m pipelines.gold --refit")

@@ -291,6 +291,26 @@ def drop_staging(spark: SparkSession, conf: Conf, stage: str, run_id: str) -> No
     path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
 
 
+def filesystem(spark: SparkSession, location: str):
+    """(Hadoop FileSystem, Path) of `location`: local disk, HDFS or S3A alike, with the session's settings."""
+    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(location)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def exists(spark: SparkSession, location: str) -> bool:
+    fs, path = filesystem(spark, location)
+    return bool(fs.exists(path))
+
+
+def delete(spark: SparkSession, location: str, inside: str) -> None:
+    """Delete `location` (recursively) when it is strictly below the folder `inside`; refuse anything else."""
+    parts = location[len(inside.rstrip("/")) + 1:].split("/") if location.startswith(inside.rstrip("/") + "/") else []
+    if not parts or "" in parts or {".", ".."} & set(parts):
+        raise ValueError(f"refusing to delete '{location}': it is not below '{inside}'")
+    fs, path = filesystem(spark, location)
+    fs.delete(path, True)
+
+
 def check_root(spark: SparkSession, conf: Conf) -> None:
     """Raise NotADirectoryError when `lake.root` exists but is a file (before any input is read)."""
     jvm = spark.sparkContext._jvm

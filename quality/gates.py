@@ -18,6 +18,11 @@ staged beside it), before anything is published. The audit:
    write_audit_publish then publishes nothing.
 
 `require_upstream_passed(...)` is called by a stage before it reads its upstream layer.
+
+A run whose stage found nothing new never calls the audit: no staging, no GX context, no
+checkpoint, no Data Docs rebuild. `record_unvalidated(...)` then appends one outcome row saying
+the run happened and validated nothing (pipelines/cli.py calls it); it is not a validation, so the
+upstream check keeps reading the layer's last real one.
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ class SuiteResult:
 
 def auditor(
     spark: SparkSession, conf: Conf, layer: str, run_id: str, context: Mapping[str, object] | None = None
-) -> lake.Audit:
+) -> "Auditor":
     """The `audit` callable for lake.write_audit_publish: validates the staged batch of `layer`.
 
     `context` holds facts only the stage knows (for example its input folder or its mode); they are
@@ -85,18 +90,49 @@ def auditor(
     quarantine rows staged beside it) and the published tables.
     """
     stages.get(layer)  # an unknown layer fails here, not at the audit
-    notes = {str(key): str(value) for key, value in (context or {}).items()}
+    return Auditor(spark, conf, layer, run_id, {str(key): str(value) for key, value in (context or {}).items()})
 
-    def audit(staged: lake.Staged) -> None:
-        outcome = validate(spark, conf, layer, run_id, staged, notes)
+
+@dataclass
+class Auditor:
+    """The audit callable of one run; `called` says whether the run had a batch to validate."""
+
+    spark: SparkSession
+    conf: Conf
+    layer: str
+    run_id: str
+    notes: dict[str, str]
+    called: bool = False
+
+    def __call__(self, staged: lake.Staged) -> None:
+        self.called = True
+        outcome = validate(self.spark, self.conf, self.layer, self.run_id, staged, self.notes)
         if not outcome.success:
             raise GateFailed(failure_message(outcome))
         print(
-            f"{layer} quality gate passed for run {run_id}: {outcome.evaluated_expectations} expectations on "
+            f"{self.layer} quality gate passed for run {self.run_id}: {outcome.evaluated_expectations} expectations on "
             f"{outcome.batch_rows} rows; Data Docs: {outcome.docs_index}"
         )
 
-    return audit
+
+# Context entry of the outcome row of a run that validated nothing.
+NOTHING_VALIDATED = ("validated", "nothing: no new batch")
+
+
+def record_unvalidated(spark: SparkSession, conf: Conf, audit: Auditor) -> Outcome:
+    """Append the outcome row of a run that never called its audit (nothing new: no batch staged).
+
+    One Delta append, no GX: success (nothing failed), no expectation evaluated, no report page;
+    `outcomes.latest` skips such rows, so the layer's last validation, passed or failed, still
+    decides whether the next stage runs.
+    """
+    outcome = Outcome(
+        layer=audit.layer, run_id=audit.run_id, success=True, validated_at=datetime.now(timezone.utc), batch_rows=0,
+        evaluated_expectations=0, failed_expectations=[], metrics={}, report_path="", result_paths=[],
+        docs_index=docs_index_location(conf), context={**audit.notes, NOTHING_VALIDATED[0]: NOTHING_VALIDATED[1]},
+    )
+    outcomes.record(spark, conf, outcome)
+    return outcome
 
 
 def require_upstream_passed(spark: SparkSession, conf: Conf, layer: str) -> None:

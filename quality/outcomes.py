@@ -1,7 +1,9 @@
 """The record of every gate: one row per validated batch in a Delta table under the lake.
 
 Stages read it to refuse to run on a layer whose last validation failed, and `quality.report`
-prints it. A Delta table (not loose JSON files) because appends from concurrent stages are safe
+prints it. A run that validated no batch (nothing new) leaves a row too, so every run of a stage
+is on record; it is no validation, and the layer's last validation stays the one the next stage
+checks (`latest`). A Delta table (not loose JSON files) because appends from concurrent stages are safe
 under Delta's optimistic concurrency, the same code reads it on local disk and on S3A, and
 "the latest row per layer" is one query.
 """
@@ -54,6 +56,11 @@ class Outcome:
     docs_index: str
     context: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def validated(self) -> bool:
+        """False for the row of a run that had no batch to validate (no expectation evaluated)."""
+        return self.evaluated_expectations > 0
+
     def as_row(self) -> dict:
         return {name: getattr(self, name) for name in OUTCOME_SCHEMA.fieldNames()}
 
@@ -68,11 +75,14 @@ def record(spark: SparkSession, conf: Conf, outcome: Outcome) -> None:
     row.write.format("delta").mode("append").save(outcomes_location(conf))
 
 
-def latest(spark: SparkSession, conf: Conf) -> dict[str, Outcome]:
-    """The most recent outcome of each layer that has one."""
+def latest(spark: SparkSession, conf: Conf, validated: bool = True) -> dict[str, Outcome]:
+    """The most recent validation of each layer that has one; with validated=False, the most
+    recent row, a run that validated nothing included."""
     table = lake.read_table(spark, outcomes_location(conf))
     if table is None:
         return {}
+    if validated:
+        table = table.where(F.col("evaluated_expectations") > 0)
     newest_first = Window.partitionBy("layer").orderBy(F.col("validated_at").desc(), F.col("run_id").desc())
     rows = table.withColumn("_rank", F.row_number().over(newest_first)).where("_rank = 1").drop("_rank").collect()
     return {row["layer"]: Outcome(**row.asDict(recursive=True)) for row in rows}

@@ -16,26 +16,38 @@ from pipelines.stages import names
 from quality.outcomes import Outcome
 
 
-def format_report(latest: dict[str, Outcome], docs_index: str, lake_root: str) -> str:
-    """The text the command prints (pure: outcomes in, text out)."""
+def format_report(
+    latest: dict[str, Outcome], docs_index: str, lake_root: str, last_runs: dict[str, Outcome] | None = None
+) -> str:
+    """The text the command prints (pure: outcomes in, text out).
+
+    `latest`: each layer's last validation; `last_runs`: each layer's last outcome row, a run that
+    validated nothing when it is not a validation (said on a line of its own, after the validation).
+    """
     lines = [f"Quality gates of the lake {lake_root}"]
     for layer in names():
         outcome = latest.get(layer)
         if outcome is None:
             lines.append(f"{layer:<7} NOT VALIDATED  no gate has run on this layer yet")
-            continue
-        status = "PASSED" if outcome.success else "FAILED"
-        failed = len(outcome.failed_expectations)
-        lines.append(
-            f"{layer:<7} {status:<14} run {outcome.run_id} at {outcome.validated_at:%Y-%m-%d %H:%M:%S} UTC: "
-            f"{outcome.batch_rows} rows in the batch, {outcome.evaluated_expectations - failed}/"
-            f"{outcome.evaluated_expectations} expectations met"
-        )
-        lines.append("        counts: " + ", ".join(f"{k}={_number(v)}" for k, v in sorted(outcome.metrics.items())))
-        if outcome.context:
-            lines.append("        context: " + ", ".join(f"{k}={v}" for k, v in sorted(outcome.context.items())))
-        lines += [f"        failed: {failure}" for failure in outcome.failed_expectations]
-        lines.append(f"        report: {outcome.report_path}")
+        else:
+            status = "PASSED" if outcome.success else "FAILED"
+            failed = len(outcome.failed_expectations)
+            lines.append(
+                f"{layer:<7} {status:<14} run {outcome.run_id} at {outcome.validated_at:%Y-%m-%d %H:%M:%S} UTC: "
+                f"{outcome.batch_rows} rows in the batch, {outcome.evaluated_expectations - failed}/"
+                f"{outcome.evaluated_expectations} expectations met"
+            )
+            lines.append("        counts: " + ", ".join(f"{k}={_number(v)}" for k, v in sorted(outcome.metrics.items())))
+            if outcome.context:
+                lines.append("        context: " + ", ".join(f"{k}={v}" for k, v in sorted(outcome.context.items())))
+            lines += [f"        failed: {failure}" for failure in outcome.failed_expectations]
+            lines.append(f"        report: {outcome.report_path}")
+        last = (last_runs or {}).get(layer)
+        if last is not None and not last.validated:
+            lines.append(
+                f"        last run: {last.run_id} at {last.validated_at:%Y-%m-%d %H:%M:%S} UTC had no batch to validate "
+                "(nothing new)"
+            )
     lines.append(f"Data Docs: {docs_index}")
     return "\n".join(lines)
 
@@ -48,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
     conf = load_stage_conf(args)
     spark = build_spark_session(conf, "quality-report")
-    print(format_report(outcomes.latest(spark, conf), gates.docs_index_location(conf), conf.path("lake.root")))
+    last_runs = outcomes.latest(spark, conf, validated=False)
+    print(format_report(outcomes.latest(spark, conf), gates.docs_index_location(conf), conf.path("lake.root"), last_runs))
     return 0
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import gold, lake
+from pipelines import exports, gold, lake
 from tests.gold.conftest import SILVER_SCHEMA, silver_records
 
 pytestmark = pytest.mark.spark
@@ -69,7 +69,7 @@ def test_quarantine_rows_fit_the_shared_schema(spark):
 
 
 def test_export_frame_spreads_components_into_named_columns(spark):
-    frame = gold.export_frame(spark.createDataFrame(GOLD_ROWS, gold.GOLD_SCHEMA), 3)
+    frame = exports.export_frame(spark.createDataFrame(GOLD_ROWS, gold.GOLD_SCHEMA), 3)
     assert frame.columns == ["image_id", "label", "split", "pc_1", "pc_2", "pc_3"]
     assert frame.orderBy("image_id").first()[3:] == (1.0, 2.0, 3.0)
 

@@ -1,5 +1,6 @@
 """Gold end to end on synthetic silver Delta tables in temporary lakes, checked against NumPy."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from pyspark.ml import PipelineModel
 from pyspark.ml.feature import PCAModel, StandardScalerModel, VectorSlicer
 from pyspark.sql import functions as F
 
-from pipelines import gold, lake
+from pipelines import exports, gold, lake
 from pipelines.config import ConfError, load_conf
 from tests.gold.conftest import LABELS, append_silver, low_rank_features, silver_records
 
@@ -44,6 +45,44 @@ def assert_equal_up_to_sign(actual: np.ndarray, expected: np.ndarray) -> np.ndar
 
 def table_version(spark, location: str) -> int:
     return DeltaTable.forPath(spark, location).history(1).first()["version"]
+
+
+def csv_parts(conf) -> dict[tuple[str, str], Path]:
+    """The CSV export's part files by (model_version, run_id), as a plain-file consumer finds them."""
+    root = Path(exports.roots(conf)["csv"])
+    name = conf["gold.export_csv_name"]
+    return {
+        (exports._partition_value(str(f.parent.parent), "model_version"), exports._partition_value(str(f.parent), "run_id")): f
+        for f in root.glob(f"model_version=*/run_id=*/{name}")
+    }
+
+
+def read_exports(spark, conf) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(Parquet export read by Spark, CSV export read by pandas part by part), both sorted by image_id."""
+    parquet = spark.read.parquet(exports.roots(conf)["parquet"]).orderBy("image_id").toPandas()
+    frames = [
+        pd.read_csv(f, dtype={"image_id": str, "label": str, "split": str}, float_precision="round_trip").assign(
+            model_version=version, run_id=run
+        )
+        for (version, run), f in csv_parts(conf).items()
+    ]
+    csv = pd.concat(frames).sort_values("image_id").reset_index(drop=True) if frames else pd.DataFrame()
+    return parquet, csv
+
+
+def assert_exports_equal_gold(spark, conf, k: int) -> None:
+    """Both exports hold gold's rows exactly once each, with gold's components, model version and run."""
+    matrix = gold_matrix(spark, conf)
+    components = [f"pc_{i}" for i in range(1, k + 1)]
+    for exported in read_exports(spark, conf):
+        assert exported["image_id"].tolist() == matrix["image_id"].tolist()  # no row missing, none twice
+        assert exported[["label", "split", "model_version", "run_id"]].equals(matrix[["label", "split", "model_version", "run_id"]])
+        np.testing.assert_array_equal(exported[components].to_numpy(), np.stack(matrix["pca"]))
+
+
+def files_and_times(*roots: str) -> dict[str, int]:
+    """Every file under the folders with its modification time (ns): what a run wrote shows here."""
+    return {str(p): p.stat().st_mtime_ns for root in roots for p in Path(root).rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -110,28 +149,26 @@ def test_model_is_saved_under_the_lake_and_registered(spark, fitted):
     assert sorted(record["fit_labels"]) == sorted(LABELS)
 
 
-def test_csv_export_parses_back_to_the_gold_matrix(spark, fitted):
+def test_csv_export_is_one_part_of_the_fit_that_parses_back_to_the_gold_matrix(spark, fitted):
     conf, _, stats = fitted
-    exported = pd.read_csv(
-        stats["exports"]["csv"], dtype={"image_id": str, "label": str, "split": str}, float_precision="round_trip"
-    )
     k = stats["k"]
-    assert exported.columns.tolist() == ["image_id", "label", "split", *[f"pc_{i}" for i in range(1, k + 1)]]
-    matrix = gold_matrix(spark, conf)
-    exported = exported.sort_values("image_id").reset_index(drop=True)
-    assert exported[["image_id", "label", "split"]].equals(matrix[["image_id", "label", "split"]])
+    assert stats["exports"]["written"] == [f"{stats['model_version']}/fit-run"]
+    [(key, part)] = csv_parts(conf).items()
+    assert key == (stats["model_version"], "fit-run")
+    assert part.read_text().splitlines()[0] == ",".join(["image_id", "label", "split", *[f"pc_{i}" for i in range(1, k + 1)]])
+    exported = pd.read_csv(part, dtype={"label": str})
     assert 'Lemon, "Meyer"' in set(exported["label"])
-    np.testing.assert_array_equal(exported[[f"pc_{i}" for i in range(1, k + 1)]].to_numpy(), np.stack(matrix["pca"]))
-    visible = [p.name for p in Path(stats["exports"]["csv"]).parent.iterdir() if not p.name.startswith(".")]
-    assert visible == [conf["gold.export_csv_name"]]
+    assert [p.name for p in part.parent.iterdir() if not p.name.startswith(".")] == [conf["gold.export_csv_name"]]
+    assert_exports_equal_gold(spark, conf, k)
 
 
-def test_parquet_export_holds_the_same_matrix(spark, fitted):
+def test_parquet_export_is_read_whole_by_spark_and_pandas(spark, fitted):
     conf, _, stats = fitted
-    exported = spark.read.parquet(stats["exports"]["parquet"]).orderBy("image_id").toPandas()
-    matrix = gold_matrix(spark, conf)
-    assert exported["image_id"].tolist() == matrix["image_id"].tolist()
-    np.testing.assert_array_equal(exported[[f"pc_{i}" for i in range(1, stats["k"] + 1)]].to_numpy(), np.stack(matrix["pca"]))
+    by_spark, _ = read_exports(spark, conf)
+    by_pandas = pd.read_parquet(stats["exports"]["parquet"]).sort_values("image_id").reset_index(drop=True)
+    assert by_pandas["image_id"].tolist() == by_spark["image_id"].tolist()
+    assert set(by_pandas["model_version"].astype(str)) == {stats["model_version"]}
+    assert set(by_pandas["run_id"].astype(str)) == {"fit-run"}
 
 
 def test_plots_are_written_beside_the_reports(fitted):
@@ -146,7 +183,7 @@ def test_plots_are_written_beside_the_reports(fitted):
             assert png.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark, make_conf):
+def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark, make_conf, monkeypatch):
     conf = make_conf(None)
     first = low_rank_features(ROWS, DIM, RANK, seed=7)
     append_silver(spark, conf, silver_records(first))
@@ -159,6 +196,13 @@ def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark,
     new = low_rank_features(10, DIM, RANK, seed=8)
     bad = silver_records([np.zeros(5, np.float32), None, np.full(DIM, np.nan, np.float32)], start=500)
     append_silver(spark, conf, silver_records(new, start=ROWS) + bad)
+    # The run stops right after its gold commit, before its export (lake's fault point): nothing of
+    # it is exported; its rerun (same run id) has nothing new to project and writes the export part.
+    monkeypatch.setenv(lake.FAULT_AFTER_PUBLISH_ENV, "gold:raise")
+    with pytest.raises(lake.InjectedFault):
+        gold.run(spark, conf, "run-2")
+    monkeypatch.delenv(lake.FAULT_AFTER_PUBLISH_ENV)
+    assert set(csv_parts(conf)) == {(fit["model_version"], "run-1")}
     second = gold.run(spark, conf, "run-2")
     assert second["mode"] == "incremental" and second["model_version"] == fit["model_version"]
     assert (second["rows_written"], second["rejected"], second["gold_rows"]) == (10, 3, ROWS + 10)
@@ -171,11 +215,37 @@ def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark,
     assert sorted(quarantine["reason"].str.split(":").str[0]) == ["no_features", "non_finite", "wrong_dimension"]
     assert set(quarantine["stage"]) == {"gold"}
 
-    # A rerun with nothing new commits nothing.
+    # The increment added one export part, its own rows; the fit's part and the plots stayed as they were.
+    assert second["exports"]["written"] == [f"{fit['model_version']}/run-2"] and second["exports"]["removed"] == []
+    assert set(csv_parts(conf)) == {(fit["model_version"], "run-1"), (fit["model_version"], "run-2")}
+    assert len(pd.read_csv(csv_parts(conf)[(fit["model_version"], "run-2")])) == 10
+    assert second["plots"] == fit["plots"]
+    assert_exports_equal_gold(spark, conf, fit["k"])
+
+    # A run killed after its gold commit, in the middle of its export (the Parquet part without its
+    # _SUCCESS, no CSV file), with files of the old whole-matrix layout beside: the next run, which
+    # has nothing new, completes the part, deletes the old files and leaves the other part alone.
+    roots = exports.roots(conf)
+    crashed = {kind: exports.part_folder(root, fit["model_version"], "run-2") for kind, root in roots.items()}
+    os.remove(f"{crashed['parquet']}/_SUCCESS")
+    os.remove(f"{crashed['csv']}/{conf['gold.export_csv_name']}")
+    Path(roots["csv"], conf["gold.export_csv_name"]).write_text("image_id\nold\n")
+    Path(roots["parquet"], "part-00000-old.parquet").write_bytes(b"old")
+    untouched = files_and_times(exports.part_folder(roots["parquet"], fit["model_version"], "run-1"))
+    resumed = gold.run(spark, conf, "run-2b")
+    assert resumed["rows_written"] == 0 and resumed["exports"]["written"] == [f"{fit['model_version']}/run-2"]
+    assert sorted(Path(p).name for p in resumed["exports"]["removed"]) == [conf["gold.export_csv_name"], "part-00000-old.parquet"]
+    assert files_and_times(exports.part_folder(roots["parquet"], fit["model_version"], "run-1")) == untouched
+    assert_exports_equal_gold(spark, conf, fit["k"])
+
+    # A rerun with nothing new commits nothing and writes nothing: no table, export or plot changes.
     versions = {t: table_version(spark, lake.table_location(conf, t)) for t in ("gold", "quarantine", "gold_variance")}
+    written = files_and_times(*roots.values(), lake.lake_location(conf, conf["lake.reports"], "gold"))
     third = gold.run(spark, conf, "run-3")
     assert (third["rows_written"], third["rejected"], third["gold_rows"]) == (0, 0, ROWS + 10)
     assert {t: table_version(spark, lake.table_location(conf, t)) for t in versions} == versions
+    assert (third["exports"]["written"], third["exports"]["removed"]) == ([], [])
+    assert files_and_times(*roots.values(), lake.lake_location(conf, conf["lake.reports"], "gold")) == written
 
     # Rows projected since the fit (10 of 48) exceed refit_fraction=0.1: a refit is recommended...
     recommended = gold.run(spark, conf.with_overrides(["gold.refit_fraction=0.1"]), "run-4")
@@ -193,6 +263,11 @@ def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark,
     assert set(matrix["model_version"]) == {refit["model_version"]} and set(matrix["run_id"]) == {"run-5"}
     everything = np.concatenate([first, new])
     assert_equal_up_to_sign(np.stack(matrix["pca"]), numpy_pca(everything)[1][:, : refit["k"]])
+    # The refit's exports: one part of the new version, the old version's folders gone; new plots.
+    assert set(csv_parts(conf)) == {(refit["model_version"], "run-5")}
+    assert [Path(p).name for p in refit["exports"]["removed"]] == [f"model_version={fit['model_version']}"] * 2
+    assert_exports_equal_gold(spark, conf, refit["k"])
+    assert refit["plots"]["variance"].endswith("/gold/run-5/cumulative_variance.png")
     registry = spark.read.format("delta").load(gold.registry_location(conf))
     assert sorted(r["model_version"] for r in registry.collect()) == sorted([fit["model_version"], refit["model_version"]])
 

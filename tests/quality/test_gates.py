@@ -3,7 +3,9 @@ stages refuse a layer whose last validation failed, and the report command tells
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,24 @@ def test_totals_frame_keeps_counts_integral_and_unknowns_as_missing_floats():
     assert str(frame["k"].dtype) == "int64"
     assert str(frame["batch_quarantine_rate"].dtype) == "float64" and frame["batch_quarantine_rate"][0] == 0.025
     assert str(frame["variance_reached"].dtype) == "float64" and frame["variance_reached"].isna()[0]
+
+
+def test_a_run_with_nothing_new_is_recorded_but_never_replaces_the_last_validation(spark, make_conf):
+    conf = make_conf()
+    failed = outcomes.Outcome(
+        layer="silver", run_id="silver-failed", success=False, validated_at=NOW, batch_rows=3, evaluated_expectations=5,
+        failed_expectations=["silver_rows: broken"], metrics={}, report_path="page.html", result_paths=[], docs_index="index.html",
+    )
+    outcomes.record(spark, conf, failed)
+    audit = gates.auditor(spark, conf, "silver", "silver-nothing-new", {"note": "x"})
+    recorded = gates.record_unvalidated(spark, conf, audit)
+    assert (recorded.success, recorded.validated, recorded.context) == (True, False, {"note": "x", "validated": "nothing: no new batch"})
+    # The failed batch was not published: gold still refuses, the run with nothing new changes nothing there...
+    with pytest.raises(gates.UpstreamNotValidated, match="run silver-failed"):
+        gates.require_upstream_passed(spark, conf, "gold")
+    assert outcomes.latest(spark, conf, validated=False)["silver"].run_id == "silver-nothing-new"
+    # ...and after a passed validation, later runs with nothing new never make gold refuse.
+    outcomes.record(spark, conf, dataclasses.replace(failed, run_id="silver-passed", success=True, validated_at=datetime.now(timezone.utc)))
+    gates.record_unvalidated(spark, conf, gates.auditor(spark, conf, "silver", "silver-nothing-new-2"))
+    assert gates.require_upstream_passed(spark, conf, "gold") is None
+    assert outcomes.latest(spark, conf)["silver"].run_id == "silver-passed"

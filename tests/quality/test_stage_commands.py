@@ -29,6 +29,7 @@ from pipelines import lake
 from pipelines.config import PROJECT_ROOT, Conf, load_conf
 from quality import outcomes
 from tests.conftest import jpeg_bytes
+from tests.quality.conftest import report_output
 
 pytestmark = pytest.mark.spark
 
@@ -98,6 +99,16 @@ class Scenario:
     lake: Lake
     steps: dict[str, Step]
     tables: dict[str, dict[str, int | None]]  # tables' rows right after each step
+    files: dict[str, dict[str, int]]  # the lake's files (but the outcomes table's) and their mtimes after each step
+
+
+def lake_files(conf: Conf) -> dict[str, int]:
+    """Every file of the lake with its modification time (ns), the outcomes table's files left out."""
+    root, outcome_files = Path(conf.path("lake.root")), Path(outcomes.outcomes_location(conf))
+    return {
+        str(p): p.stat().st_mtime_ns for p in root.rglob("*")
+        if p.is_file() and outcome_files not in p.parents
+    }
 
 
 TABLES = ("bronze", "silver", "gold", "quarantine")
@@ -110,7 +121,8 @@ def scenario(spark, tmp_path_factory) -> Scenario:
     1. bronze on an all-bad input: gate fails; 2. silver: refuses (bronze's last validation failed);
     3. bronze on good images: passes; 4. silver with a features length no model gives: gate fails;
     5. gold: refuses; 6. silver: passes; 7. gold capped at 1 component with a variance target no
-    single component reaches: gate fails; 8. gold: passes.
+    single component reaches: gate fails; 8. gold: passes; 9-11. bronze, silver, gold again with
+    nothing new.
     """
     root = tmp_path_factory.mktemp("stage-commands")
     bad, good = write_bad_input(root / "bad"), write_good_input(root / "good")
@@ -124,15 +136,19 @@ def scenario(spark, tmp_path_factory) -> Scenario:
         ("silver-good", "silver", ()),
         ("gold-bad", "gold", ("gold.max_k=1", "gold.variance_target=0.9999")),
         ("gold-good", "gold", ()),
+        ("bronze-again", "bronze", (f"input.path={good}",)),
+        ("silver-again", "silver", ()),
+        ("gold-again", "gold", ()),
     ]
-    steps, tables = {}, {}
+    steps, tables, files = {}, {}, {}
     for run_id, stage, sets in plan:
         if stage.endswith("-process"):
             steps[run_id] = chain.run_process(stage.removesuffix("-process"), run_id, *sets)
         else:
             steps[run_id] = chain.run(stage, run_id, *sets)
         tables[run_id] = {table: chain.rows(spark, table) for table in TABLES}
-    return Scenario(chain, steps, tables)
+        files[run_id] = lake_files(chain.conf)
+    return Scenario(chain, steps, tables, files)
 
 
 def test_bronze_gate_failure_exits_1_and_publishes_nothing(scenario):
@@ -197,6 +213,26 @@ def test_gold_passes_once_its_settings_are_sound(spark, scenario):
     assert {layer: (o.run_id, o.success) for layer, o in latest.items()} == {
         "bronze": ("bronze-good", True), "silver": ("silver-good", True), "gold": ("gold-good", True),
     }
+
+
+def test_runs_with_nothing_new_touch_nothing_but_are_recorded(spark, scenario):
+    for run_id in ("bronze-again", "silver-again", "gold-again"):
+        assert scenario.steps[run_id].code == 0, scenario.steps[run_id].err
+        assert "quality gate" not in scenario.steps[run_id].out  # no audit: no GX, no Data Docs rebuild
+    # No table, export, plot, report or staging file was written, changed or deleted by the three runs.
+    assert scenario.files["gold-again"] == scenario.files["gold-good"]
+    runs = outcomes.latest(spark, scenario.lake.conf, validated=False)
+    assert {layer: (o.run_id, o.success, o.validated, o.batch_rows) for layer, o in runs.items()} == {
+        layer: (f"{layer}-again", True, False, 0) for layer in ("bronze", "silver", "gold")
+    }
+    assert runs["bronze"].context["input"] == str(scenario.lake.root / "good")
+    # The upstream check still reads each layer's last validation, passed here, so gold would run.
+    assert {layer: o.run_id for layer, o in outcomes.latest(spark, scenario.lake.conf).items()} == {
+        "bronze": "bronze-good", "silver": "silver-good", "gold": "gold-good",
+    }
+    report = report_output(scenario.lake.conf)
+    assert "gold    PASSED         run gold-good" in report
+    assert "last run: gold-again at " in report and "had no batch to validate (nothing new)" in report
 
 
 # ---------------------------------------------------------------- more exit codes

@@ -97,11 +97,16 @@ def test_chain_on_s3a_equals_local_disk(spark, s3_run, tmp_path, sample, capsys)
     )
     assert read(spark, conf, "gold_variance").count() == read(spark, local_conf, "gold_variance").count()
 
-    # Exports, model and reports are objects in the bucket; the CSV export equals the local one.
+    # Exports, model and reports are objects in the bucket; the CSV export (one part: one gold run,
+    # under model_version=<v>/run_id=<r>/) equals the local one.
     keys = set(list_keys(s3_run.client, s3_run.bucket, "lake/"))
-    csv_key = f"lake/{conf['lake.exports']}/{conf['gold.export_csv_dir']}/{conf['gold.export_csv_name']}"
+    csv_dir = f"lake/{conf['lake.exports']}/{conf['gold.export_csv_dir']}/"
+    [csv_key] = [k for k in keys if k.startswith(csv_dir) and k.endswith(f"/{conf['gold.export_csv_name']}")]
     s3_csv = s3_run.client.get_object(Bucket=s3_run.bucket, Key=csv_key)["Body"].read().decode()
-    local_csv = (local_lake / conf["lake.exports"] / conf["gold.export_csv_dir"] / conf["gold.export_csv_name"]).read_text()
+    [local_part] = (local_lake / conf["lake.exports"] / conf["gold.export_csv_dir"]).glob(
+        f"model_version=*/run_id=*/{conf['gold.export_csv_name']}"
+    )
+    local_csv = local_part.read_text()
     s3_rows, local_rows = list(csv.reader(io.StringIO(s3_csv))), list(csv.reader(io.StringIO(local_csv)))
     assert len(s3_rows) == 31 and s3_rows[0] == local_rows[0]
     # Same rows in the same order; PCA values agree to float round-off (the two fits see differently
