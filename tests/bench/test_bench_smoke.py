@@ -10,6 +10,7 @@ minutes and test nothing the measurements themselves do not.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from tests.conftest import copy_sample
 pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.long]
 
 MEASUREMENT_KEYS = {"images", "seconds", "process_seconds", "log"}
+PROCESS_KEYS = {"modules", "process_seconds", "log"}
 MEMORY_KEYS = {
     "python_driver_rss_mib", "jvm_rss_mib", "jvm_heap_used_mib", "jvm_heap_after_gc_mib",
     "worker_max_rss_mib", "workers_pss_sum_mib", "python_workers_seen", "samples", "mean_load_average_1m",
@@ -38,10 +40,12 @@ def measurements_in_this_process(spark, monkeypatch):
     commands = []
 
     def run_in_process(command, log, timeout_s):
-        assert command[:3] == [sys.executable, "-m", "bench.measure"], command
-        commands.append(command[3])
+        assert command[:2] == [sys.executable, "-m"], command
+        module = command[2]
+        commands.append(command[3] if module == "bench.measure" else module)
+        main = measure.main if module == "bench.measure" else importlib.import_module(module).main
         with log.open("w", encoding="utf-8") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
-            return measure.main(command[3:])
+            return main(command[3:])
 
     monkeypatch.setattr(run, "run_logged", run_in_process)
     return commands
@@ -56,7 +60,10 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     ])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert measurements_in_this_process == ["limit", "reference", "bronze", "silver", "chain", "chain", "bronze", "silver"]
+    assert measurements_in_this_process == [
+        "limit", "reference", "bronze", "silver", "chain", "chain", "pipelines.bronze", "pipelines.silver",
+        "pipelines.gold", "pipelines.run", "chain", "bronze", "silver", "chain", "chain",
+    ]
 
     files = sorted(p.name for p in results.iterdir())
     assert len(files) == 2 and "latest.json" in files
@@ -70,9 +77,15 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     assert latest["conf"]["silver"]["weights"] == "random"
 
     m = latest["measurements"]
-    assert set(m) == {"limit", "reference", "bronze", "silver", "chain", "chain_incremental", "bronze_memory", "silver_memory"}
+    processes = {"noop_stage_processes", "noop_one_application"}
+    assert set(m) == {
+        "limit", "reference", "bronze", "silver", "chain", "chain_noop", *processes, "chain_incremental",
+        "bronze_memory", "silver_memory", "chain_memory", "chain_incremental_memory",
+    }
     for name, result in m.items():
-        assert MEASUREMENT_KEYS <= set(result), name
+        assert (PROCESS_KEYS if name in processes else MEASUREMENT_KEYS) <= set(result), name
+    assert m["chain_noop"]["images"] == 0 and m["chain_noop"]["silver_images"] == 0
+    assert m["chain_incremental_memory"]["images"] == 1 and m["chain_incremental_memory"]["gold_mode"] == "incremental"
     assert m["limit"]["images"] == m["reference"]["images"] == m["silver"]["images"] == m["chain"]["images"] == 8
     assert m["reference"]["models_built"] >= 1
     assert m["chain_incremental"]["images"] == 1 and m["chain_incremental"]["silver_images"] == 1
