@@ -22,6 +22,7 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -123,7 +124,34 @@ def load_driver_model(settings: features.WeightsSettings, runtime: Runtime) -> D
     sha256 = features.weights_sha256(arrays)
     if runtime.engine == "keras":
         return DriverModel(arrays, sha256, source, runtime)
-    return DriverModel(convert(model, runtime.quantization), sha256, source, runtime)
+    cache = Path(settings.keras_home) / features.KERAS_CACHE_SUBDIR
+    return DriverModel(cached_conversion(model, sha256, runtime, cache), sha256, source, runtime)
+
+
+def cached_conversion(model: Any, weights_sha256: str, runtime: Runtime, folder: Path) -> bytes:
+    """The conversion of these weights for this runtime, from the Keras cache folder when an earlier
+    run converted them there, else converted now and kept there.
+
+    A conversion costs 10-15 s on 2 cores, more than the inference of a small increment; its bytes
+    depend only on the weights, the quantization and the TensorFlow version, which name the file.
+    A cached file the interpreter cannot load is converted again and replaced.
+    """
+    tf = _tensorflow()
+    path = folder / f"{features.MODEL_NAME}-{weights_sha256[:16]}-{runtime.name}-tf{tf.__version__}.tflite"
+    if path.is_file():
+        cached = path.read_bytes()
+        try:
+            TFLiteModel(cached, threads=1)
+            return cached
+        except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt below
+            pass
+    converted = convert(model, runtime.quantization)
+    with contextlib.suppress(OSError):  # a read-only cache only costs the next run a conversion
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_bytes(converted)
+        partial.replace(path)  # atomic: a concurrent run reads a whole file or none
+    return converted
 
 
 # ---------------------------------------------------------------- interpreter (workers)

@@ -22,7 +22,7 @@ Decisions (see docs/silver.md):
   oversubscribe the cores. The TFLite interpreter gets the same number of threads.
 - `silver.runtime` (pipelines/runtimes.py): Keras, or the TFLite interpreter on the same model.
   Each row records the weights' sha256 and the runtime (`model_runtime`); a silver table written
-  before the runtime was recorded gets the column on its next featurizing run (rows before: Keras).
+  before the runtime was recorded gets the column on its next run (rows before: Keras).
 """
 
 from __future__ import annotations
@@ -248,12 +248,13 @@ def read_bronze(spark: SparkSession, conf: Conf) -> DataFrame:
 
 def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None = None) -> dict:
     started = time.monotonic()
+    chosen = runtime(conf)
     bronze = read_bronze(spark, conf)
+    record_runtime_column(spark, lake.table_location(conf, "silver"))  # before any read of silver
     silver = lake.read_table_or_empty(spark, lake.table_location(conf, "silver"), SILVER_SCHEMA)
     quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
     new_images = select_new_images(bronze, silver, quarantine)
     slots, task_cpus = task_slots(spark)
-    chosen = runtime(conf)
     stats = {
         "bronze_rows": bronze.count(),
         "new": new_images.select("image_id").count(),
@@ -283,9 +284,7 @@ def _featurize_and_publish(
         warm_up.exception()  # wait for it; its own failure must not hide why the weights failed
         raise
     warm_up.result()
-    silver_location = lake.table_location(conf, "silver")
-    record_runtime_column(spark, silver_location)
-    existing = lake.read_table(spark, silver_location)
+    existing = lake.read_table(spark, lake.table_location(conf, "silver"))
     other_models = feature_models(existing) if existing is not None else set()
     other_models.discard(runtimes.model_identity(loaded.weights_sha256, chosen.name))
     broadcast_payload = spark.sparkContext.broadcast(loaded.payload)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import features, lake, runtimes, silver
+from pipelines import bronze, features, lake, runtimes, silver
 from pipelines.config import ConfError
-from tests.conftest import MODEL_SEED, sample_files
+from tests.conftest import MODEL_SEED, copy_sample, sample_files
 from tests.reliability import corpus
 
 TOLERANCE = 1e-4
@@ -36,6 +37,25 @@ def test_model_identity_keeps_the_bare_sha_for_keras_and_rows_without_a_runtime(
     assert runtimes.model_identity(sha, "keras") == runtimes.model_identity(sha, None) == sha
     assert runtimes.model_identity(sha, "tflite") == f"{sha}@tflite"
     assert runtimes.model_identity(sha, "tflite") != runtimes.model_identity(sha, "tflite-float16")
+
+
+def test_a_conversion_is_kept_in_the_keras_cache_and_a_damaged_copy_is_replaced(tmp_path, monkeypatch):
+    import keras
+
+    tiny = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    conversions = []
+    convert = runtimes.convert
+    monkeypatch.setattr(runtimes, "convert", lambda model, quantization: conversions.append(quantization) or convert(model, quantization))
+    tflite = runtimes.Runtime("tflite")
+
+    first = runtimes.cached_conversion(tiny, "d" * 64, tflite, tmp_path)
+    assert runtimes.cached_conversion(tiny, "d" * 64, tflite, tmp_path) == first and conversions == ["none"]
+    (cached,) = tmp_path.glob("*.tflite")
+    assert "-dddddddddddddddd-tflite-tf" in cached.name
+    cached.write_bytes(b"damaged")
+    assert runtimes.cached_conversion(tiny, "d" * 64, tflite, tmp_path) == first and cached.read_bytes() == first
+    runtimes.cached_conversion(tiny, "d" * 64, runtimes.Runtime("tflite", "float16"), tmp_path)
+    assert conversions == ["none", "none", "float16"] and len(list(tmp_path.glob("*.tflite"))) == 2
 
 
 # ---------------------------------------------------------------- the same features
@@ -109,24 +129,23 @@ def test_a_worker_builds_one_interpreter_and_reuses_it(both_models):
 
 
 @pytest.mark.spark
-def test_a_silver_table_without_the_runtime_column_gets_it_and_old_rows_read_as_keras(spark, tmp_path):
-    location = str(tmp_path / "silver")
-    old_schema = [f for f in silver.SILVER_SCHEMA.fields if f.name != "model_runtime"]
-    old = spark.createDataFrame(
-        [("old", "Apple", "Training", [1.0], features.MODEL_NAME, "a" * 64, None, "run-0")],
-        T.StructType(old_schema),
-    )
-    old.write.format("delta").save(location)
-    assert silver.record_runtime_column(spark, location) is True
-    assert silver.record_runtime_column(spark, location) is False  # once
-    new = spark.createDataFrame(
-        [("new", "Apple", "Training", [2.0], features.MODEL_NAME, "a" * 64, "tflite", None, "run-1")],
-        silver.SILVER_SCHEMA,
-    )
-    lake.publish(spark, new, location, ("image_id",))
+def test_a_silver_table_from_before_the_runtime_column_gets_it_and_its_rows_count_as_keras(spark, make_conf, tmp_path, sample):
+    copy_sample(tmp_path / "input", 2)
+    conf = make_conf(tmp_path / "input", "silver.weights=random", "silver.runtime=keras", "silver.batch_size=2")
+    bronze.run(spark, conf, "bronze-1")
+    done, new = [r.image_id for r in spark.read.format("delta").load(lake.table_location(conf, "bronze")).collect()]
+    old_schema = T.StructType([f for f in silver.SILVER_SCHEMA.fields if f.name != "model_runtime"])
+    old_row = (done, "Apple", "Training", [1.0] * features.FEATURE_SIZE, features.MODEL_NAME, "a" * 64, None, "run-0")
+    location = lake.table_location(conf, "silver")
+    spark.createDataFrame([old_row], old_schema).write.format("delta").save(location)
+
+    stats = silver.run(spark, conf, "silver-1")
+
     table = spark.read.format("delta").load(location)
-    assert {r.image_id: r.model_runtime for r in table.collect()} == {"old": None, "new": "tflite"}
-    assert silver.feature_models(table) == {"a" * 64, "a" * 64 + "@tflite"}
-    assert "NOTE: silver also holds features of 1 other feature model(s) (aaaaaaaaaaaa@tflite)" in (
-        silver.mixed_models_note(["a" * 64 + "@tflite"])
-    )
+    assert (stats["new"], stats["featurized"], stats["runtime"]) == (1, 1, "keras")
+    assert {r.image_id: r.model_runtime for r in table.collect()} == {done: None, new: "keras"}
+    new_sha = table.where(F.col("image_id") == new).first().model_weights_sha256
+    assert silver.feature_models(table) == {"a" * 64, new_sha}  # null runtime: Keras, bare sha256
+    assert stats["other_feature_models"] == ["a" * 64]
+    assert "NOTE: silver also holds features of 1 other feature model(s) (aaaaaaaaaaaa)" in silver.summary_line(stats, "r")
+    assert silver.record_runtime_column(spark, location) is False  # added once
