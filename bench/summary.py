@@ -134,7 +134,8 @@ def runtime_ratios(measurements: Mapping[str, Mapping], targets: Mapping[str, fl
         (f"largest |feature - Keras| ({chosen})", option.get("max_abs_diff_vs_keras"),
          targets.get("feature_max_abs_diff"), "<=", "silver's runtime against Keras on the bench images (runtimes)"),
         (f"gold accuracy change ({chosen})", option.get("accuracy_change"), _negated(targets.get("accuracy_drop")), ">=",
-         f"Test-split accuracy of a logistic regression on gold, minus Keras' ({keras_option.get('gold_accuracy')})"),
+         "Test-split accuracy of a logistic regression on gold (and on an exact PCA), minus Keras' "
+         f"({keras_option.get('gold_accuracy')}, {keras_option.get('exact_pca_accuracy')}): the worse change"),
     ]
 
 
@@ -153,9 +154,9 @@ def runtime_options_table(measurements: Mapping[str, Mapping], accuracy_drop: fl
         acceptable = o.get("accuracy_change") is not None and o["accuracy_change"] >= -accuracy_drop
         verdict = "reference" if o["runtime"] == "keras" else ("acceptable" if acceptable else "accuracy drops")
         rows.append([o["runtime"], o.get("images_per_s"), faster, f"{o.get('max_abs_diff_vs_keras', 0):.2e}",
-                     o.get("gold_accuracy"), o.get("accuracy_change"), verdict])
+                     o.get("gold_accuracy"), o.get("exact_pca_accuracy"), o.get("accuracy_change"), verdict])
     return render_table(["runtime (single process)", "images/s", "x Keras", "max |diff| vs Keras",
-                         "gold accuracy", "change", "verdict"], rows)
+                         "gold accuracy", "exact-PCA accuracy", "worse change", "verdict"], rows)
 
 
 def cost_throughput(measurements: Mapping[str, Mapping]) -> dict | None:
