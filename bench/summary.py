@@ -134,8 +134,8 @@ def runtime_ratios(measurements: Mapping[str, Mapping], targets: Mapping[str, fl
         (f"largest |feature - Keras| ({chosen})", option.get("max_abs_diff_vs_keras"),
          targets.get("feature_max_abs_diff"), "<=", "silver's runtime against Keras on the bench images (runtimes)"),
         (f"gold accuracy change ({chosen})", option.get("accuracy_change"), _negated(targets.get("accuracy_drop")), ">=",
-         "Test-split accuracy of a logistic regression on gold (and on an exact PCA), minus Keras' "
-         f"({keras_option.get('gold_accuracy')}, {keras_option.get('exact_pca_accuracy')}): the worse change"),
+         "Test-split accuracy of a logistic regression on an exact PCA with gold's k rule, minus Keras' "
+         f"({keras_option.get('exact_pca_accuracy')}; on gold's own PCA: {keras_option.get('gold_accuracy')})"),
     ]
 
 
@@ -156,7 +156,7 @@ def runtime_options_table(measurements: Mapping[str, Mapping], accuracy_drop: fl
         rows.append([o["runtime"], o.get("images_per_s"), faster, f"{o.get('max_abs_diff_vs_keras', 0):.2e}",
                      o.get("gold_accuracy"), o.get("exact_pca_accuracy"), o.get("accuracy_change"), verdict])
     return render_table(["runtime (single process)", "images/s", "x Keras", "max |diff| vs Keras",
-                         "gold accuracy", "exact-PCA accuracy", "worse change", "verdict"], rows)
+                         "gold accuracy", "exact-PCA accuracy", "change (exact PCA)", "verdict"], rows)
 
 
 def cost_throughput(measurements: Mapping[str, Mapping]) -> dict | None:
