@@ -6,8 +6,14 @@ those of the conf (`input.path`, `lake.root`, set by bench.run); the result is w
 
 Kinds:
 - limit: one Python process, no Spark: silver's own decode/preprocess/predict path
-  (pipelines.features.featurize) over the images, after one warm-up batch; TensorFlow uses every
-  core. What the model costs on this machine, the ceiling for silver.
+  (pipelines.features.featurize) over the images, after one warm-up batch, with the runtime of
+  `silver.runtime` (bench.run measures both); TensorFlow or the TFLite interpreter uses every
+  core. What the model costs on this machine, the ceiling for silver with that runtime.
+- runtimes: the runtime options side by side on the same images, in one process: Keras, TFLite
+  float32 and each `bench.quantizations` conversion; for each, the single-process images/s, the
+  largest feature difference from Keras, and the accuracy of a logistic regression on gold
+  (gold's own PCA fit on all the images, the regression fitted on the Training split, scored on
+  the Test split): what a runtime changes in the product, not only in speed.
 - reference: the seed notebook's job (bench/reference.py) from the input folder to Parquet.
 - bronze: bronze.run into a fresh lake (prepares silver's input; timed for information).
 - silver: silver.run on that lake, with the memory of the driver and the workers sampled.
@@ -19,18 +25,21 @@ Session start is outside every timing: it is a per-process constant, not the sta
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from bench.memory import MemorySampler, jvm_heap_probe
 from pipelines import features
 from pipelines.cli import load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf
 
-KINDS = ("limit", "reference", "bronze", "silver", "chain")
+KINDS = ("limit", "runtimes", "reference", "bronze", "silver", "chain")
 
 
 def timed(function: Callable[[], object]) -> tuple[object, float]:
@@ -54,6 +63,15 @@ def load_model(conf: Conf):
     return features.build_model(str(path))
 
 
+def runtime_model(keras_model, runtime):
+    """The model silver would call with this runtime; the TFLite interpreter gets every core."""
+    from pipelines import runtimes
+
+    if runtime.engine == "keras":
+        return keras_model
+    return runtimes.TFLiteModel(runtimes.convert(keras_model, runtime.quantization), threads=os.cpu_count() or 1)
+
+
 def image_bytes(conf: Conf) -> list[bytes]:
     from bench.dataset import list_images
 
@@ -64,9 +82,12 @@ def image_bytes(conf: Conf) -> list[bytes]:
 def measure_limit(conf: Conf) -> dict:
     tf = features.import_tensorflow()
 
+    from pipelines import silver
+
+    runtime = silver.runtime(conf)
     contents = image_bytes(conf)
     batch_size = conf["silver.batch_size"]
-    model = load_model(conf)
+    model = runtime_model(load_model(conf), runtime)
     features.featurize(model, contents[:batch_size], [None] * min(batch_size, len(contents)), batch_size)
     with MemorySampler(conf["bench.memory_poll_seconds"]) as sampler:
         (vectors, errors), seconds = timed(
@@ -79,9 +100,106 @@ def measure_limit(conf: Conf) -> dict:
         "seconds": round(seconds, 2),
         "images_per_s": rate(featurized, seconds),
         "batch_size": batch_size,
+        "runtime": runtime.name,
         "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "default (all cores)",
         "memory": sampler.peaks.as_mib(),
     }
+
+
+def measure_runtimes(spark, conf: Conf) -> dict:
+    """Each runtime option on the same images: speed, largest feature difference from Keras, gold accuracy."""
+    from bench.dataset import list_images
+    from pipelines import runtimes
+
+    root = Path(conf.path("input.path"))
+    relative = list_images(root, conf["input.extensions"])
+    contents = [(root / rel).read_bytes() for rel in relative]
+    labels = [Path(rel).parent.name for rel in relative]
+    splits = [Path(rel).parts[0] for rel in relative]
+    batch_size = conf["silver.batch_size"]
+    keras_model = load_model(conf)
+    options = [runtimes.Runtime("keras"), runtimes.Runtime("tflite")]
+    options += [runtimes.Runtime("tflite", q) for q in conf["bench.quantizations"]]
+    results, reference, started = [], None, time.perf_counter()
+    for runtime in options:
+        model = runtime_model(keras_model, runtime)
+        features.featurize(model, contents[:batch_size], [None] * min(batch_size, len(contents)), batch_size)
+        (vectors, errors), seconds = timed(lambda: features.featurize(model, contents, [None] * len(contents), batch_size))
+        matrix = np.stack([v if v is not None else np.full(features.FEATURE_SIZE, np.nan, np.float32) for v in vectors])
+        reference = matrix if reference is None else reference
+        difference = np.abs(matrix - reference)
+        results.append({
+            "runtime": runtime.name,
+            "images_per_s": rate(len(contents), seconds),
+            "max_abs_diff_vs_keras": float(np.nanmax(difference)),
+            "mean_abs_diff_vs_keras": float(np.nanmean(difference)),
+            "failed": sum(e is not None for e in errors),
+            **accuracies(spark, conf, matrix, labels, splits),
+        })
+    for key in ("gold_accuracy", "exact_pca_accuracy"):
+        keras_accuracy = results[0][key]
+        for result in results:
+            accuracy = result[key]
+            change = None if None in (accuracy, keras_accuracy) else round(accuracy - keras_accuracy, 4)
+            result[key.replace("accuracy", "accuracy_change")] = change
+    for result in results:  # the verdict's figure: gold's PCA swung between runs on the same vectors
+        result["accuracy_change"] = result["exact_pca_accuracy_change"]
+    return {"images": len(contents), "test_images": splits.count("Test"), "options": results,
+            "seconds": round(time.perf_counter() - started, 2), "images_per_s": None}
+
+
+def accuracies(spark, conf: Conf, matrix: np.ndarray, labels: list[str], splits: list[str]) -> dict:
+    """Test-split accuracy of a logistic regression fitted on the Training split, on two projections:
+
+    - gold_accuracy: gold's own fit (pipelines.gold.fit_model, the conf's variance target) on every
+      image, as the gold stage does;
+    - exact_pca_accuracy: the same centring and k rule (gold.select_pca_k) with an exact SVD in
+      numpy, a check on the first: on the bench's MobileNetV2 features Spark ML's PCA was seen to
+      return components that are not the leading ones, and not the same ones from run to run
+      (docs/benchmarks.md): the first figure swings under changes far below the feature
+      tolerance, so the verdict (accuracy_change) uses the second.
+    None when the images lack one of the splits.
+    """
+    from pyspark.ml.functions import array_to_vector
+
+    from pipelines import gold
+
+    keep = [i for i, vector in enumerate(matrix) if np.isfinite(vector).all()]
+    rows = [(str(i), labels[i], splits[i], [float(x) for x in matrix[i]], "m") for i in keep]
+    silver_rows = spark.createDataFrame(
+        rows, "image_id string, label string, split string, features array<float>, model_weights_sha256 string"
+    )
+    vectors = gold.with_feature_vectors(gold.check_features(silver_rows, features.FEATURE_SIZE))
+    pipeline, _, _ = gold.fit_model(vectors, gold.GoldSettings.from_conf(conf), features.FEATURE_SIZE, len(rows))
+    projected = gold.gold_rows(pipeline.transform(vectors), "bench", "bench").select(
+        "label", "split", array_to_vector("pca").alias("x")
+    )
+    centred = matrix[keep].astype(np.float64) - matrix[keep].astype(np.float64).mean(axis=0)
+    _, singular, components = np.linalg.svd(centred, full_matrices=False)
+    k = gold.select_pca_k(singular**2 / np.sum(singular**2), conf["gold.variance_target"])
+    exact = spark.createDataFrame(
+        [(labels[i], splits[i], [float(x) for x in vector]) for i, vector in zip(keep, centred @ components[:k].T)],
+        "label string, split string, pca array<double>",
+    ).select("label", "split", array_to_vector("pca").alias("x"))
+    return {"gold_accuracy": regression_accuracy(conf, projected), "exact_pca_accuracy": regression_accuracy(conf, exact)}
+
+
+def regression_accuracy(conf: Conf, projected) -> float | None:
+    """Spark ML's LogisticRegression (`bench.accuracy_reg_param`) on the Training rows, scored on the Test rows."""
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+    from pyspark.ml.feature import StringIndexer
+
+    indexed = StringIndexer(inputCol="label", outputCol="y").fit(projected).transform(projected)
+    train, test = indexed.where("split = 'Training'").cache(), indexed.where("split = 'Test'")
+    try:  # cached: each of the regression's iterations is a pass over the projected Training rows
+        if train.isEmpty() or test.isEmpty():
+            return None
+        regression = LogisticRegression(featuresCol="x", labelCol="y", maxIter=100, regParam=conf["bench.accuracy_reg_param"])
+        predictions = regression.fit(train).transform(test)
+        return round(MulticlassClassificationEvaluator(labelCol="y", metricName="accuracy").evaluate(predictions), 4)
+    finally:
+        train.unpersist()
 
 
 def measure_reference(spark, conf: Conf) -> dict:
@@ -125,6 +243,7 @@ def measure_silver(spark, conf: Conf) -> dict:
         "inference_seconds": stats["inference_seconds"],
         "inference_images_per_s": stats["images_per_s"],
         "vcpus": vcpus,
+        "runtime": stats["runtime"],
         "settings": {k: stats[k] for k in ("batch_size", "arrow_batch_rows", "partitions", "tf_threads")}
         | {"partitions_per_slot": conf["silver.partitions_per_slot"]},
         "memory": sampler.peaks.as_mib(),
@@ -166,6 +285,7 @@ def measure_chain(spark, conf: Conf) -> dict:
 
 # The Spark measurements, each given the process's session (started outside the timing).
 SPARK_MEASUREMENTS: dict[str, Callable[..., dict]] = {
+    "runtimes": measure_runtimes,
     "reference": measure_reference,
     "bronze": measure_bronze,
     "silver": measure_silver,

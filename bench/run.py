@@ -5,10 +5,11 @@
 
 A bench run copies a fixed selection of the Fruits-360 sample (bench/dataset.py) into a fresh
 work folder (`bench.work_dir`/<timestamp>), then runs each measurement of bench/measure.py in
-its own process, in this order: limit, reference, bronze + silver at N (memory sampled), the
-chain at N, again with nothing new (also as whole processes: one per stage, then
-`python -m pipelines.run`), and after adding the increment; bronze + silver at memory_factor x N,
-the chain on that lake, and again after an increment of the same size. It
+its own process, in this order: the Keras limit, the TFLite limit, the runtime options (speed,
+feature error, gold accuracy), reference, bronze + silver at N (memory sampled) + silver with the
+other runtime on a copy of that bronze lake, the chain at N, again with nothing new (also as whole
+processes: one per stage, then `python -m pipelines.run`), and after adding the increment; bronze +
+silver at memory_factor x N, the chain on that lake, and again after an increment of the same size. It
 prints the measurements, every ratio with PASS/MISS against `bench.targets`, and the memory
 peaks, and writes all of it, with the machine's description, to `bench.results_dir`/<timestamp>.json
 and latest.json (key silver.images_per_s_per_vcpu is read by `python -m deploy cost`).
@@ -172,11 +173,18 @@ def full_bench(bench: Bench, source: Path, selection: dataset.Selection) -> dict
     chain_input = dataset.materialize(source, selection.base, bench.folder(inputs, "chain"))
     memory_input = dataset.materialize(source, selection.memory, bench.folder(inputs, "memory"))
     m: dict[str, dict] = {}
-    m[summary.LIMIT] = bench.measure(summary.LIMIT, "limit", base, None)
+    m[summary.LIMIT] = bench.measure(summary.LIMIT, "limit", base, None, extra=runtime_overrides("keras"))
+    m[summary.LIMIT_TFLITE] = bench.measure(summary.LIMIT_TFLITE, "limit", base, None, extra=runtime_overrides("tflite"))
+    m[summary.RUNTIMES] = bench.measure(summary.RUNTIMES, "runtimes", base, bench.folder(lakes, "runtimes"))
     m[summary.REFERENCE] = bench.measure(summary.REFERENCE, "reference", base, bench.folder(lakes, "reference"))
     m["bronze"] = bench.measure("bronze", "bronze", base, bench.folder(lakes, "silver"))
     if "error" not in m["bronze"]:
+        other_lake = bench.root / lakes / "silver-other-runtime"
+        shutil.copytree(bench.root / lakes / "silver", other_lake)  # Delta tables hold relative paths
         m[summary.SILVER] = bench.measure(summary.SILVER, "silver", base, bench.folder(lakes, "silver"))
+        other = "keras" if bench.conf["silver.runtime"] == "tflite" else "tflite"
+        m[summary.SILVER_OTHER] = bench.measure(summary.SILVER_OTHER, "silver", base, other_lake,
+                                                extra=runtime_overrides(other))
     chain_lake, memory_lake = bench.folder(lakes, "chain"), bench.folder(lakes, "memory")
     m[summary.CHAIN] = bench.measure(summary.CHAIN, "chain", chain_input, chain_lake)
     if "error" not in m[summary.CHAIN]:
@@ -195,6 +203,11 @@ def full_bench(bench: Bench, source: Path, selection: dataset.Selection) -> dict
         dataset.materialize(source, selection.memory_increment, memory_input)
         m[summary.INCREMENTAL_MEMORY] = bench.measure(summary.INCREMENTAL_MEMORY, "chain", memory_input, memory_lake)
     return m
+
+
+def runtime_overrides(engine: str) -> list[str]:
+    """--set items running `engine`: Keras runs the float32 model, TFLite keeps conf's quantization."""
+    return [f"silver.runtime={engine}"] + (["silver.tflite_quantization=none"] if engine == "keras" else [])
 
 
 def parse_sweep(items: Sequence[str]) -> list[str]:
@@ -229,7 +242,8 @@ def conf_summary(conf: Conf) -> dict:
         "sources": conf.sources,
         "spark.master": conf["spark.master"],
         "spark.extra": conf["spark.extra"],
-        "silver": {k: conf[f"silver.{k}"] for k in ("weights", "batch_size", "arrow_batch_rows", "partitions_per_slot", "tf_threads")},
+        "silver": {k: conf[f"silver.{k}"] for k in ("weights", "batch_size", "arrow_batch_rows", "partitions_per_slot",
+                                                    "tf_threads", "runtime", "tflite_quantization")},
     }
 
 
@@ -278,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     files = args.conf or ["conf/local.yaml"]
     machine = describe_machine()
-    bench = new_bench(conf, files, args.overrides, 2 + len(sweep) if sweep else 13, stamp)
+    bench = new_bench(conf, files, args.overrides, 2 + len(sweep) if sweep else 16, stamp)
     print(f"bench {stamp}: N = {images} images from {source}, work folder {bench.root}\n"
           f"machine: {machine['cores']} cores, {machine['ram_gib']} GiB, {machine['cpu_model']}, "
           f"load average {machine['load_average_1m_5m_15m']}", flush=True)
@@ -305,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         document.update(measurements=measurements, ratios=[r.as_dict() for r in rows],
                         silver=summary.cost_throughput(measurements))
         print("\n" + summary.measurements_table(measurements) + "\n\n" + summary.ratios_table(rows) + "\n\n"
+              + summary.runtime_options_table(measurements, conf["bench.targets.accuracy_drop"]) + "\n\n"
               + summary.memory_table(measurements, images, len(selection.memory)))
     document["finished_at"] = datetime.now(timezone.utc).isoformat()
     document["failed"] = bench.failed

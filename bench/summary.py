@@ -16,6 +16,9 @@ LIMIT, REFERENCE, SILVER, CHAIN, NOOP, NOOP_PER_STAGE, NOOP_ONE_APP, INCREMENTAL
     "chain_incremental",
 )
 SILVER_MEMORY, CHAIN_MEMORY, INCREMENTAL_MEMORY = "silver_memory", "chain_memory", "chain_incremental_memory"
+# The runtime measurements (docs/silver.md, "Runtimes"): LIMIT is Keras' limit, LIMIT_TFLITE the
+# TFLite interpreter's; SILVER runs silver.runtime, SILVER_OTHER the other runtime on the same images.
+LIMIT_TFLITE, RUNTIMES, SILVER_OTHER = "limit_tflite", "runtimes", "silver_other_runtime"
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ def ratios(measurements: Mapping[str, Mapping], targets: Mapping[str, float]) ->
          targets["silver_vs_limit_4n"], ">=", "the same with 4N images: silver's fixed costs spread over more images"),
         ("silver inference pass / limit",
          _divide(_get(measurements, SILVER, "inference_images_per_s"), _get(measurements, LIMIT, "images_per_s")),
-         None, ">=", "silver's model pass alone (no read, weights load or publish) over the limit"),
+         targets.get("silver_inference_vs_limit"), ">=",
+         "silver's model pass alone (no read, weights load or publish) over the Keras limit"),
         ("silver marginal rate / limit", _divide(silver_marginal_rate(measurements), _get(measurements, LIMIT, "images_per_s")),
          None, ">=", "(4N - N images) / (silver's seconds at 4N - at N): silver once its fixed costs are paid"),
         ("silver / reference", _divide(silver_rate, _get(measurements, REFERENCE, "images_per_s")),
@@ -112,8 +116,60 @@ def ratios(measurements: Mapping[str, Mapping], targets: Mapping[str, float]) ->
                  _get(measurements, SILVER, "memory", "workers_pss_sum_mib")),
          None, "<=", "sum over the Python workers"),
     ]
+    rows += runtime_ratios(measurements, targets)
     return [Ratio(name, value, target, comparison, judge(value, target, comparison), explains)
             for name, value, target, comparison, explains in rows]
+
+
+def runtime_option(measurements: Mapping[str, Mapping], runtime: str | None) -> Mapping | None:
+    """The runtimes measurement's figures for one runtime name (keras, tflite, tflite-float16...)."""
+    node = measurements.get(RUNTIMES)
+    if not isinstance(node, Mapping) or "error" in node or runtime is None:
+        return None
+    return next((o for o in node.get("options", []) if o.get("runtime") == runtime), None)
+
+
+def runtime_ratios(measurements: Mapping[str, Mapping], targets: Mapping[str, float]) -> list[tuple]:
+    """Both runtimes side by side: limits, silver with each, and what silver's runtime changes in the features."""
+    keras_limit = _get(measurements, LIMIT, "images_per_s")
+    chosen = (measurements.get(SILVER) or {}).get("runtime")
+    other = (measurements.get(SILVER_OTHER) or {}).get("runtime")
+    option = runtime_option(measurements, chosen) or {}
+    keras_option = runtime_option(measurements, "keras") or {}
+    return [
+        ("TFLite limit / Keras limit", _divide(_get(measurements, LIMIT_TFLITE, "images_per_s"), keras_limit),
+         None, ">=", "single-process TFLite interpreter (XNNPACK) over single-process Keras, same images"),
+        (f"silver ({other}) inference pass / limit",
+         _divide(_get(measurements, SILVER_OTHER, "inference_images_per_s"), keras_limit),
+         None, ">=", "silver with the other runtime, model pass alone, over the Keras limit"),
+        (f"silver ({other}) / limit", _divide(_get(measurements, SILVER_OTHER, "images_per_s"), keras_limit),
+         None, ">=", "silver job with the other runtime over the Keras limit"),
+        (f"largest |feature - Keras| ({chosen})", option.get("max_abs_diff_vs_keras"),
+         targets.get("feature_max_abs_diff"), "<=", "silver's runtime against Keras on the bench images (runtimes)"),
+        (f"gold accuracy change ({chosen})", option.get("accuracy_change"), _negated(targets.get("accuracy_drop")), ">=",
+         "Test-split accuracy of a logistic regression on an exact PCA with gold's k rule, minus Keras' "
+         f"({keras_option.get('exact_pca_accuracy')}; on gold's own PCA: {keras_option.get('gold_accuracy')})"),
+    ]
+
+
+def _negated(value: float | None) -> float | None:
+    return None if value is None else -value
+
+
+def runtime_options_table(measurements: Mapping[str, Mapping], accuracy_drop: float) -> str:
+    """Each runtime option of the runtimes measurement: speed, feature error, gold accuracy, verdict."""
+    node = measurements.get(RUNTIMES) or {}
+    options = node.get("options", []) if "error" not in node else []
+    keras = runtime_option(measurements, "keras") or {}
+    rows = []
+    for o in options:
+        faster = _divide(o.get("images_per_s"), keras.get("images_per_s"))
+        acceptable = o.get("accuracy_change") is not None and o["accuracy_change"] >= -accuracy_drop
+        verdict = "reference" if o["runtime"] == "keras" else ("acceptable" if acceptable else "accuracy drops")
+        rows.append([o["runtime"], o.get("images_per_s"), faster, f"{o.get('max_abs_diff_vs_keras', 0):.2e}",
+                     o.get("gold_accuracy"), o.get("exact_pca_accuracy"), o.get("accuracy_change"), verdict])
+    return render_table(["runtime (single process)", "images/s", "x Keras", "max |diff| vs Keras",
+                         "gold accuracy", "exact-PCA accuracy", "change (exact PCA)", "verdict"], rows)
 
 
 def cost_throughput(measurements: Mapping[str, Mapping]) -> dict | None:
@@ -162,9 +218,11 @@ def _numeric(cell: str) -> bool:
 
 MEASUREMENT_LABELS = {
     LIMIT: "1. limit: single-process Keras",
+    LIMIT_TFLITE: "1b. limit: single-process TFLite",
     REFERENCE: "2. reference: seed notebook job",
     "bronze": "   bronze (prepares silver)",
     SILVER: "3. silver job",
+    SILVER_OTHER: "3b. silver job, other runtime",
     CHAIN: "4. chain: bronze+silver+gold+gates",
     NOOP: "5. chain, nothing new",
     NOOP_PER_STAGE: "   nothing new, one process per stage",
@@ -193,8 +251,8 @@ def measurements_table(measurements: Mapping[str, Mapping]) -> str:
         elif name in (NOOP_PER_STAGE, NOOP_ONE_APP):
             rows.append([label, None, m.get("process_seconds"), None, "whole processes, JVM start included"])
             continue
-        elif name in (SILVER, SILVER_MEMORY):
-            note = f"inference pass {_fmt(m.get('inference_images_per_s'))} images/s"
+        elif name in (SILVER, SILVER_MEMORY, SILVER_OTHER):
+            note = f"{m.get('runtime')}, inference pass {_fmt(m.get('inference_images_per_s'))} images/s"
         elif name == REFERENCE:
             note = f"{m.get('models_built')} models built"
         rows.append([label, m.get("images"), m.get("seconds"), m.get("images_per_s"), note])

@@ -201,13 +201,6 @@ class WeightsSettings:
     download: bool
 
 
-@dataclass(frozen=True)
-class DriverWeights:
-    arrays: list[np.ndarray]
-    sha256: str
-    source: str  # where they came from, for the run summary
-
-
 def use_keras_home(keras_home: str) -> None:
     """Point Keras at `keras_home` (it reads KERAS_HOME once, when it is first imported)."""
     os.environ["KERAS_HOME"] = keras_home
@@ -276,8 +269,9 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def load_driver_weights(settings: WeightsSettings) -> DriverWeights:
-    """Build the model once on the driver and return its weight arrays (what gets broadcast)."""
+def load_driver_keras_model(settings: WeightsSettings) -> tuple[Any, str]:
+    """Build the model once on the driver, with the weights the settings name, and say where they came
+    from (for the run summary); pipelines.runtimes broadcasts its weights or its conversion."""
     if settings.choice not in WEIGHT_CHOICES:
         raise WeightsUnavailable(
             f"silver.weights='{settings.choice}' is not one of {', '.join(WEIGHT_CHOICES)} "
@@ -295,8 +289,7 @@ def load_driver_weights(settings: WeightsSettings) -> DriverWeights:
                 f"the weights file '{path}' cannot be loaded into MobileNetV2 1.0/224 no-top "
                 f"({type(exc).__name__}: {exc}); delete it or point silver.weights_file at a good copy"
             ) from exc
-    arrays = [np.asarray(w) for w in model.get_weights()]
-    return DriverWeights(arrays, weights_sha256(arrays), source)
+    return model, source
 
 
 # ---------------------------------------------------------------- one model per Python worker

@@ -51,7 +51,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import exports, lake
+from pipelines import exports, lake, runtimes
 from pipelines.cli import execute_stage, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.stages import ModelFacts
@@ -96,6 +96,8 @@ REGISTRY_SCHEMA = T.StructType(
     ]
 )
 SILVER_COLUMNS = ("image_id", "label", "split", "features", "model_weights_sha256")
+# What computed a row's features (pipelines.runtimes.model_identity): what the registry's fit_feature_models lists.
+_FEATURE_MODEL_COL = "feature_model"
 
 # Column names inside the saved PipelineModel (part of the persisted model: keep them stable).
 _VECTOR_COL, _CENTERED_COL, _COMPONENTS_COL, _PCA_COL = "features_vector", "features_centered", "components", "pca_vector"
@@ -226,7 +228,7 @@ def refit_reasons(
         reasons.append(f"{len(unseen_labels)} label(s) unseen at fit time ({shown})")
     if unseen_feature_models:
         reasons.append(
-            f"silver has features from {len(unseen_feature_models)} feature-model weight file(s) the fit never saw"
+            f"silver has features from {len(unseen_feature_models)} feature model(s) (weights or runtime) the fit never saw"
         )
     if changed_settings:
         reasons.append(f"settings changed since the fit ({', '.join(changed_settings)})")
@@ -248,7 +250,8 @@ def changed_settings(record: dict, settings: GoldSettings) -> list[str]:
 def unquarantined_silver_rows(silver: DataFrame, quarantine: DataFrame) -> DataFrame:
     """Silver rows gold never rejected (what a fit uses): an image is in gold or in quarantine, not both."""
     rejected = quarantine.where(F.col("stage") == STAGE).select("image_id")
-    return silver.select(*SILVER_COLUMNS).dropDuplicates(["image_id"]).join(rejected, "image_id", "left_anti")
+    rows = silver.select(*SILVER_COLUMNS, runtimes.model_identity_column(silver).alias(_FEATURE_MODEL_COL))
+    return rows.dropDuplicates(["image_id"]).join(rejected, "image_id", "left_anti")
 
 
 def new_silver_rows(silver: DataFrame, gold: DataFrame, quarantine: DataFrame) -> DataFrame:
@@ -500,7 +503,7 @@ def _fit_and_replace(
         F.count(F.when(~valid, 1)).alias("rejected"),
         F.bit_xor(F.when(valid, F.xxhash64("image_id"))).alias("ids_xor"),
         F.collect_set(F.when(valid, F.col("label"))).alias("labels"),
-        F.collect_set(F.when(valid, F.col("model_weights_sha256"))).alias("feature_models"),
+        F.collect_set(F.when(valid, F.col(_FEATURE_MODEL_COL))).alias("feature_models"),
     ).first()
     fit_rows = int(summary["rows"])
     fitted = None
@@ -574,7 +577,7 @@ def _rejected_by_run(spark: SparkSession, conf: Conf, run_id: str) -> int:
 
 def _refit_reasons(silver: DataFrame, gold: DataFrame, model: GoldModel, gold_rows_count: int, settings: GoldSettings) -> list[str]:
     gold_labels = {r["label"] for r in gold.select("label").distinct().collect()}
-    silver_models = {r[0] for r in silver.select("model_weights_sha256").distinct().collect()}
+    silver_models = {r[0] for r in silver.select(runtimes.model_identity_column(silver)).distinct().collect()}
     return refit_reasons(
         model.record["fit_rows"], gold_rows_count, settings.refit_fraction,
         sorted(gold_labels - set(model.record["fit_labels"]) - {None}),

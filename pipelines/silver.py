@@ -1,9 +1,9 @@
 """Silver: MobileNetV2 features for every bronze image, in Spark, with the weights broadcast once.
 
 read bronze -> keep images with no silver row and no silver quarantine row -> load the weights once
-on the driver (meanwhile the Python workers start) -> broadcast them -> repartition ->
-Scalar-Iterator pandas UDF (one model per Python worker, batched inference) -> split features /
-decode failures -> audit -> publish.
+on the driver (meanwhile the Python workers start) -> broadcast them, or the model converted for
+the TFLite runtime -> repartition -> Scalar-Iterator pandas UDF (one model per Python worker,
+batched inference) -> split features / decode failures -> audit -> publish.
 
 Decisions (see docs/silver.md):
 - The UDF returns struct<features, error>: an image that cannot be decoded gets a null vector and
@@ -19,7 +19,10 @@ Decisions (see docs/silver.md):
   in the Python workers the inference reuses; the broadcast weights are then only set into it.
 - TensorFlow threads per worker = cores per executor / concurrent Python workers per executor,
   which is `spark.task.cpus` (each task runs in its own Python worker): the workers never
-  oversubscribe the cores.
+  oversubscribe the cores. The TFLite interpreter gets the same number of threads.
+- `silver.runtime` (pipelines/runtimes.py): Keras, or the TFLite interpreter on the same model.
+  Each row records the weights' sha256 and the runtime (`model_runtime`); a silver table written
+  before the runtime was recorded gets the column on its next run (rows before: Keras).
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.functions import pandas_udf
 
-from pipelines import features, lake
+from pipelines import features, lake, runtimes
 from pipelines.cli import execute_stage, stage_parser
-from pipelines.config import Conf
+from pipelines.config import Conf, ConfError
 
 STAGE = "silver"
 ARROW_BATCH_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
@@ -55,6 +58,7 @@ SILVER_SCHEMA = T.StructType(
         T.StructField("features", T.ArrayType(T.FloatType()), True),
         T.StructField("model_name", T.StringType(), True),
         T.StructField("model_weights_sha256", T.StringType(), True),
+        T.StructField("model_runtime", T.StringType(), True),
         T.StructField("featurized_at", T.TimestampType(), True),
         T.StructField("run_id", T.StringType(), True),
     ]
@@ -81,11 +85,11 @@ def with_features(new_images: DataFrame, feature_udf) -> DataFrame:
     )
 
 
-def silver_rows(featurized: DataFrame, model_name: str, weights_sha256: str, run_id: str) -> DataFrame:
+def silver_rows(featurized: DataFrame, model_name: str, weights_sha256: str, runtime_name: str, run_id: str) -> DataFrame:
     return featurized.where(F.col("result.error").isNull()).select(
         "image_id", "label", "split", F.col("result.features").alias("features"),
         F.lit(model_name).alias("model_name"), F.lit(weights_sha256).alias("model_weights_sha256"),
-        F.current_timestamp().alias("featurized_at"), F.lit(run_id).alias("run_id"),
+        F.lit(runtime_name).alias("model_runtime"), F.current_timestamp().alias("featurized_at"), F.lit(run_id).alias("run_id"),
     )
 
 
@@ -109,11 +113,12 @@ def reason_code(reason: Column) -> Column:
 # ---------------------------------------------------------------- the UDF
 
 
-def make_feature_udf(broadcast_weights, weights_sha256: str, batch_size: int, tf_threads: int):
+def make_feature_udf(broadcast_payload, weights_sha256: str, runtime_name: str, batch_size: int, tf_threads: int):
     """Scalar-Iterator pandas UDF (content, orientation) -> struct<features, error>.
 
-    The model is taken (built on first use in the worker, then cached at module level) once per
-    task before the first batch, and reused for every batch of the partition.
+    The model (Keras, or a TFLite interpreter) is taken (built on first use in the worker, then
+    cached at module level) once per task before the first batch, and reused for every batch of
+    the partition.
     """
 
     @pandas_udf(FEATURE_RESULT)
@@ -121,24 +126,24 @@ def make_feature_udf(broadcast_weights, weights_sha256: str, batch_size: int, tf
         model = None
         for contents, orientations in batches:
             if model is None:
-                model = features.worker_model(broadcast_weights, weights_sha256, tf_threads)
+                model = runtimes.worker_predictor(broadcast_payload, weights_sha256, runtime_name, tf_threads)
             vectors, errors = features.featurize(model, contents.tolist(), orientations.tolist(), batch_size)
             yield pd.DataFrame({"features": vectors, "error": errors})
 
     return featurize_images
 
 
-def warm_up_workers(spark: SparkSession, workers: int, tf_threads: int) -> Future:
-    """Run features.warm_worker in `workers` Python workers, in the background; returns the job's future.
+def warm_up_workers(spark: SparkSession, workers: int, runtime_name: str, tf_threads: int) -> Future:
+    """Run runtimes.warm_worker in `workers` Python workers, in the background; returns the job's future.
 
     A pandas UDF like the feature UDF, so the workers it starts are the ones the inference tasks
     reuse (`spark.python.worker.reuse`): their TensorFlow import and model build then overlap the
-    driver's weights loading instead of following it.
+    driver's weights loading (and conversion) instead of following it.
     """
 
     @pandas_udf(T.BooleanType())
     def warm_worker(ids: pd.Series) -> pd.Series:
-        features.warm_worker(tf_threads)
+        runtimes.warm_worker(runtime_name, tf_threads)
         return pd.Series([True] * len(ids))
 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silver-warm-up")
@@ -187,6 +192,33 @@ def driver_weights_settings(spark: SparkSession, conf: Conf) -> features.Weights
     return settings
 
 
+def runtime(conf: Conf) -> runtimes.Runtime:
+    return runtimes.Runtime.from_values(conf["silver.runtime"], conf["silver.tflite_quantization"])
+
+
+def record_runtime_column(spark: SparkSession, location: str) -> bool:
+    """Add `model_runtime` to a silver table written before it existed (True when added).
+
+    A Delta MERGE ignores source columns the table lacks (schema auto-merge is off), so without
+    this the runtime of new rows would be dropped silently. Adding a nullable column is a
+    metadata-only commit; the earlier rows read null, which means Keras (the only runtime then).
+    """
+    table = lake.read_table(spark, location)
+    if table is None or "model_runtime" in table.columns:
+        return False
+    spark.sql(
+        f"ALTER TABLE delta.`{location}` ADD COLUMNS (model_runtime STRING COMMENT "
+        f"'inference runtime of the features; null: written before it was recorded, i.e. keras')"
+    )
+    return True
+
+
+def feature_models(silver: DataFrame) -> set[str]:
+    """The model identities (weights sha256, plus @runtime unless Keras) of the rows of a silver frame."""
+    rows = silver.select(runtimes.model_identity_column(silver)).distinct().collect()
+    return {r[0] for r in rows if r[0] is not None}
+
+
 def task_slots(spark: SparkSession) -> tuple[int, int]:
     """(concurrent tasks in the cluster, cores per task) from Spark's own settings."""
     task_cpus = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
@@ -216,7 +248,9 @@ def read_bronze(spark: SparkSession, conf: Conf) -> DataFrame:
 
 def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None = None) -> dict:
     started = time.monotonic()
+    chosen = runtime(conf)
     bronze = read_bronze(spark, conf)
+    record_runtime_column(spark, lake.table_location(conf, "silver"))  # before any read of silver
     silver = lake.read_table_or_empty(spark, lake.table_location(conf, "silver"), SILVER_SCHEMA)
     quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
     new_images = select_new_images(bronze, silver, quarantine)
@@ -228,29 +262,33 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
         "batch_size": conf["silver.batch_size"], "arrow_batch_rows": conf["silver.arrow_batch_rows"],
         "partitions": 0, "tf_threads": conf["silver.tf_threads"] or task_cpus,
         "inference_seconds": 0.0, "images_per_s": 0.0, "weights": None,
+        "runtime": chosen.name, "other_feature_models": [],
     }
     stats["already_present"] = stats["bronze_rows"] - stats["new"]
     if stats["new"]:
-        stats.update(_featurize_and_publish(spark, conf, run_id, new_images, slots, stats, audit))
+        stats.update(_featurize_and_publish(spark, conf, run_id, new_images, slots, chosen, stats, audit))
     stats["seconds"] = round(time.monotonic() - started, 1)
     return stats
 
 
 def _featurize_and_publish(
-    spark: SparkSession, conf: Conf, run_id: str, new_images: DataFrame, slots: int, stats: dict,
-    audit: lake.Audit | None,
+    spark: SparkSession, conf: Conf, run_id: str, new_images: DataFrame, slots: int, chosen: runtimes.Runtime,
+    stats: dict, audit: lake.Audit | None,
 ) -> dict:
     batch_size = conf["silver.batch_size"]
     partitions = inference_partitions(stats["new"], slots, conf["silver.partitions_per_slot"], batch_size)
-    warm_up = warm_up_workers(spark, min(slots, partitions), stats["tf_threads"])
+    warm_up = warm_up_workers(spark, min(slots, partitions), chosen.name, stats["tf_threads"])
     try:
-        weights = features.load_driver_weights(driver_weights_settings(spark, conf))
+        loaded = runtimes.load_driver_model(driver_weights_settings(spark, conf), chosen)
     except BaseException:
         warm_up.exception()  # wait for it; its own failure must not hide why the weights failed
         raise
     warm_up.result()
-    broadcast_weights = spark.sparkContext.broadcast(weights.arrays)
-    feature_udf = make_feature_udf(broadcast_weights, weights.sha256, batch_size, stats["tf_threads"])
+    existing = lake.read_table(spark, lake.table_location(conf, "silver"))
+    other_models = feature_models(existing) if existing is not None else set()
+    other_models.discard(runtimes.model_identity(loaded.weights_sha256, chosen.name))
+    broadcast_payload = spark.sparkContext.broadcast(loaded.payload)
+    feature_udf = make_feature_udf(broadcast_payload, loaded.weights_sha256, chosen.name, batch_size, stats["tf_threads"])
     featurized = with_features(new_images.repartition(partitions), feature_udf).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         with arrow_batch_rows(spark, conf["silver.arrow_batch_rows"]):
@@ -266,14 +304,17 @@ def _featurize_and_publish(
             results = lake.write_audit_publish(
                 spark, conf, STAGE, run_id,
                 {
-                    "silver": (silver_rows(featurized, features.MODEL_NAME, weights.sha256, run_id), ("image_id",)),
+                    "silver": (
+                        silver_rows(featurized, features.MODEL_NAME, loaded.weights_sha256, chosen.name, run_id),
+                        ("image_id",),
+                    ),
                     "quarantine": (quarantine_rows(featurized, run_id), lake.QUARANTINE_KEYS),
                 },
                 audit=audit,
             )
     finally:
         featurized.unpersist()
-        broadcast_weights.destroy()
+        broadcast_payload.destroy()
     return {
         "featurized": results["silver"].inserted_rows,
         "quarantined": results["quarantine"].inserted_rows,
@@ -281,7 +322,8 @@ def _featurize_and_publish(
         "partitions": partitions,
         "inference_seconds": round(inference_seconds, 1),
         "images_per_s": round(stats["new"] / inference_seconds, 1) if inference_seconds else 0.0,
-        "weights": f"sha256 {weights.sha256[:12]} from {weights.source}",
+        "weights": f"sha256 {loaded.weights_sha256[:12]} from {loaded.source}",
+        "other_feature_models": sorted(other_models),
     }
 
 
@@ -297,7 +339,19 @@ def summary_line(stats: dict, run_id: str) -> str:
     return (
         f"{line}; {stats['images_per_s']} images/s ({stats['inference_seconds']} s inference), "
         f"{stats['seconds']} s total; batch {stats['batch_size']}, Arrow batch {stats['arrow_batch_rows']} rows, "
-        f"{stats['partitions']} partitions, {stats['tf_threads']} TF thread(s) per worker; weights {stats['weights']}"
+        f"{stats['partitions']} partitions, {stats['tf_threads']} TF thread(s) per worker; runtime {stats['runtime']}; "
+        f"weights {stats['weights']}{mixed_models_note(stats['other_feature_models'])}"
+    )
+
+
+def mixed_models_note(other_models: list[str]) -> str:
+    """Said when silver already held rows of another weights file or runtime: the layer now mixes them."""
+    if not other_models:
+        return ""
+    return (
+        f"; NOTE: silver also holds features of {len(other_models)} other feature model(s) "
+        f"({', '.join(m[:12] + (m[64:] if '@' in m else '') for m in other_models)}): gold will refit on the mix; "
+        f"to keep one model, featurize into a new silver table (docs/silver.md, 'Runtimes')"
     )
 
 
@@ -305,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
     code, _ = execute_stage(
         STAGE, args, lambda spark, conf, run_id, audit: run(spark, conf, run_id, audit=audit), summary_line,
-        input_errors=(features.WeightsUnavailable,),
+        input_errors=(features.WeightsUnavailable, ConfError),
     )
     return code
 

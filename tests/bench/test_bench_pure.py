@@ -94,6 +94,32 @@ def test_tables_show_every_measurement_ratio_and_status():
     assert "N = 100" in memory_text and "3.0" in memory_text
 
 
+def test_both_runtimes_are_reported_side_by_side_with_the_feature_and_accuracy_targets():
+    measurements = _measurements()
+    measurements["silver"] |= {"runtime": "tflite", "inference_images_per_s": 45.0}
+    measurements["limit_tflite"] = {"images": 100, "seconds": 2.0, "images_per_s": 50.0, "runtime": "tflite"}
+    measurements["silver_other_runtime"] = {"images": 100, "seconds": 8.0, "images_per_s": 12.5,
+                                            "inference_images_per_s": 18.0, "runtime": "keras"}
+    measurements["runtimes"] = {"images": 100, "test_images": 30, "options": [
+        {"runtime": "keras", "images_per_s": 20.0, "max_abs_diff_vs_keras": 0.0, "gold_accuracy": 0.9, "exact_pca_accuracy": 0.8,
+         "accuracy_change": 0.0},
+        {"runtime": "tflite", "images_per_s": 60.0, "max_abs_diff_vs_keras": 3e-5, "gold_accuracy": 0.9,
+         "exact_pca_accuracy": 0.8, "accuracy_change": 0.0},
+        {"runtime": "tflite-float16", "images_per_s": 40.0, "max_abs_diff_vs_keras": 0.05, "gold_accuracy": 0.88,
+         "exact_pca_accuracy": 0.79, "accuracy_change": -0.02},
+    ]}
+    targets = TARGETS | {"silver_inference_vs_limit": 2.0, "feature_max_abs_diff": 1e-4, "accuracy_drop": 0.005}
+    rows = {r.name: r for r in summary.ratios(measurements, targets)}
+    assert (rows["silver inference pass / limit"].value, rows["silver inference pass / limit"].status) == (2.25, "PASS")
+    assert (rows["TFLite limit / Keras limit"].value, rows["TFLite limit / Keras limit"].status) == (2.5, "info")
+    assert rows["silver (keras) inference pass / limit"].value == 0.9
+    assert (rows["largest |feature - Keras| (tflite)"].value, rows["largest |feature - Keras| (tflite)"].status) == (3e-5, "PASS")
+    assert (rows["gold accuracy change (tflite)"].status, rows["gold accuracy change (tflite)"].target) == ("PASS", -0.005)
+    table = summary.runtime_options_table(measurements, 0.005)
+    assert "| tflite-float16" in table and "exact-PCA accuracy" in table and "accuracy drops" in table and "acceptable" in table and "3.00e-05" in table
+    assert "tflite, inference pass 45.00 images/s" in summary.measurements_table(measurements)
+
+
 def test_sweep_items_expand_to_one_override_per_value_and_the_best_is_the_fastest():
     assert parse_sweep(["silver.batch_size=32, 64", "silver.tf_threads=1"]) == [
         "silver.batch_size=32", "silver.batch_size=64", "silver.tf_threads=1",

@@ -61,8 +61,9 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert measurements_in_this_process == [
-        "limit", "reference", "bronze", "silver", "chain", "chain", "pipelines.bronze", "pipelines.silver",
-        "pipelines.gold", "pipelines.run", "chain", "bronze", "silver", "chain", "chain",
+        "limit", "limit", "runtimes", "reference", "bronze", "silver", "silver", "chain", "chain",
+        "pipelines.bronze", "pipelines.silver", "pipelines.gold", "pipelines.run", "chain", "bronze", "silver",
+        "chain", "chain",
     ]
 
     files = sorted(p.name for p in results.iterdir())
@@ -79,8 +80,9 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     m = latest["measurements"]
     processes = {"noop_stage_processes", "noop_one_application"}
     assert set(m) == {
-        "limit", "reference", "bronze", "silver", "chain", "chain_noop", *processes, "chain_incremental",
-        "bronze_memory", "silver_memory", "chain_memory", "chain_incremental_memory",
+        "limit", "limit_tflite", "runtimes", "reference", "bronze", "silver", "silver_other_runtime", "chain",
+        "chain_noop", *processes, "chain_incremental", "bronze_memory", "silver_memory", "chain_memory",
+        "chain_incremental_memory",
     }
     for name, result in m.items():
         assert (PROCESS_KEYS if name in processes else MEASUREMENT_KEYS) <= set(result), name
@@ -88,6 +90,12 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     assert m["chain_incremental_memory"]["images"] == 1 and m["chain_incremental_memory"]["gold_mode"] == "incremental"
     assert m["limit"]["images"] == m["reference"]["images"] == m["silver"]["images"] == m["chain"]["images"] == 8
     assert m["reference"]["models_built"] >= 1
+    assert (m["limit"]["runtime"], m["limit_tflite"]["runtime"]) == ("keras", "tflite")
+    assert (m["silver"]["runtime"], m["silver_other_runtime"]["runtime"]) == ("tflite", "keras")
+    assert m["silver_other_runtime"]["featurized"] == 8
+    options = {o["runtime"]: o for o in m["runtimes"]["options"]}
+    assert list(options) == ["keras", "tflite", "tflite-float16", "tflite-dynamic_range"]
+    assert options["keras"]["max_abs_diff_vs_keras"] == 0 and options["tflite"]["max_abs_diff_vs_keras"] < 1e-4
     assert m["chain_incremental"]["images"] == 1 and m["chain_incremental"]["silver_images"] == 1
     assert m["chain_incremental"]["gold_mode"] == "incremental"
     assert set(m["chain"]["stages"]) == {"bronze", "silver", "gold"}
@@ -102,9 +110,13 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     # 8 and 16 images on one warm session: the 16-image run may take no longer than the 8-image
     # one, and then a marginal rate cannot be derived (n/a); every other ratio must have a value.
     assert statuses.pop("silver marginal rate / limit") in {"info", "n/a"}
+    # gold accuracy needs Training and Test images among the 8
+    accuracy = statuses.pop("gold accuracy change (tflite)")
+    assert accuracy in ({"PASS", "MISS"} if m["runtimes"]["test_images"] else {"n/a"})
     assert set(statuses.values()) <= {"PASS", "MISS", "info"}
     assert latest["silver"]["images_per_s_per_vcpu"] > 0 and latest["silver"]["from_measurement"] == "silver_memory"
     assert "| silver / limit" in printed and ("PASS" in printed or "MISS" in printed)
+    assert "| runtime (single process)" in printed and "tflite-float16" in printed
 
 
 def test_a_measurement_runs_in_its_own_process_and_writes_its_json(sample, tmp_path):

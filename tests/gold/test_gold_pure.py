@@ -76,7 +76,7 @@ def test_refit_is_recommended_when_projected_rows_exceed_the_fraction_of_the_fit
 def test_refit_is_recommended_for_unseen_labels_and_feature_models():
     reasons = refit_reasons(100, 100, 0.25, ["Kiwi", "Apple", "C", "D", "E", "F"], ["b" * 64])
     assert "6 label(s) unseen at fit time (Apple, C, D, E, F, ...)" in reasons[0]
-    assert "1 feature-model weight file(s)" in reasons[1]
+    assert "1 feature model(s) (weights or runtime)" in reasons[1]
 
 
 def test_settings_changed_since_the_fit_are_named_and_recommend_a_refit():

@@ -49,10 +49,10 @@ def test_featurized_rows_split_into_silver_and_quarantine(spark):
         "image_id string, path string, label string, split string, source_size_bytes long, "
         "source_modified_at timestamp, result struct<features: array<float>, error: string>",
     )
-    good = silver.silver_rows(featurized, "model-x", "f" * 64, "run-1").collect()
-    assert [(r.image_id, r.label, r.split, r.features, r.model_name, r.model_weights_sha256, r.run_id) for r in good] == [
-        ("ok", "Apple", "Training", [0.5, 1.5], "model-x", "f" * 64, "run-1")
-    ]
+    good = silver.silver_rows(featurized, "model-x", "f" * 64, "tflite", "run-1").collect()
+    assert [(r.image_id, r.label, r.split, r.features, r.model_name, r.model_weights_sha256, r.model_runtime, r.run_id)
+            for r in good] == [("ok", "Apple", "Training", [0.5, 1.5], "model-x", "f" * 64, "tflite", "run-1")]
+    assert silver.silver_rows(featurized, "m", "f" * 64, "tflite", "r").schema.fieldNames() == silver.SILVER_SCHEMA.fieldNames()
     assert good[0].featurized_at is not None
     rejected = silver.quarantine_rows(featurized, "run-1")
     assert rejected.schema.fieldNames() == lake.QUARANTINE_SCHEMA.fieldNames()
@@ -120,6 +120,7 @@ def test_spark_features_equal_single_process_keras_predict(spark, make_conf, tmp
     assert np.abs(spark_features - expected).max() < 1e-4
     assert {r.model_weights_sha256 for r in rows} == {features.weights_sha256(model.get_weights())}
     assert {r.model_name for r in rows} == {features.MODEL_NAME}
+    assert stats["runtime"] == conf["silver.runtime"] and {r.model_runtime for r in rows} == {conf["silver.runtime"]}
 
     again = silver.run(spark, conf, "silver-2")
     assert (again["new"], again["featurized"], again["weights"]) == (0, 0, None)
@@ -146,7 +147,8 @@ def odd_lake(spark, make_conf, tmp_path, sample):
     }
     for name, data in good_odd.items():
         (odd / name).write_bytes(data)
-    conf = make_conf(input_root, "silver.weights=random", "silver.batch_size=4")
+    # Keras: the odd inputs' outcomes under both runtimes are compared in test_silver_runtimes.py.
+    conf = make_conf(input_root, "silver.weights=random", "silver.batch_size=4", "silver.runtime=keras")
     bronze.run(spark, conf, "bronze-1")
     location = lake.table_location(conf, "bronze")
     table = spark.read.format("delta").load(location)

@@ -6,7 +6,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from pipelines import bronze, features, lake, silver
+from pipelines import bronze, features, lake, runtimes, silver
 from tests.conftest import MODEL_SEED, copy_sample
 
 
@@ -61,20 +61,20 @@ def test_a_corrupt_weights_file_is_named(tmp_path):
     explicit = tmp_path / "corrupt.h5"
     explicit.write_bytes(b"not hdf5")
     with pytest.raises(features.WeightsUnavailable, match="corrupt.h5' cannot be loaded"):
-        features.load_driver_weights(settings(tmp_path, weights_file=str(explicit)))
+        features.load_driver_keras_model(settings(tmp_path, weights_file=str(explicit)))
 
 
 def test_unknown_weights_choice_is_refused(tmp_path):
     with pytest.raises(features.WeightsUnavailable, match="silver.weights='imagenet21k'"):
-        features.load_driver_weights(settings(tmp_path, choice="imagenet21k"))
+        features.load_driver_keras_model(settings(tmp_path, choice="imagenet21k"))
 
 
 def test_seed_weights_load_into_mobilenet_v2(tmp_path):
     if not (MODEL_SEED / features.WEIGHTS_FILE_NAME).is_file():
         pytest.skip(f"MobileNetV2 weights not found in {MODEL_SEED}")
-    weights = features.load_driver_weights(settings(tmp_path, seed_dir=str(MODEL_SEED)))
-    assert sum(a.size for a in weights.arrays) == 2_257_984  # MobileNetV2 1.0/224 no-top parameter count
-    assert len(weights.sha256) == 64
+    loaded = runtimes.load_driver_model(settings(tmp_path, seed_dir=str(MODEL_SEED)), runtimes.Runtime("keras"))
+    assert sum(a.size for a in loaded.payload) == 2_257_984  # MobileNetV2 1.0/224 no-top parameter count
+    assert len(loaded.weights_sha256) == 64
 
 
 @pytest.mark.spark
@@ -102,7 +102,7 @@ def test_missing_weights_are_reported_even_when_the_worker_warm_up_fails(spark, 
     bronze.run(spark, conf, "bronze-run")
     failed_warm_up = Future()
     failed_warm_up.set_exception(RuntimeError("Python worker exited unexpectedly"))
-    monkeypatch.setattr(silver, "warm_up_workers", lambda spark, workers, tf_threads: failed_warm_up)
+    monkeypatch.setattr(silver, "warm_up_workers", lambda spark, workers, runtime_name, tf_threads: failed_warm_up)
     capsys.readouterr()
     code = silver.main(
         [

@@ -1,0 +1,217 @@
+"""Silver's inference runtimes: Keras `predict_on_batch`, or the same model converted to TFLite.
+
+Why two (see docs/silver.md, "Runtimes"):
+- Keras runs MobileNetV2 as a TensorFlow graph: every batch goes through TensorFlow's executor
+  and its oneDNN kernels. The TFLite interpreter (inside the pinned `tensorflow` wheel,
+  `tf.lite.Interpreter`) runs the converted flat buffer with XNNPACK's fused CPU kernels and no
+  graph dispatch per batch: on this project's machine it computes the same features 2 to 4 times
+  faster (`make bench`, measurement `limit_tflite`).
+- The driver builds and converts the model once and broadcasts the converted bytes (~9 MB, as the
+  weights); each Python worker builds one interpreter from them and keeps it at module level for
+  every batch and task it runs, as it keeps the Keras model.
+- What computed a vector is recorded on every silver row: `model_weights_sha256` (the weights) and
+  `model_runtime` (`keras`, `tflite`, or `tflite-float16` / `tflite-dynamic_range` for the
+  quantised conversions the bench measures). Quantisation changes the features (bench: feature
+  error and gold accuracy), so it is part of the runtime's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from pipelines import features
+from pipelines.config import ConfError
+
+RUNTIMES = ("keras", "tflite")
+QUANTIZATIONS = ("none", "float16", "dynamic_range")
+# Runtime recorded on silver rows written before the runtime was recorded: Keras was the only one.
+LEGACY_RUNTIME = "keras"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """`silver.runtime` and `silver.tflite_quantization`, checked."""
+
+    engine: str  # keras | tflite
+    quantization: str = "none"  # tflite only
+
+    @property
+    def name(self) -> str:
+        """What silver rows record in `model_runtime`."""
+        if self.engine == "keras" or self.quantization == "none":
+            return self.engine
+        return f"{self.engine}-{self.quantization}"
+
+    @classmethod
+    def from_values(cls, engine: str, quantization: str) -> "Runtime":
+        if engine not in RUNTIMES:
+            raise ConfError(f"silver.runtime='{engine}' is not one of {', '.join(RUNTIMES)}: set it in conf or with --set")
+        if quantization not in QUANTIZATIONS:
+            raise ConfError(
+                f"silver.tflite_quantization='{quantization}' is not one of {', '.join(QUANTIZATIONS)} "
+                f"(none keeps the features within 1e-4 of Keras; the others are measured options, docs/silver.md)"
+            )
+        if engine == "keras" and quantization != "none":
+            raise ConfError(
+                f"silver.tflite_quantization='{quantization}' needs silver.runtime=tflite (Keras runs the float32 model)"
+            )
+        return cls(engine, quantization)
+
+
+def model_identity(weights_sha256: str, runtime_name: str | None) -> str:
+    """One string for what computed a vector: the weights' sha256, plus `@runtime` unless Keras.
+
+    Keras rows (and rows written before the runtime was recorded, None) keep the bare sha256, so
+    what gold recorded before runtimes existed still names the same feature model.
+    """
+    runtime_name = runtime_name or LEGACY_RUNTIME
+    return weights_sha256 if runtime_name == LEGACY_RUNTIME else f"{weights_sha256}@{runtime_name}"
+
+
+def model_identity_column(silver: DataFrame) -> Column:
+    """model_identity of each row of a silver frame (a table without `model_runtime` holds Keras rows)."""
+    sha = F.col("model_weights_sha256")
+    if "model_runtime" not in silver.columns:
+        return sha
+    runtime = F.coalesce(F.col("model_runtime"), F.lit(LEGACY_RUNTIME))
+    return F.when(runtime == LEGACY_RUNTIME, sha).otherwise(F.concat(sha, F.lit("@"), runtime))
+
+
+# ---------------------------------------------------------------- conversion (driver)
+
+
+def convert(model: Any, quantization: str) -> bytes:
+    """The Keras model as a TFLite flat buffer (float32, or quantised as asked).
+
+    Keras' export step prints the model's signature on stdout: captured, so a run's output stays
+    the stage's own lines.
+    """
+    tf = _tensorflow()
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if quantization != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # alone: dynamic-range (int8 weights)
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        return bytes(converter.convert())
+
+
+@dataclass(frozen=True)
+class DriverModel:
+    """What the driver broadcasts and what silver rows record."""
+
+    payload: Any  # the weight arrays (keras) or the TFLite flat buffer (tflite)
+    weights_sha256: str
+    source: str
+    runtime: Runtime
+
+
+def load_driver_model(settings: features.WeightsSettings, runtime: Runtime) -> DriverModel:
+    """Build the model once on the driver; its weights (keras) or its conversion (tflite) to broadcast."""
+    model, source = features.load_driver_keras_model(settings)
+    arrays = [np.asarray(w) for w in model.get_weights()]
+    sha256 = features.weights_sha256(arrays)
+    if runtime.engine == "keras":
+        return DriverModel(arrays, sha256, source, runtime)
+    cache = Path(settings.keras_home) / features.KERAS_CACHE_SUBDIR
+    return DriverModel(cached_conversion(model, sha256, runtime, cache), sha256, source, runtime)
+
+
+def cached_conversion(model: Any, weights_sha256: str, runtime: Runtime, folder: Path) -> bytes:
+    """The conversion of these weights for this runtime, from the Keras cache folder when an earlier
+    run converted them there, else converted now and kept there.
+
+    A conversion costs 10-15 s on 2 cores, more than the inference of a small increment; its bytes
+    depend only on the weights, the quantization and the TensorFlow version, which name the file.
+    A cached file the interpreter cannot load is converted again and replaced.
+    """
+    tf = _tensorflow()
+    path = folder / f"{features.MODEL_NAME}-{weights_sha256[:16]}-{runtime.name}-tf{tf.__version__}.tflite"
+    if path.is_file():
+        cached = path.read_bytes()
+        try:
+            TFLiteModel(cached, threads=1)
+            return cached
+        except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt below
+            pass
+    converted = convert(model, runtime.quantization)
+    with contextlib.suppress(OSError):  # a read-only cache only costs the next run a conversion
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_bytes(converted)
+        partial.replace(path)  # atomic: a concurrent run reads a whole file or none
+    return converted
+
+
+# ---------------------------------------------------------------- interpreter (workers)
+
+
+class TFLiteModel:
+    """A TFLite interpreter with Keras' `predict_on_batch` signature, so features.featurize runs it.
+
+    The input is resized only when the batch size changes (the last batch of a partition), since
+    a resize re-plans the XNNPACK graph.
+    """
+
+    def __init__(self, model_bytes: bytes, threads: int):
+        tf = _tensorflow()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf.lite.Interpreter's notice about the ai_edge_litert package
+            self._interpreter = tf.lite.Interpreter(model_content=model_bytes, num_threads=threads)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._shape: tuple[int, ...] | None = None
+
+    def predict_on_batch(self, inputs: np.ndarray) -> np.ndarray:
+        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        if inputs.shape != self._shape:
+            self._interpreter.resize_tensor_input(self._input, inputs.shape)
+            self._interpreter.allocate_tensors()
+            self._shape = inputs.shape
+        self._interpreter.set_tensor(self._input, inputs)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output).copy()
+
+
+# This Python worker's interpreter, keyed by the model identity of the bytes it runs.
+_worker_interpreter: dict[str, TFLiteModel] = {}
+
+
+def worker_predictor(broadcast_payload: Any, weights_sha256: str, runtime_name: str, threads: int) -> Any:
+    """The model to call in this Python worker: built once per worker, reused for every batch and task."""
+    if runtime_name == "keras":
+        return features.worker_model(broadcast_payload, weights_sha256, threads)
+    key = model_identity(weights_sha256, runtime_name)
+    if key not in _worker_interpreter:
+        _worker_interpreter.clear()
+        _worker_interpreter[key] = TFLiteModel(broadcast_payload.value, threads)
+    return _worker_interpreter[key]
+
+
+def warm_worker(runtime_name: str, threads: int) -> None:
+    """What a worker can do before the broadcast: Keras builds its model; TFLite imports TensorFlow
+    and Keras' preprocessing (the interpreter needs the bytes, it is built in a few milliseconds)."""
+    if runtime_name == "keras":
+        features.warm_worker(threads)
+        return
+    _tensorflow()
+    from keras.applications import mobilenet_v2  # noqa: F401 - imported now, used by features.preprocess
+
+
+def _tensorflow():
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
