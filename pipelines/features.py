@@ -25,6 +25,7 @@ import shutil
 import sys
 import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,16 +326,24 @@ def import_tensorflow() -> Any:
         return sys.modules["tensorflow"]
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_stderr_silenced():
+        import tensorflow
+    return tensorflow
+
+
+@contextmanager
+def native_stderr_silenced():
+    """File descriptor 2 sent to /dev/null for the block: native libraries' notices (TensorFlow's
+    start-up, TFLite's XNNPACK "Created delegate" line) write there, not through Python's sys.stderr."""
     sys.stderr.flush()
     console = os.dup(2)
     try:
         with open(os.devnull, "w") as sink:
             os.dup2(sink.fileno(), 2)
-            import tensorflow
+            yield
     finally:
         os.dup2(console, 2)
         os.close(console)
-    return tensorflow
 
 
 def import_keras() -> Any:

@@ -96,7 +96,7 @@ def convert(model: Any, quantization: str) -> bytes:
     Keras' export step prints the model's signature on stdout: captured, so a run's output stays
     the stage's own lines.
     """
-    tf = _tensorflow()
+    tf = features.import_tensorflow()
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -136,7 +136,7 @@ def cached_conversion(model: Any, weights_sha256: str, runtime: Runtime, folder:
     depend only on the weights, the quantization and the TensorFlow version, which name the file.
     A cached file the interpreter cannot load is converted again and replaced.
     """
-    tf = _tensorflow()
+    tf = features.import_tensorflow()
     path = folder / f"{features.MODEL_NAME}-{weights_sha256[:16]}-{runtime.name}-tf{tf.__version__}.tflite"
     if path.is_file():
         cached = path.read_bytes()
@@ -165,8 +165,8 @@ class TFLiteModel:
     """
 
     def __init__(self, model_bytes: bytes, threads: int):
-        tf = _tensorflow()
-        with warnings.catch_warnings():
+        tf = features.import_tensorflow()
+        with warnings.catch_warnings(), features.native_stderr_silenced():
             warnings.simplefilter("ignore")  # tf.lite.Interpreter's notice about the ai_edge_litert package
             self._interpreter = tf.lite.Interpreter(model_content=model_bytes, num_threads=threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
@@ -177,7 +177,8 @@ class TFLiteModel:
         inputs = np.ascontiguousarray(inputs, dtype=np.float32)
         if inputs.shape != self._shape:
             self._interpreter.resize_tensor_input(self._input, inputs.shape)
-            self._interpreter.allocate_tensors()
+            with features.native_stderr_silenced():  # XNNPACK says it created its delegate
+                self._interpreter.allocate_tensors()
             self._shape = inputs.shape
         self._interpreter.set_tensor(self._input, inputs)
         self._interpreter.invoke()
@@ -205,13 +206,6 @@ def warm_worker(runtime_name: str, threads: int) -> None:
     if runtime_name == "keras":
         features.warm_worker(threads)
         return
-    _tensorflow()
+    features.import_tensorflow()
     from keras.applications import mobilenet_v2  # noqa: F401 - imported now, used by features.preprocess
 
-
-def _tensorflow():
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    return tf
