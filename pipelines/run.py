@@ -11,7 +11,8 @@ it joins the session the launcher started the same way. The first stage that fai
 with its exit code (cli.execute_stage lists them); the later stages do not run.
 
 The chain holds the lake's writer lock (pipelines/lock.py) from its first stage to its last: a run,
-a maintenance or an erasure of the same lake waits for it or exits 1 naming it.
+a maintenance or an erasure of the same lake waits for it or exits 1 naming it. With `--watch
+FOLDER` it runs whenever new images settle in FOLDER (pipelines/watch.py) until Ctrl-C or TERM.
 
 On AWS the deploy tool runs this module as one job (conf `aws.one_application`).
 """
@@ -19,6 +20,7 @@ On AWS the deploy tool runs this module as one job (conf `aws.one_application`).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 
@@ -50,16 +52,30 @@ def main(argv: list[str] | None = None) -> int:
         f"'{CATALOG}' registers the tables after them)",
     )
     parser.add_argument("--no-report", action="store_true", help="do not print the quality report at the end")
+    parser.add_argument(
+        "--watch", metavar="FOLDER",
+        help="run the chain on FOLDER (as input.path) whenever new images settle there (conf watch.*), until Ctrl-C",
+    )
     args = parser.parse_args(argv)
     try:
         jobs = chosen_jobs(args.jobs)
     except ValueError as exc:
         print(f"run: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    if args.watch:
+        folder = args.watch if "://" in args.watch else os.path.abspath(args.watch)
+        if "://" not in folder and not os.path.isdir(folder):
+            print(f"run: --watch {args.watch}: no such folder; create it (photos are dropped there) or name another", file=sys.stderr)
+            return EXIT_INPUT
+        args.overrides.append(f"input.path={folder}")
     conf = load_stage_conf(args)
     # The catalog's metastore settings are static: the one session must start with them.
-    build_spark_session(conf, "chain", catalog=CATALOG in jobs)
+    spark = build_spark_session(conf, "chain", catalog=CATALOG in jobs)
     options = [*(f"--conf={path}" for path in args.conf), *(f"--set={item}" for item in args.overrides)]
+    if args.watch:
+        from pipelines import watch
+
+        return watch.watch(spark, conf, lambda: run_chain(conf, jobs, options, not args.no_report))
     return run_chain(conf, jobs, options, not args.no_report)
 
 
