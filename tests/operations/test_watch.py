@@ -60,8 +60,11 @@ def test_a_burst_makes_one_run_and_a_later_photo_another(tmp_path):
     assert runs[-1] == 0 and not thread.is_alive()  # watch returned 0 once stopped
 
 
+# Its own process (signals are the point) starts its own JVM: minutes on the 2-core machine, so in
+# `make test-long` with the other whole-process checks.
 @pytest.mark.spark
 @pytest.mark.slow
+@pytest.mark.long
 def test_photos_dropped_into_the_watched_folder_are_processed_then_term_stops_it(spark, tmp_path):
     folder = tmp_path / "drop"
     folder.mkdir()
