@@ -16,8 +16,10 @@ What is erased, under the lake's writer lock (pipelines/lock.py: no run writes m
 - with `--delete-source`, the source file in input.path (else the next bronze run ingests it
   again; erase says so when it is still there).
 
-The audit table (lake.erasures) gets one row per image: erasure id, image id, sha256 of its path
-(never the path nor the content), who asked, when, why, rows deleted per table, vacuumed or not.
+The audit table (lake.erasures) gets one row per image, before the first DELETE (an erasure stopped
+half-way is on record; rerunning it, the image is "already erased" and the rest is done): erasure
+id, image id, sha256 of its path (never the path nor the content), who asked, when, why, rows
+deleted per table, and whether --vacuum was asked.
 The fitted PCA model is not refitted: it holds a mean and k components over all the fit's images,
 no row of this one; gold keeps projecting with it and the next refit (gold.refit_fraction, or
 `python -m pipelines.gold --refit`) no longer sees the image (docs/operations.md, "Erasure").
@@ -64,7 +66,7 @@ AUDIT_SCHEMA = T.StructType(
         T.StructField("requested_by", T.StringType(), False),
         T.StructField("erased_at", T.TimestampType(), False),
         T.StructField("rows_deleted", T.MapType(T.StringType(), T.LongType()), False),
-        T.StructField("vacuumed", T.BooleanType(), False),
+        T.StructField("vacuum", T.BooleanType(), False),  # --vacuum asked (a rerun after a crash completes it)
     ]
 )
 
@@ -146,19 +148,22 @@ def erase_images(
         for row in counts:
             key = row["image_id"] or f"path:{path_sha256(row['path'])}"
             per_image.setdefault(key, {})[table] = per_image.get(key, {}).get(table, 0) + row["count"]
-        deleted = sum(r["count"] for r in counts)
-        if deleted:
-            _delete(spark, lake.table_location(conf, table), condition)
-        result.deleted[table] = deleted
-    result.staging_dropped = _drop_staging_holding(spark, conf, target_ids, target_paths)
-    if result.deleted.get("gold"):
+        result.deleted[table] = sum(r["count"] for r in counts)
+    result.erased = sorted(per_image)
+    if per_image:  # audited first: an erasure stopped half-way is on record, and its rerun completes it
+        _record(spark, conf, erasure_id, per_image, requested_by, reason, vacuum)
+    for table, frame in frames.items():
+        if result.deleted[table]:
+            _delete(spark, lake.table_location(conf, table), _matches(frame.columns, target_ids, target_paths))
+    # An image erased before (perhaps by an erasure stopped half-way) is looked for again in staging
+    # and the exports: rerunning an erasure completes it.
+    every_id = sorted({*target_ids, *(i for i in ids if i in audited_ids)})
+    result.staging_dropped = _drop_staging_holding(spark, conf, every_id, target_paths)
+    if result.deleted.get("gold") or result.already:
         _rewrite_exports(spark, conf, erasure_id)
     if vacuum:
         result.vacuumed = vacuum_now(spark, conf, [t for t in IMAGE_TABLES if t in frames])
-    result.sources_left, result.sources_deleted = _sources(spark, conf, target_paths, delete_source)
-    result.erased = sorted(per_image)
-    if per_image:
-        _record(spark, conf, erasure_id, per_image, requested_by, reason, vacuum)
+    result.sources_left, result.sources_deleted = _sources(spark, conf, sorted({*target_paths, *paths}), delete_source)
     return result
 
 
@@ -233,11 +238,11 @@ def _sources(spark: SparkSession, conf: Conf, paths: Sequence[str], delete: bool
     return left, deleted
 
 
-def _record(spark, conf, erasure_id, per_image, requested_by, reason, vacuumed) -> None:
+def _record(spark, conf, erasure_id, per_image, requested_by, reason, vacuum) -> None:
     now = datetime.now(timezone.utc)
     rows = [
         (erasure_id, None if key.startswith("path:") else key, key[5:] if key.startswith("path:") else None,
-         reason, requested_by, now, {t: int(n) for t, n in counts.items()}, vacuumed)
+         reason, requested_by, now, {t: int(n) for t, n in counts.items()}, vacuum)
         for key, counts in sorted(per_image.items())
     ]
     location = lake.lake_location(conf, conf["lake.erasures"])

@@ -131,7 +131,7 @@ def test_the_audit_row_says_who_and_when_never_the_content(spark, erased):
     assert len(audit) == 1
     row = audit[0].asDict()
     assert row["image_id"] == erased["target"]["image_id"] and row["requested_by"] == "dpo@example"
-    assert row["rows_deleted"] == {"bronze": 1, "silver": 1, "gold": 1, "quarantine": 1} and row["vacuumed"] is True
+    assert row["rows_deleted"] == {"bronze": 1, "silver": 1, "gold": 1, "quarantine": 1} and row["vacuum"] is True
     assert not any(isinstance(v, (bytes, bytearray)) for v in row.values())
     assert erased["target"]["path"] not in str(row)
 
