@@ -1,4 +1,4 @@
-"""`python -m deploy COMMAND`: provision, package, run, status, logs, teardown on AWS; cost estimates.
+"""`python -m deploy COMMAND`: provision, package, run, schedule, status, logs, teardown on AWS; cost estimates.
 
 Every command takes --conf/--set (default conf/aws.yaml), --region, --allow-non-eu and --dry-run
 (print each AWS call with its parameters, make none). See docs/deploy.md.
@@ -13,7 +13,7 @@ from typing import Any, Callable, TextIO
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from deploy import cluster, cost, iam, package, serverless, storage
+from deploy import cluster, cost, iam, package, schedule, serverless, storage
 from deploy.executor import DeployError, Executor
 from deploy.settings import DEFAULT_CONF, load_settings
 from pipelines.config import ConfError
@@ -40,6 +40,10 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[common], help="run bronze -> silver -> gold on EMR")
     run.add_argument("--mode", choices=["cluster", "serverless"], required=True)
     run.add_argument("--no-wait", action="store_true", help="submit and return without waiting for the end")
+    sched = commands.add_parser(
+        "schedule", parents=[common], help="start runs when photos arrive, daily, and maintenance weekly (Step Functions)"
+    )
+    sched.add_argument("--delete", action="store_true", help="remove the state machine, its rules and its roles")
     stat = commands.add_parser("status", parents=[common], help="clusters, application and recent runs")
     stat.add_argument("--mode", choices=["cluster", "serverless", "all"], default="all")
     log = commands.add_parser("logs", parents=[common], help="tails of the latest run's logs")
@@ -123,6 +127,8 @@ def _dispatch(args: argparse.Namespace, ex: Executor, s) -> bool:
         package.package(ex, s, with_env=not args.skip_env, with_data=not args.skip_data)
     elif args.command == "run":
         return (cluster if args.mode == "cluster" else serverless).run(ex, s, wait=not args.no_wait)
+    elif args.command == "schedule":
+        schedule.delete(ex, s) if args.delete else schedule.provision(ex, s)
     elif args.command == "status":
         for module in _modules(args.mode):
             module.status(ex, s)

@@ -6,7 +6,7 @@ Three roles:
 - the EC2 instance role and its instance profile (what the jobs on the cluster run as);
 - the EMR Serverless job role (what Serverless jobs run as).
 The two job roles get the same data policy: read code and input, read-write lake and tmp, write logs,
-and list only those prefixes. No statement on data has a wildcard resource: every object ARN is
+and list only those prefixes; with bronze.retention_days set, also delete in input (expired photos). No statement on data has a wildcard resource: every object ARN is
 under a prefix of the one bucket. Input is read-only, so a job cannot alter the source images.
 With `catalog.glue` (conf/aws.yaml), the policy also lets the jobs register the lake's tables in
 the AWS Glue Data Catalog: in the `catalog.database` database only, plus reading (and, on a fresh
@@ -119,6 +119,12 @@ def data_policy(s: Settings, account: str) -> dict:
     if s.weights_key and not s.weights_key.startswith(f"{s.code_prefix}/"):  # under code/: read already
         statements.append(
             {"Sid": "ReadModelWeights", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s.bucket_arn}/{s.weights_key}"}
+        )
+    if s.conf["bronze.retention_days"] is not None:
+        # Retention erases expired photos at their source too (pipelines/maintain.py), or the next
+        # run would ingest them again: delete, never write, in the input.
+        statements.append(
+            {"Sid": "ExpireInputPhotos", "Effect": "Allow", "Action": "s3:DeleteObject", "Resource": objects(s.input_prefix)}
         )
     if s.conf["catalog.glue"]:
         statements += glue_statements(s, account)

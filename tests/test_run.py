@@ -57,3 +57,17 @@ def test_a_wrong_job_list_is_one_line_and_exit_2(capsys):
     assert run.main(["--jobs", "gold,bronze"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("run: --jobs 'gold,bronze': ") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.spark
+def test_the_chain_does_not_start_while_another_writer_holds_the_lake(spark, tmp_path, capsys):
+    """The lake lock (pipelines/lock.py): exit 1 naming the holder, and no stage ran."""
+    from pipelines import lock
+
+    conf = load_conf(["conf/local.yaml"], [f"lake.root={tmp_path / 'lake'}"])
+    good = write_good_input(tmp_path / "good")
+    with lock.held(conf, "erase", "erase-1"):
+        assert run.main([*_options(tmp_path, good, "chain-blocked"), "--no-report"]) == 1
+    err = capsys.readouterr().err
+    assert "run: the lake" in err and "is busy: erase run erase-1 by" in err
+    assert lake.read_table(spark, lake.table_location(conf, "bronze")) is None

@@ -59,3 +59,11 @@ def test_weights_outside_the_code_prefix_get_a_read_right_on_their_key_only(sett
     moved = data_policy(settings(f"silver.weights_file=s3a://{BUCKET}/models/mobilenet.h5"), "123456789012")
     assert is_allowed(moved, "s3:GetObject", f"{ARN}/models/mobilenet.h5", TLS)
     assert not is_allowed(moved, "s3:GetObject", f"{ARN}/models/other.h5", TLS)
+
+
+def test_retention_adds_delete_in_the_input_and_nothing_else(settings):
+    kept = data_policy(settings("bronze.retention_days=365"), "123456789012")
+    photo = f"{ARN}/input/fruits-360-sample/Training/Banana/0_100.jpg"
+    assert is_allowed(kept, "s3:DeleteObject", photo, TLS)
+    assert not is_allowed(kept, "s3:PutObject", photo, TLS)
+    assert not is_allowed(kept, "s3:DeleteObject", f"{ARN}/code/fruits-code.zip", TLS)
