@@ -38,7 +38,7 @@ def write_tiny_lake(spark, conf) -> None:
         for image_id, (path, label, split, _) in IMAGES.items()
     ]
     silver = [
-        (image_id, label, split, [0.5, 0.25, 0.0, 1.0], "MobileNetV2", "sha", AT, "run-1")
+        (image_id, label, split, [0.5, 0.25, 0.0, 1.0], "MobileNetV2", "sha", "tflite", AT, "run-1")
         for image_id, (_, label, split, pca) in IMAGES.items() if pca is not None
     ]
     gold = [
