@@ -43,6 +43,7 @@ def assert_each_succeeded_or_failed_clearly(runs) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # two bronze processes and the clean reference: ~2.5 min (make test-long)
 def test_two_bronze_runs_at_once_insert_each_image_once(spark, reference, tmp_path, stage_processes):
     scenario = reference.conf.elsewhere(tmp_path / "lake")
 
@@ -57,7 +58,7 @@ def test_two_bronze_runs_at_once_insert_each_image_once(spark, reference, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.long  # two gold processes fitting at once: minutes (make test-long); two bronze runs stay in make test
+@pytest.mark.long  # two gold processes fitting at once: minutes (make test-long)
 def test_two_gold_fits_at_once_leave_one_consistent_model(spark, reference, tmp_path, stage_processes):
     scenario = reference.conf.elsewhere(tmp_path / "lake")
     copy_tables(reference.conf, scenario, ["bronze", "quarantine", "silver"])

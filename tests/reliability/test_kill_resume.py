@@ -77,6 +77,7 @@ def test_bronze_killed_between_its_two_publishes_then_rerun_equals_clean_run(
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a stage process killed and rerun: ~1 min; bronze's kill stays in make test
 def test_silver_killed_mid_write_then_rerun_equals_clean_run(spark, reference, tmp_path, stage_processes):
     scenario = reference.conf.elsewhere(tmp_path / "lake")
     copy_tables(reference.conf, scenario, ["bronze", "quarantine"])
@@ -88,6 +89,7 @@ def test_silver_killed_mid_write_then_rerun_equals_clean_run(spark, reference, t
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a stage process killed and rerun: ~1 min; bronze's kill stays in make test
 def test_gold_killed_mid_write_then_rerun_equals_clean_run(spark, reference, tmp_path, stage_processes):
     scenario = reference.conf.elsewhere(tmp_path / "lake")
     copy_tables(reference.conf, scenario, ["bronze", "quarantine", "silver"])
