@@ -45,7 +45,7 @@ from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import lake, lock
+from pipelines import exports, lake, lock
 from pipelines.cli import EXIT_INPUT, load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.session import build_spark_session
@@ -214,15 +214,15 @@ def _drop_staging_holding(spark: SparkSession, conf: Conf, ids: Sequence[str], p
 
 
 def _rewrite_exports(spark: SparkSession, conf: Conf, erasure_id: str) -> None:
-    from pipelines import gold as gold_stage
-
+    """The exports without the erased rows: every part is dropped, then written again from gold
+    (exports.sync), so no part can keep a row gold no longer holds. An erasure is rare: rewriting
+    the whole matrix is simpler than finding the parts that held the image."""
+    fs, path = _fs(spark, lake.lake_location(conf, conf["lake.exports"]))
+    fs.delete(path, True)
     gold = lake.read_table(spark, lake.table_location(conf, "gold"))
     first = gold.select(F.size("pca").alias("k")).first() if gold is not None else None
-    if first is None:  # gold is empty now: no export may keep the erased rows
-        fs, path = _fs(spark, lake.lake_location(conf, conf["lake.exports"]))
-        fs.delete(path, True)
-        return
-    gold_stage.export_gold(spark, conf, erasure_id, gold, int(first["k"]))
+    if first is not None:
+        exports.sync(spark, conf, erasure_id, gold, int(first["k"]), exports.gold_runs(gold))
 
 
 def _sources(spark: SparkSession, conf: Conf, paths: Sequence[str], delete: bool) -> tuple[list[str], int]:
