@@ -20,7 +20,9 @@ import pytest
 from pipelines import erase, lake
 from tests.operations.conftest import DUPLICATE, image_rows
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+# Its lake (a whole chain plus a duplicate upload) takes ~4 min to build: `make test-long`; `make test`
+# erases through the same path in tests/operations/test_maintain.py (retention).
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.long]
 
 # Folders whose files may name the id by design: the audit of erasures, and Delta's commit logs
 # (per-file min/max statistics of image_id, a 32-character prefix; never the photo).
