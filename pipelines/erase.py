@@ -189,15 +189,10 @@ def vacuum_now(spark: SparkSession, conf: Conf, tables: Sequence[str]) -> list[s
     return list(tables)
 
 
-def _fs(spark: SparkSession, location: str):
-    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(location)
-    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
-
-
 def _drop_staging_holding(spark: SparkSession, conf: Conf, ids: Sequence[str], paths: Sequence[str]) -> int:
     """Drop the staging tables (<staging>/<stage>/<table>/<run_id>) a stopped run left that hold the
     image; the gold CSV scratch folders are dropped whole (a stopped export's copy of gold)."""
-    fs, _ = _fs(spark, lake.lake_location(conf))
+    fs, _ = lake.filesystem(spark, lake.lake_location(conf))
     pattern = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(lake.lake_location(conf, conf["lake.staging"], "*", "*", "*"))
     dropped = 0
     for status in fs.globStatus(pattern) or []:
@@ -217,7 +212,7 @@ def _rewrite_exports(spark: SparkSession, conf: Conf, erasure_id: str) -> None:
     """The exports without the erased rows: every part is dropped, then written again from gold
     (exports.sync), so no part can keep a row gold no longer holds. An erasure is rare: rewriting
     the whole matrix is simpler than finding the parts that held the image."""
-    fs, path = _fs(spark, lake.lake_location(conf, conf["lake.exports"]))
+    fs, path = lake.filesystem(spark, lake.lake_location(conf, conf["lake.exports"]))
     fs.delete(path, True)
     gold = lake.read_table(spark, lake.table_location(conf, "gold"))
     first = gold.select(F.size("pca").alias("k")).first() if gold is not None else None
@@ -229,7 +224,7 @@ def _sources(spark: SparkSession, conf: Conf, paths: Sequence[str], delete: bool
     """Source files still in the input: deleted with `delete`, else returned (the next run would ingest them again)."""
     left, deleted = [], 0
     for relative in paths:
-        fs, path = _fs(spark, f"{conf.path('input.path')}/{relative}")
+        fs, path = lake.filesystem(spark, f"{conf.path('input.path')}/{relative}")
         if fs.exists(path):
             if delete and fs.delete(path, False):
                 deleted += 1
