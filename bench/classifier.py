@@ -75,7 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.classifier: gold under {conf.path('lake.root')} has no Test rows: run `make run` first", file=sys.stderr)
         return 2
     labels = sorted(r[0] for r in gold.where(F.col("split") == "Training").select("label").distinct().collect())
-    rows = classifier.with_label_index(gold, labels).withColumn("y", F.col(classifier.LABEL_INDEX)).where(F.col("y") >= 0).cache()
+    # The label's metadata says how many classes there are (the random forest needs it).
+    nominal = {"ml_attr": {"type": "nominal", "num_vals": len(labels), "name": "y"}}
+    rows = (
+        classifier.with_label_index(gold, labels)
+        .withColumn("y", F.col(classifier.LABEL_INDEX).alias("y", metadata=nominal))
+        .where(F.col("y") >= 0)
+        .cache()
+    )
     k = len(gold.first()["pca"])
     results = []
     for name, components, estimator in candidates(conf):
