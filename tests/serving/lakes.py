@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import bundle as bundles
+from pipelines import exports
 from pipelines.config import Conf
 from pipelines.features import FEATURE_SIZE
 from pipelines.images import sha256_hex
@@ -33,7 +34,7 @@ def local(location: str) -> Path:
 
 def write_export(conf: Conf, gold_version: str, run_id: str, table: pa.Table, complete: bool = True) -> Path:
     """One part of gold's Parquet export (with _SUCCESS when `complete`)."""
-    folder = local(bundles.export_folder(conf, gold_version)) / f"run_id={run_id}"
+    folder = local(exports.part_folder(exports.roots(conf)["parquet"], gold_version, run_id))
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, folder / "part-00000-test-c000.snappy.parquet")
     if complete:
