@@ -195,3 +195,15 @@ def test_the_page_and_its_files_are_served(client):
     assert script.status_code == 200 and "fetch(\"/predict\"" in script.text
     assert "http" not in page.text.replace("http-equiv", "")  # nothing loaded from another site
     assert client.get("/static/style.css").status_code == 200
+
+
+def test_serving_on_a_busy_port_is_one_line_naming_the_setting(capsys):
+    import socket
+
+    from serving.__main__ import main
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        code = main(["--port", str(busy.getsockname()[1])])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "choose another --port or serving.port" in err
+    assert main(["--port", "70000"]) == 2
