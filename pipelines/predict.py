@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,15 +186,18 @@ class Predictor:
             raise PhotoError(result["error"])
         return result
 
-    def answer_files(self, paths: Sequence[str]) -> list[dict]:
-        """One answer or {"photo", "error"} per path, in order; the good photos go to the model together."""
-        checked: list[tuple[str, CheckedPhoto | str]] = []
-        for path in paths:
-            try:
-                checked.append((path, check_photo(read_photo(path, self.conf["bronze.max_file_bytes"]), self.max_pixels)))
-            except PhotoError as exc:
-                checked.append((path, str(exc)))
-        return self.answer_checked(checked)
+    def answer_files(self, paths: Sequence[str]) -> Iterator[dict]:
+        """One answer or {"photo", "error"} per path, in order, silver.batch_size photos at a time
+        (one model call per batch, as silver; memory holds one batch of photos whatever the count)."""
+        size = self.conf["silver.batch_size"]
+        for start in range(0, len(paths), size):
+            checked: list[tuple[str, CheckedPhoto | str]] = []
+            for path in paths[start:start + size]:
+                try:
+                    checked.append((path, check_photo(read_photo(path, self.conf["bronze.max_file_bytes"]), self.max_pixels)))
+                except PhotoError as exc:
+                    checked.append((path, str(exc)))
+            yield from self.answer_checked(checked)
 
     def answer_checked(self, photos: Sequence[tuple[str, "CheckedPhoto | str"]]) -> list[dict]:
         """Answers for (name, checked photo or error reason) pairs, in order."""
@@ -282,13 +285,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predict: cannot read the lake {conf.path('lake.root')} (s3.endpoint={conf['s3.endpoint']}): "
               f"{str(exc).splitlines()[0][:300]}; check the storage and its credentials, then rerun", file=sys.stderr)
         return EXIT_STORAGE
-    answers = predictor.answer_files(args.photos)
-    for answer in answers:
+    failed = False
+    for answer in predictor.answer_files(args.photos):
+        failed = failed or "error" in answer
         if args.json:
             print(json_line(answer), flush=True)
         else:
             print("\n".join(text_lines(answer)), file=sys.stderr if "error" in answer else sys.stdout, flush=True)
-    return EXIT_INPUT if any("error" in a for a in answers) else 0
+    return EXIT_INPUT if failed else 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ def test_json_lines_answer_the_good_photos_and_name_the_bad_ones(served_lake, tm
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("shopping list")
     missing = tmp_path / "absent.png"
-    code = main([*cli_options(served_lake), "--json", str(lemon), str(not_image), str(missing), str(banana)])
+    # two photos per model batch: the answers of the second batch still come in the order asked
+    options = [*cli_options(served_lake), "--set", "silver.batch_size=2", "--json"]
+    code = main([*options, str(lemon), str(not_image), str(missing), str(banana)])
     out, err = capsys.readouterr()
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 2 and err == ""
