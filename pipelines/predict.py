@@ -241,12 +241,22 @@ class Predictor:
         if not path:
             raise FileNotFoundError(f"gold's export records no source path for image {image_id}: rerun gold (`make run`)")
         try:
-            checked = check_photo(self.files.read_bytes(path), self.max_pixels)
+            checked = check_photo(self.files.read_bytes(source_location(self.conf, path)), self.max_pixels)
         except PhotoError as exc:
             raise FileNotFoundError(f"the source file of image {image_id} is no longer the ingested image ({exc})") from None
         if sha256_hex(checked.content) != image_id:
             raise FileNotFoundError(f"the source file of image {image_id} changed since it was ingested")
         return checked.content, MEDIA_TYPES[checked.image_format]
+
+
+def source_location(conf: Conf, path: str) -> str:
+    """Where a lake image's source file is: a URI or absolute path as recorded, or bronze's path
+    relative to `input.path` (bronze records paths relative to the input folder)."""
+    if "://" in path or path.startswith(("file:", "/")):
+        return path
+    if ".." in path.split("/"):
+        raise FileNotFoundError(f"the recorded path {path!r} leaves input.path")
+    return f"{conf.path('input.path')}/{path}"
 
 
 # ---------------------------------------------------------------- command line

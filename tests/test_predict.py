@@ -268,3 +268,33 @@ def test_predict_with_an_unknown_setting_is_one_conf_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--set", "predict.topp=3", "photo.jpg"])
     assert stop.value.code == 2 and "unknown key 'predict.topp'" in capsys.readouterr().err
+
+
+def test_lake_images_are_read_from_their_recorded_path_or_under_input_path(make_conf, tmp_path):
+    from pipelines.images import sha256_hex
+    from pipelines.predict import source_location
+
+    photo = tmp_path / "input" / "Training" / "Kiwi" / "k 1.jpg"
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(jpeg_bytes())
+    conf = make_conf(tmp_path / "input")
+    assert source_location(conf, "Training/Kiwi/k 1.jpg") == str(photo)
+    assert source_location(conf, "s3a://b/input/x.jpg") == "s3a://b/input/x.jpg"
+    assert source_location(conf, "file:/data/x.jpg") == "file:/data/x.jpg"
+    with pytest.raises(FileNotFoundError, match="leaves input.path"):
+        source_location(conf, "Training/../../etc/passwd")
+
+    image_id = sha256_hex(check_photo(photo.read_bytes(), 10**6).content)
+    write_bundle(conf, synthetic_meta("v1", "g1", ["Kiwi"], 2), synthetic_arrays(["Kiwi"], 2))
+    write_export(conf, "g1", "r1", export_table(
+        [image_id, "b" * 64], ["Kiwi", "Kiwi"], ["Training"] * 2, ["Training/Kiwi/k 1.jpg", f"file:{photo}"], np.zeros((2, 2))
+    ))
+    files = LakeFiles(conf)
+    predictor = Predictor(conf, files, bundles.load_bundle(files, conf, "v1"), bundles.load_index(files, conf, "g1", 2),
+                          {}, model=None)
+    content, media_type = predictor.image(image_id)
+    assert media_type == "image/jpeg" and sha256_hex(content) == image_id
+    with pytest.raises(FileNotFoundError, match="changed since it was ingested"):
+        predictor.image("b" * 64)  # the same file recorded under another id
+    with pytest.raises(LookupError, match="not in gold"):
+        predictor.image("c" * 64)
