@@ -101,13 +101,20 @@ class FeatureModel:
         from pipelines.silver import weights_settings  # silver's own reading of the silver.* settings
 
         settings = weights_settings(conf)
-        if "://" in settings.weights_file:  # on AWS the weights file is an S3 object, as for silver
-            local = Path(tempfile.mkdtemp(prefix="fruits-weights-")) / settings.weights_file.rsplit("/", 1)[-1]
-            local.write_bytes(files.read_bytes(settings.weights_file))
-            settings = dataclasses.replace(settings, weights_file=str(local))
         threads = conf["predict.threads"] or os.cpu_count() or 1
         features.configure_tensorflow(threads)  # before TensorFlow's first operation (the model build)
-        loaded = runtimes.load_driver_model(settings, runtime)
+        with tempfile.TemporaryDirectory(prefix="fruits-weights-") as scratch:
+            if "://" in settings.weights_file:  # on AWS the weights file is an S3 object, as for silver
+                local = Path(scratch) / settings.weights_file.rsplit("/", 1)[-1]
+                try:
+                    local.write_bytes(files.read_bytes(settings.weights_file))
+                except FileNotFoundError:
+                    raise features.WeightsUnavailable(
+                        f"silver.weights_file '{settings.weights_file}' does not exist: upload it with "
+                        f"`python -m deploy package` or point silver.weights_file at a readable copy"
+                    ) from None
+                settings = dataclasses.replace(settings, weights_file=str(local))
+            loaded = runtimes.load_driver_model(settings, runtime)
         if runtime.engine == "keras":
             self._model: Any = features.build_model(None)
             self._model.set_weights(loaded.payload)
