@@ -51,7 +51,7 @@ from pipelines.config import Conf, ConfError
 from pipelines.session import build_spark_session
 
 # The tables holding image rows; bronze and quarantine also carry the source path.
-IMAGE_TABLES = ("bronze", "silver", "gold", "quarantine")
+IMAGE_TABLES = ("bronze", "silver", "gold", "classifier", "quarantine")
 PATH_TABLES = ("bronze", "quarantine")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Delta's safety check on VACUUM retention, lifted for an erasure's own VACUUM only.

@@ -48,9 +48,18 @@ class ExportError(RuntimeError):
     """An export file could not be put in place; the message names it and what to check."""
 
 
-def export_frame(gold: DataFrame, k: int) -> DataFrame:
-    """The gold matrix with one column per component: image_id, label, split, pc_1 .. pc_k."""
-    return gold.select("image_id", "label", "split", *[F.col("pca")[i].alias(f"pc_{i + 1}") for i in range(k)])
+def export_frame(gold: DataFrame, k: int, paths: DataFrame | None = None) -> DataFrame:
+    """The gold matrix with one column per component: image_id, label, split, path, pc_1 .. pc_k.
+
+    `path` is the image's source (bronze's `path`, from `paths`: image_id, path), so that a reader
+    of the matrix, such as the prediction service showing the images nearest a photo, can open the
+    image itself; null where `paths` lacks the image (or is None).
+    """
+    if paths is None:
+        rows = gold.withColumn("path", F.lit(None).cast("string"))
+    else:
+        rows = gold.join(paths.select("image_id", "path"), "image_id", "left")
+    return rows.select("image_id", "label", "split", "path", *[F.col("pca")[i].alias(f"pc_{i + 1}") for i in range(k)])
 
 
 def gold_runs(gold: DataFrame) -> dict[tuple[str, str], int]:
@@ -81,9 +90,11 @@ def sync(
     """
     where = roots(conf)
     present = _complete_parts(spark, conf, where)
+    paths = lake.read_table(spark, lake.table_location(conf, "bronze"))
     written = []
     for n, (version, part_run) in enumerate(sorted(key for key in runs if key not in present)):
-        rows = export_frame(gold.where((F.col("model_version") == version) & (F.col("run_id") == part_run)), k)
+        part = gold.where((F.col("model_version") == version) & (F.col("run_id") == part_run))
+        rows = export_frame(part, k, paths)
         rows.write.mode("overwrite").parquet(part_folder(where["parquet"], version, part_run))
         write_single_csv(
             spark, rows.coalesce(1).sortWithinPartitions("split", "label", "image_id"),

@@ -54,7 +54,7 @@ from pyspark.sql import types as T
 from pipelines import exports, lake, runtimes
 from pipelines.cli import execute_stage, stage_parser
 from pipelines.config import Conf, ConfError
-from pipelines.stages import ModelFacts
+from pipelines.stages import ModelCheck, ModelFacts
 
 STAGE = "gold"
 
@@ -101,6 +101,8 @@ _FEATURE_MODEL_COL = "feature_model"
 
 # Column names inside the saved PipelineModel (part of the persisted model: keep them stable).
 _VECTOR_COL, _CENTERED_COL, _COMPONENTS_COL, _PCA_COL = "features_vector", "features_centered", "components", "pca_vector"
+# Rounding slack above 1.0 for a sum of explained-variance ratios (shares of one total).
+VARIANCE_TOLERANCE = 1e-6
 _PLOT_FILES = {"variance": "cumulative_variance.png", "scatter": "pc1_pc2_scatter.png"}
 
 
@@ -411,12 +413,11 @@ def current_model(spark: SparkSession, conf: Conf, gold: DataFrame) -> GoldModel
     return GoldModel(version, location, record.asDict())
 
 
-def quality_facts(spark: SparkSession, conf: Conf, batch: DataFrame) -> ModelFacts:
-    """What gold's gate checks about the model of `batch` (pipelines/stages.py: gold's `facts`): k
-    and the variance reached, from the variance rows of the batch's model version and gold.* conf."""
-    versions = [r[0] for r in batch.select("model_version").distinct().limit(2).collect()]
+def quality_facts(spark: SparkSession, conf: Conf, staged: lake.Staged) -> ModelFacts:
+    """What gold's gate checks about the model of the staged batch (pipelines/stages.py: gold's
+    `facts`): from the variance rows of the batch's model version and gold.* conf."""
+    versions = [r[0] for r in staged.batch.select("model_version").distinct().limit(2).collect()]
     version = versions[0] if len(versions) == 1 else None
-    fixed_k, target = conf["gold.k"], conf["gold.variance_target"]
     ratios: list[float] = []
     variance = lake.read_table(spark, lake.table_location(conf, "gold_variance"))
     if version is not None and variance is not None:
@@ -427,8 +428,31 @@ def quality_facts(spark: SparkSession, conf: Conf, batch: DataFrame) -> ModelFac
             .select("explained_variance_ratio")
             .collect()
         ]
+    return model_facts(version, ratios, conf["gold.k"], conf["gold.variance_target"])
+
+
+def model_facts(version: str | None, ratios: Sequence[float], fixed_k: int | None, target: float) -> ModelFacts:
+    """Gold's ModelFacts from a model version's explained-variance ratios: k is the rows' array
+    length; the variance rows must exist and the k components' cumulative share must reach the
+    target (only be a share in [0, 1] when k is fixed). Checked even when k is fixed: a NaN
+    variance (a fit on features without variance) or a share above 1 is a broken model."""
     k, reached = k_and_variance(ratios, fixed_k, target) if ratios else (fixed_k, None)
-    return ModelFacts(version, k, reached, None if fixed_k is not None else target, len(ratios))
+    chosen = fixed_k is None
+    return ModelFacts(
+        version,
+        k,
+        (
+            ModelCheck(
+                "variance_components", len(ratios), 1, None,
+                "The model version of the batch has its explained-variance rows (lake.tables.gold_variance).",
+            ),
+            ModelCheck(
+                "variance_reached", reached, target if chosen else 0.0, 1.0 + VARIANCE_TOLERANCE,
+                "Cumulative explained-variance ratio of the k components: a share of the total variance, "
+                + ("which must reach gold.variance_target." if chosen else "in [0, 1] (k is fixed by gold.k)."),
+            ),
+        ),
+    )
 
 
 # ---------------------------------------------------------------- runs

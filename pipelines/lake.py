@@ -21,9 +21,11 @@ import os
 import random
 import re
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -319,3 +321,20 @@ def check_root(spark: SparkSession, conf: Conf) -> None:
     fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     if fs.exists(path) and fs.getFileStatus(path).isFile():
         raise NotADirectoryError(f"lake.root '{root}' is a file, not a folder: set lake.root to a folder (new or a lake)")
+
+
+def put_file(spark: SparkSession, local: Path, location: str) -> None:
+    """Copy the local file `local` to `location` (local disk or S3A), replacing what is there."""
+    fs, path = filesystem(spark, location)
+    fs.copyFromLocalFile(False, True, filesystem(spark, local.resolve().as_uri())[1], path)
+
+
+def read_small_file(spark: SparkSession, location: str) -> bytes | None:
+    """The bytes of the (small) file at `location`, or None when it does not exist."""
+    fs, path = filesystem(spark, location)
+    if not fs.exists(path):
+        return None
+    with tempfile.TemporaryDirectory(prefix="fruits-read-") as scratch:
+        local = Path(scratch) / "file"
+        fs.copyToLocalFile(False, path, filesystem(spark, local.as_uri())[1], True)
+        return local.read_bytes()

@@ -39,15 +39,16 @@ class Column:
 class Array:
     """An array column the rows suite checks element-wise (length, null/NaN/infinite values, bounds).
 
-    `length`, `low`, `high` name conf keys; a `length` of None on a versioned suite is the model's k.
+    `length` names a conf key; None on a versioned suite: the model's own length (ModelFacts:
+    gold's k, the classifier's number of labels). `low` and `high` are numbers, or conf keys.
     `note` is formatted with `length` and `version` (the model version, versioned suites only).
     """
 
     name: str
     note: str
     length: str | None = None
-    low: str | None = None
-    high: str | None = None
+    low: str | float | None = None
+    high: str | float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,9 @@ class Suite:
     layer has (quarantine rate, rows once published, reconciliation with the upstream layer).
 
     `versioned`: the rows carry `model_version` and the layer holds one model version at a time
-    (a fit replaces the table). The gate then asks the stage's `facts` for the model's k and
-    explained variance (ModelFacts) and checks one version per batch and the variance reached.
+    (a fit replaces the table). The gate then asks the stage's `facts` about the batch's model
+    (ModelFacts: the array's length and the model's own checks, e.g. gold's variance reached or the
+    classifier's Test accuracy) and checks one version per batch.
     """
 
     columns: tuple[Column, ...] = ()
@@ -66,18 +68,29 @@ class Suite:
 
 
 @dataclass(frozen=True)
+class ModelCheck:
+    """One number about a batch's model that the totals suite bounds: `metric` becomes a column of
+    the totals row, expected not null, not NaN and within [low, high] (None: unbounded). `note` says
+    why, in the suite's Data Docs."""
+
+    metric: str
+    value: float | int | None
+    low: float | None
+    high: float | None
+    note: str
+
+
+@dataclass(frozen=True)
 class ModelFacts:
     """What a versioned stage says about the model of a batch, for its gate.
 
-    `k` is the number of components every row must carry (None when the version has no variance
-    rows); `variance_target` is None when k is fixed (the variance reached is then only reported).
+    `array_length`: the values every row's declared array must hold (gold: k; the classifier: its
+    labels), None when unknown (the model's records are missing, which a check then fails).
     """
 
     model_version: str | None
-    k: int | None
-    variance_reached: float | None
-    variance_target: float | None
-    variance_components: int
+    array_length: int | None
+    checks: tuple[ModelCheck, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,7 +99,8 @@ class Stage:
     upstream: str | None
     keys: tuple[str, ...]
     suite: Suite
-    # "module:function" returning ModelFacts(spark, conf, batch), for a versioned suite.
+    # "module:function" returning ModelFacts(spark, conf, staged), for a versioned suite; `staged`
+    # is the lake.Staged of the run: the batch and every table staged beside it.
     facts: str | None = None
 
     @property
@@ -97,9 +111,9 @@ class Stage:
         """The stage's module (imported on demand: it brings Spark, TensorFlow or Spark ML)."""
         return importlib.import_module(self.module_name)
 
-    def model_facts(self, spark, conf, batch) -> ModelFacts:
+    def model_facts(self, spark, conf, staged) -> ModelFacts:
         module, _, function = self.facts.partition(":")
-        return getattr(importlib.import_module(module), function)(spark, conf, batch)
+        return getattr(importlib.import_module(module), function)(spark, conf, staged)
 
 
 STAGES: tuple[Stage, ...] = (
@@ -137,6 +151,17 @@ STAGES: tuple[Stage, ...] = (
         ),
         facts="pipelines.gold:quality_facts",
     ),
+    Stage(
+        "classifier",
+        upstream="gold",
+        keys=(ROW_ID,),
+        suite=Suite(
+            columns=(Column("model_version"), Column("prediction")),
+            array=Array("probabilities", "probability of each of the {length} labels of model {version}", low=0.0, high=1.0),
+            versioned=True,
+        ),
+        facts="pipelines.classifier:quality_facts",
+    ),
 )
 # Jobs a deployment may run after the chain (pipelines.<name>): they read the lake, they own no layer.
 AFTER_CHAIN = ("catalog",)
@@ -146,6 +171,13 @@ _BY_NAME = {stage.name: stage for stage in STAGES}
 
 def names() -> tuple[str, ...]:
     return tuple(stage.name for stage in STAGES)
+
+
+def through(name: str) -> tuple[str, ...]:
+    """The declared stages up to and including `name`, in run order (e.g. the image layers, through gold)."""
+    known = names()
+    get(name)
+    return known[: known.index(name) + 1]
 
 
 def get(name: str) -> Stage:

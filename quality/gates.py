@@ -190,7 +190,7 @@ def validate(
     stage = stages.get(layer)
     batch = staged.batch
     staged_quarantine = _staged_quarantine(spark, layer, staged)
-    facts = stage.model_facts(spark, conf, batch) if stage.suite.versioned else None
+    facts = stage.model_facts(spark, conf, staged) if stage.suite.versioned else None
     metrics = _totals(spark, conf, stage, batch, staged_quarantine, facts)
     rate = metrics["batch_quarantine_rate"]
     over = rate is None or not rate <= conf[f"quality.{layer}.max_quarantine_rate"]  # NaN is over too
@@ -267,10 +267,7 @@ def _totals(
         frame = frame.crossJoin(batch.agg(F.countDistinct("model_version").alias("model_versions")))
     metrics = frame.first().asDict()
     if facts is not None:
-        metrics.update(
-            k=facts.k, variance_reached=facts.variance_reached, variance_components=facts.variance_components,
-            variance_target=facts.variance_target,
-        )
+        metrics.update(array_length=facts.array_length, **{check.metric: check.value for check in facts.checks})
     return metrics
 
 

@@ -7,13 +7,14 @@ Every layer has two suites (docs/quality.md lists each expectation and why):
   smallest and largest finite element), and GX checks those.
 - `<layer>_totals`: a single row of counts computed in Spark over the batch, the quarantine rows
   staged beside it and the published tables: quarantine rate of the batch, rows once published,
-  and for silver and gold the reconciliation with the upstream layer (every upstream image has
-  exactly one row or one quarantine row) and, for gold, the variance reached by the k components.
+  the reconciliation with the upstream layer (every upstream image has exactly one row or one
+  quarantine row) and, for a versioned layer, one model per batch and the model's own checks
+  (gold: the variance reached by the k components; the classifier: its Test accuracy and labels).
 
 What each layer's rows suite checks is declared with its stage (pipelines/stages.py, `Suite`);
 this module turns a declaration into expectations. The functions building DataFrames are pure
 (DataFrame in, DataFrame out); the suites are built from conf thresholds and from the facts a
-versioned stage gives about its model (gold's k), so the same code is the reviewed definition of
+versioned stage gives about its model (ModelFacts: gold's k, the classifier's labels), so the same code is the reviewed definition of
 the checks and what runs.
 
 NaN and infinity: GX's ExpectColumnValuesToBeBetween skips missing values (null, and on pandas NaN
@@ -37,10 +38,6 @@ from pyspark.sql import types as T
 
 from pipelines.config import Conf
 from pipelines.stages import ROW_ID, Array, ModelFacts, get
-
-
-# Rounding slack above 1.0 for a sum of explained-variance ratios (shares of one total).
-VARIANCE_TOLERANCE = 1e-6
 
 
 # ---------------------------------------------------------------- derived columns
@@ -202,14 +199,14 @@ def rows_suite(layer: str, conf: Conf, facts: ModelFacts | None = None) -> gx.Ex
 
 
 def _declared_array(array: Array, conf: Conf, facts: ModelFacts | None) -> list:
-    """A declared array's checks: its length from conf, or the model's k for a versioned layer."""
+    """A declared array's checks: its length from conf, or the model's own length for a versioned layer."""
     if array.length is not None:
         length, version = conf[array.length], None
-    elif facts is not None and facts.k is not None:
-        length, version = facts.k, facts.model_version
+    elif facts is not None and facts.array_length is not None:
+        length, version = facts.array_length, facts.model_version
     else:
-        return _array_expectations(array.name, None, None, None, "k unknown: no variance rows for this model version")
-    bound = lambda key: conf[key] if key is not None else None  # noqa: E731
+        return _array_expectations(array.name, None, None, None, "length unknown: the model version has no records")
+    bound = lambda key: conf[key] if isinstance(key, str) else key  # noqa: E731
     note = array.note.format(length=length, version=version)
     return _array_expectations(array.name, length, bound(array.low), bound(array.high), note)
 
@@ -263,19 +260,7 @@ def totals_suite(
             *_between("accounted_twice", 0, 0, f"No image is both a {layer} row and a {layer} quarantine row."),
         ]
     if get(layer).suite.versioned:
-        expectations += [
-            *_between("model_versions", 1, 1, "Gold rows come from one PCA model."),
-            *_between(
-                "variance_components", 1, None,
-                "The model version of the batch has its explained-variance rows (lake.tables.gold_variance).",
-            ),
-        ]
-        # Checked even when k is fixed: a NaN variance (a fit on features without variance) or a
-        # share above 1 is a broken model, whatever k was chosen from.
-        target = facts.variance_target if facts is not None else None
-        expectations += _between(
-            "variance_reached", target if target is not None else 0.0, 1.0 + VARIANCE_TOLERANCE,
-            "Cumulative explained-variance ratio of the k components: a share of the total variance, "
-            + ("which must reach gold.variance_target." if target is not None else "in [0, 1] (k is fixed by gold.k)."),
-        )
+        expectations += _between("model_versions", 1, 1, f"The {layer} rows of the batch come from one model.")
+        for check in facts.checks if facts is not None else ():
+            expectations += _between(check.metric, check.low, check.high, check.note)
     return gx.ExpectationSuite(name=f"{layer}_totals", expectations=expectations)

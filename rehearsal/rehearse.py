@@ -364,7 +364,8 @@ def _read_back(s: Settings, local: Conf, server: LocalS3Server, credentials, sub
         remote_conf = load_conf([LOCAL_CONF], s3_overrides)
         spark = build_spark_session(remote_conf, "rehearsal-check")
         try:
-            for stage in stages.names():
+            # The stages the deployment ran (aws.stages: a prefix of the registry's chain, then its after-chain jobs).
+            for stage in [job for job in s.conf["aws.stages"] if job in stages.names()]:
                 output = io.StringIO()
                 with contextlib.redirect_stdout(output):
                     code = importlib.import_module(f"pipelines.{stage}").main([*reference_args, "--set", f"run.id=local-{stage}"])

@@ -16,10 +16,14 @@ from tests.quality.test_stage_commands import write_bad_input, write_good_input
 def test_jobs_default_to_the_declared_stages_and_a_list_must_keep_the_chains_order():
     assert run.chosen_jobs(None) == list(stages.names())
     assert run.chosen_jobs("bronze,silver") == ["bronze", "silver"]
-    assert run.chosen_jobs("bronze, silver, gold, catalog") == [*stages.names(), "catalog"]
+    assert run.chosen_jobs("bronze, silver, gold, classifier, catalog") == [*stages.names(), "catalog"]
     for wrong, why in [("silver,bronze", "not in the chain's order"), ("bronze,fruit", "unknown stage 'fruit'"), (",", "no job")]:
         with pytest.raises(ValueError, match=why):
             run.chosen_jobs(wrong)
+
+
+# The image layers: the classifier needs Training and Test images of the same fruits (tests/classifier/).
+IMAGE_LAYERS = ",".join(stages.through("gold"))
 
 
 def _options(tmp_path, input_path, run_id):
@@ -28,7 +32,7 @@ def _options(tmp_path, input_path, run_id):
         "spark.shuffle_partitions=2", "silver.weights=random", f"silver.keras_home={tmp_path / 'keras'}",
         "silver.download=false",
     ]
-    return ["--conf", "conf/local.yaml", *(a for s in settings for a in ("--set", s))]
+    return ["--conf", "conf/local.yaml", "--jobs", IMAGE_LAYERS, *(a for s in settings for a in ("--set", s))]
 
 
 @pytest.mark.spark
@@ -47,9 +51,9 @@ def test_the_chain_runs_every_stage_in_one_application_and_stops_at_the_first_fa
     assert "run: bronze, silver, gold done in one application" in out and "Quality gates of the lake" in out
     latest = outcomes.latest(spark, conf)
     assert {layer: (o.run_id, o.success) for layer, o in latest.items()} == {
-        layer: ("chain-good", True) for layer in stages.names()
+        layer: ("chain-good", True) for layer in stages.through("gold")
     }
-    for table in stages.names():
+    for table in stages.through("gold"):
         assert lake.read_table(spark, lake.table_location(conf, table)).count() == 4
 
 

@@ -138,7 +138,7 @@ def test_make_run_s3_runs_the_chain_on_the_local_server_and_reads_the_tables_bac
     server_binary_or_skip()
     copy_sample(tmp_path / "input", 4)
     done = script(
-        "-m", "scripts.run_s3_demo", "--source", str(tmp_path / "input"),
+        "-m", "scripts.run_s3_demo", "--source", str(tmp_path / "input"), "--through", "gold",
         *(a for s in ("spark.master=local[2]", "spark.shuffle_partitions=2", "spark.driver_memory=1g",
                       "silver.weights=random", f"silver.keras_home={tmp_path / 'keras'}")
           for a in ("--set", s)),

@@ -12,7 +12,7 @@ from pipelines.config import PROJECT_ROOT
 
 
 def test_the_chain_runs_each_stage_after_the_layer_it_reads():
-    assert stages.names() == ("bronze", "silver", "gold")
+    assert stages.names() == ("bronze", "silver", "gold", "classifier")
     seen = set()
     for stage in stages.STAGES:
         assert stage.upstream is None or stage.upstream in seen
@@ -20,7 +20,7 @@ def test_the_chain_runs_each_stage_after_the_layer_it_reads():
 
 
 def test_an_unknown_stage_is_named_with_the_known_ones():
-    with pytest.raises(ValueError, match="unknown layer 'platinum': quality gates exist for bronze, silver, gold"):
+    with pytest.raises(ValueError, match="unknown layer 'platinum': quality gates exist for bronze, silver, gold, classifier"):
         stages.get("platinum")
 
 

@@ -70,8 +70,18 @@ def test_quarantine_rows_fit_the_shared_schema(spark):
 
 def test_export_frame_spreads_components_into_named_columns(spark):
     frame = exports.export_frame(spark.createDataFrame(GOLD_ROWS, gold.GOLD_SCHEMA), 3)
-    assert frame.columns == ["image_id", "label", "split", "pc_1", "pc_2", "pc_3"]
-    assert frame.orderBy("image_id").first()[3:] == (1.0, 2.0, 3.0)
+    assert frame.columns == ["image_id", "label", "split", "path", "pc_1", "pc_2", "pc_3"]
+    first = frame.orderBy("image_id").first()
+    assert first["path"] is None and first[4:] == (1.0, 2.0, 3.0)
+
+
+def test_export_frame_carries_each_image_source_path(spark):
+    rows = spark.createDataFrame(GOLD_ROWS, gold.GOLD_SCHEMA)
+    ids = [row["image_id"] for row in rows.collect()]
+    paths = spark.createDataFrame([(ids[0], "file:/in/Training/Kiwi/a.jpg"), ("gone", "file:/x.jpg")], "image_id string, path string")
+    found = {row["image_id"]: row["path"] for row in exports.export_frame(rows, 3, paths).collect()}
+    assert found[ids[0]] == "file:/in/Training/Kiwi/a.jpg"
+    assert all(found[i] is None for i in ids[1:]) and "gone" not in found
 
 
 def test_scatter_sample_is_bounded_per_label_and_stable(spark):

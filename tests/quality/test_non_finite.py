@@ -16,14 +16,17 @@ import great_expectations as gx
 import pytest
 
 from pipelines.config import load_conf
-from pipelines.stages import ModelFacts
+from pipelines import gold
 from quality import gates, suites
 
 pytestmark = pytest.mark.spark
 
+# Explained-variance shares of a 4-component fit: k = 3 reaches 0.97 (target 0.95).
+RATIOS = [0.6, 0.3, 0.07, 0.03]
+
 POISONS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-GOLD_CHOSEN = ModelFacts("v1", k=3, variance_reached=0.97, variance_target=0.95, variance_components=4)
-GOLD_FIXED = ModelFacts("v1", k=3, variance_reached=0.97, variance_target=None, variance_components=4)
+GOLD_CHOSEN = gold.model_facts("v1", RATIOS, None, 0.95)
+GOLD_FIXED = gold.model_facts("v1", RATIOS, 3, 0.95)
 
 # layer -> (gold facts, a valid per-row record: numeric columns as doubles so they can hold NaN)
 ROWS = {
@@ -43,7 +46,7 @@ TOTALS = {
     "silver": (None, {**COUNTS, **{k.format(u="bronze"): v for k, v in RECONCILED.items()}}),
     "gold": (GOLD_CHOSEN, {
         **COUNTS, **{k.format(u="silver"): v for k, v in RECONCILED.items()},
-        "model_versions": 1, "k": 3, "variance_reached": 0.97, "variance_components": 4, "variance_target": 0.95,
+        "model_versions": 1, "array_length": 3, "variance_reached": 0.97, "variance_components": 4,
     }),
 }
 BOUNDED_TOTALS = {

@@ -40,7 +40,9 @@ from tests.conftest import MODEL_SEED, copy_sample
 STAGE_TIMEOUT_S = float(os.environ.get("FRUITS_RELIABILITY_STAGE_TIMEOUT_S", "900"))
 POLL_S = 0.05
 WEIGHTS_FILE = MODEL_SEED / features.WEIGHTS_FILE_NAME
-STAGES = stages.names()
+# The image layers (the stages through gold): the faults here are about images, runs and commits;
+# the classifier, a model over gold, has its own tests (tests/classifier/).
+STAGES = stages.through("gold")
 TRAINING_IMAGES, TEST_IMAGES = 32, 8
 # Settings every stage process of the suite gets, as a conf overlay (spark.extra takes dotted Spark
 # keys, which --set cannot express): no Spark UI (no port hunting between concurrent processes).
