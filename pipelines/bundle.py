@@ -9,9 +9,9 @@ and what they were computed from (`predictor.json`); this module checks them and
 float64, the precision Spark ML computes in.
 
 Layout (the contract with pipelines/classifier.py, docs/serving.md):
-    <lake.root>/<lake.models>/<predict.classifier_dir>/current.json        {"classifier_version": v}
-    <lake.root>/<lake.models>/<predict.classifier_dir>/<v>/predictor.json  versions, runtime, labels, k
-    <lake.root>/<lake.models>/<predict.classifier_dir>/<v>/predictor.npz   mean, scale, components,
+    <lake.root>/<lake.models>/<classifier.models_dir>/current.json        {"classifier_version": v}
+    <lake.root>/<lake.models>/<classifier.models_dir>/<v>/predictor.json  versions, runtime, labels, k
+    <lake.root>/<lake.models>/<classifier.models_dir>/<v>/predictor.npz   mean, scale, components,
                                                                              coefficients, intercepts
     <gold Parquet export>/model_version=<gold_model_version>/run_id=<r>/part-*.parquet (+ _SUCCESS)
 """
@@ -130,7 +130,7 @@ class Bundle:
 
 
 def classifier_root(conf: Conf) -> str:
-    return lake.lake_location(conf, conf["lake.models"], conf["predict.classifier_dir"])
+    return lake.lake_location(conf, conf["lake.models"], conf["classifier.models_dir"])
 
 
 def current_version(files: LakeFiles, conf: Conf) -> str:
