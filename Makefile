@@ -15,12 +15,13 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup run run-s3 rehearse test test-fast test-long test-data bench clean-lake help deploy-cost deploy-plan
+.PHONY: setup run run-s3 serve rehearse test test-fast test-long test-data bench clean-lake help deploy-cost deploy-plan
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make run    - run the pipeline (bronze -> silver -> gold with quality gates) on the embedded default"
 	@echo "make run-s3 - the same pipeline on s3a:// against a local S3 server (MinIO on 127.0.0.1, docs/s3.md)"
+	@echo "make serve  - the prediction service and its web page on http://127.0.0.1:8360/ (conf serving.*, docs/serving.md)"
 	@echo "make rehearse - the AWS run on this machine: deploy's own requests on a Spark standalone cluster and S3 with the job role's policy (docs/deploy.md)"
 	@echo "make test   - run the test suite (prints how many tests were skipped; under CI=true an unlisted skip fails it)"
 	@echo "make test-fast - the tests not marked slow, for the edit loop"
@@ -70,6 +71,11 @@ run: setup
 run-s3: setup
 	$(PY) scripts/fetch_dataset.py --conf conf/local.yaml
 	$(PY) -m scripts.run_s3_demo $(ARGS)
+
+# The prediction service (docs/serving.md): the page, /predict, /health on serving.host:serving.port,
+# answering from the classifier `make run` published; Ctrl-C stops it. ARGS="--port 9000" etc.
+serve: setup
+	$(PY) -m serving --conf $(CONF) $(ARGS)
 
 # The dress rehearsal of the first AWS run (docs/deploy.md): MinIO with the job role's policy, the
 # environment archive built by deploy/build_env.sh --host (cached in dist/rehearsal/), deploy's own
