@@ -150,26 +150,20 @@ def test_a_gold_refit_retrains_the_classifier_on_the_next_run(spark, trained, ca
     assert current["classifier_version"] == rows.first()["model_version"]
 
 
-def test_the_gate_refuses_a_model_below_min_accuracy_and_publishes_nothing(spark, make_conf, capsys):
+def test_the_gate_refuses_a_model_below_min_accuracy_or_blind_to_a_label_and_publishes_nothing(spark, make_conf, capsys):
+    """One lake, both faults (one training run): clusters drowned in noise, so the Test accuracy is
+    far below 0.99, and a Test-only label (Walnut) the model cannot predict."""
     conf = make_conf(None)
-    add_images(spark, conf, 0, training=40, test=40, spread=6.0)  # clusters drowned in noise
-    assert chain(conf, "noisy", "classifier.min_accuracy=0.99") == (0, 1)
+    add_images(spark, conf, 0, training=40, test=40, spread=6.0)
+    append_silver(spark, conf, silver_records(clustered(4, 3, 0.3, 0), start=500, labels=("Walnut",), split="Test"))
+    assert chain(conf, "refused", "classifier.min_accuracy=0.99") == (0, 1)
     err = capsys.readouterr().err
-    assert "classifier quality gate failed for run noisy" in err and "test_accuracy" in err
+    assert "classifier quality gate failed for run refused" in err
+    assert "on test_accuracy (min_value=0.99" in err and "on uncovered_labels (min_value=0, max_value=0)" in err, err[-3000:]
+    assert "gold holds 1 label(s) in no Training image (Walnut)" in err  # the warning names it
     assert lake.read_table(spark, lake.table_location(conf, "classifier")) is None
     assert lake.read_table(spark, lake.table_location(conf, "classifier_metrics")) is None
     assert not (Path(classifier.models_location(conf)) / "current.json").exists()
-
-
-def test_the_gate_refuses_a_model_that_cannot_predict_a_label_of_gold(spark, make_conf, capsys):
-    conf = make_conf(None)
-    add_images(spark, conf, 0, training=40, test=8)
-    features = clustered(4, 3, 0.3, 0)
-    append_silver(spark, conf, silver_records(features, start=500, labels=("Walnut",), split="Test"))
-    assert chain(conf, "walnut", "classifier.min_accuracy=0.5") == (0, 1)
-    err = capsys.readouterr().err
-    assert "uncovered_labels" in err and "Walnut" in err
-    assert lake.read_table(spark, lake.table_location(conf, "classifier")) is None
 
 
 def test_no_gold_yet_is_one_line_and_exit_2(make_conf, capsys):
