@@ -1,6 +1,6 @@
 """`python -m bench.pca_exactness`: is a PCA of the lake's silver features the exact one?
 
-    python -m bench.pca_exactness --set lake.root=<a lake with silver> [--fits 3] [--spark-fits 10]
+    python -m bench.pca_exactness --set lake.root=<a lake with silver> [--fits 3] [--spark-fits 10] [--row-orders 5]
 
 Reads the valid silver rows of `lake.root` (gold's own checks), computes the exact reference on
 the driver with NumPy (covariance of the centered rows, `eigvalsh`), then fits `--fits` times
@@ -10,6 +10,11 @@ orthonormal), how many are not eigenvectors (|C v - (v'Cv) v| > 1e-6 lambda_1), 
 of the explained-variance ratios against the eigenvalues' shares, the k gold would choose, and
 the variance of the first projected columns over the fit rows next to the eigenvalues. Every fit
 of one run reads the same cached rows: only Spark's summation order changes between them.
+
+`--row-orders N` isolates Spark's decomposition: the same rows in N seeded random orders, each in
+one partition (so the covariance's summation order, hence its last bits, is fixed by the order),
+through Spark's own `RowMatrix.computePrincipalComponentsAndExplainedVariance` (the covariance
+pass and the Breeze/LAPACK SVD `PCA.fit` runs), each checked the same way.
 
 Read only: nothing is written to the lake. The features are collected to the driver for the
 reference (n x d doubles: 6 MB for 600 rows), so use it on test-sized lakes.
@@ -23,6 +28,9 @@ import time
 
 import numpy as np
 from pyspark.ml.feature import PCA, StandardScaler
+from pyspark.mllib.common import _java2py
+from pyspark.mllib.linalg import Vectors as MLlibVectors
+from pyspark.mllib.linalg.distributed import RowMatrix
 
 from pipelines import gold, lake
 from pipelines.cli import load_stage_conf, stage_parser
@@ -58,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--fits", type=int, default=3, help="fits of gold's PCA on the same cached rows (default 3)")
     parser.add_argument("--spark-fits", type=int, default=0, help="fits of Spark's own PCA.fit, as gold did before (default 0)")
+    parser.add_argument("--row-orders", type=int, default=0, help="Spark's RowMatrix PCA on the rows in N random orders (default 0)")
     args = parser.parse_args(argv)
     conf = load_stage_conf(args)
     spark = build_spark_session(conf, "bench-pca")
@@ -98,6 +107,19 @@ def main(argv: list[str] | None = None) -> int:
                   f"max ratio error {report['ratio_error']:.3g}, k = {report['k']}, "
                   f"variance of columns 1-{SHOWN} {report['column_variance']}", flush=True)
     vectors.unpersist()
+    k_fitted = min(dim, len(ids), settings.max_k)
+    for order in range(1, args.row_orders + 1):
+        permuted = features[np.random.default_rng(order).permutation(len(ids))]
+        rows_rdd = spark.sparkContext.parallelize([MLlibVectors.dense(row) for row in permuted], 1)
+        started = time.monotonic()
+        result = RowMatrix(rows_rdd)._java_matrix_wrapper._java_model.computePrincipalComponentsAndExplainedVariance(k_fitted)
+        components, ratios = _java2py(spark.sparkContext, result._1()).toArray(), _java2py(spark.sparkContext, result._2()).toArray()
+        seconds = time.monotonic() - started
+        report = fit_report(cov, eigenvalues, components, ratios, (features - features.mean(axis=0)) @ components, target)
+        print(f"spark RowMatrix PCA, row order {order} ({seconds:.0f} s): max |V'V - I| = {report['orthonormality']:.3g}, "
+              f"{report['not_eigenvectors']} of {report['components']} components not eigenvectors, "
+              f"max ratio error {report['ratio_error']:.3g}, k = {report['k']}, "
+              f"variance of columns 1-{SHOWN} {report['column_variance']}", flush=True)
     return 0
 
 

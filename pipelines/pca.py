@@ -2,11 +2,12 @@
 
 Why not `pyspark.ml.feature.PCA.fit`: Spark 4.0.2 takes the eigenvectors of the d x d covariance
 from a full SVD (Breeze `svd`, LAPACK dgesdd) run in the pure-Java LAPACK that ships with Spark
-(dev.ludovic.netlib F2jLAPACK, a 2008 translation of LAPACK 3.1 to Java; no native LAPACK is
-installed here nor on EMR). On the covariance of real MobileNetV2 features with fewer images than
-features (n < d = 1280: rank n - 1, hundreds of zero eigenvalues) that SVD returns columns that
-are not eigenvectors, and which ones depends on the last bits of the covariance, which change with
-the order Spark sums partitions in (docs/gold.md, "Why gold does not use Spark's PCA.fit").
+(dev.ludovic.netlib F2jLAPACK: LAPACK 3.1 translated to Java, class files of 2007; no native
+LAPACK is installed here nor on EMR). On the covariance of real MobileNetV2 features with fewer
+images than features (n < d = 1280: rank n - 1, hundreds of zero eigenvalues) that SVD often
+returns columns that are neither orthonormal nor eigenvectors (342 of 600 on 600 sample images),
+and whether it does depends on the last bits of the covariance, which change with the order Spark
+sums the rows in (docs/gold.md, "Why gold does not use Spark's PCA.fit").
 
 What stays Spark: the covariance is Spark's own distributed pass (`RowMatrix.computeCovariance`,
 the one `PCA.fit` runs), so only the d x d matrix reaches the driver, never the rows; the model is
