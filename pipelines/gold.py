@@ -7,9 +7,12 @@ bring the CSV and Parquet exports in line with gold, one part per run (pipelines
 plot the explained variance and PC1/PC2 of a few fruits, once per model.
 
 Decisions (see docs/gold.md):
-- The explained variance comes from Spark (`PCAModel.explainedVariance`, each component's share of
-  the total variance, from the covariance matrix Spark computes in a distributed pass): only d x d
-  objects ever reach the driver, never the feature matrix. The PCA is fitted once with the most
+- The PCA is exact (pipelines/pca.py): Spark computes the covariance in a distributed pass, NumPy
+  eigendecomposes that d x d matrix on the driver and the result is checked before it is saved;
+  Spark's own PCA.fit returned wrong, run-dependent components when the fit had fewer rows than
+  features. Only d x d objects ever reach the driver, never the feature matrix. The explained
+  variance is each component's share of the total variance (`PCAModel.explainedVariance` of the
+  model built from it). The PCA is fitted once with the most
   components allowed (min(d, rows, gold.max_k)), k is the smallest count reaching
   gold.variance_target (or gold.k), and a `VectorSlicer` keeps the first k outputs: the top-k
   components of a wider fit are those of a k fit, so one fit (one eigendecomposition) is enough.
@@ -44,14 +47,14 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.feature import PCA, StandardScaler, VectorSlicer
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import StandardScaler, VectorSlicer
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import exports, lake, runtimes
+from pipelines import exports, lake, pca, runtimes
 from pipelines.cli import execute_stage, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.stages import ModelCheck, ModelFacts
@@ -357,15 +360,21 @@ def fit_model(vectors: DataFrame, settings: GoldSettings, feature_dim: int, fit_
     """Fit centering (+ scaling) and a PCA with as many components as allowed, then keep the first k.
 
     Returns the pipeline, k and the number of components fitted. Spark computes the covariance
-    with one distributed pass and eigendecomposes it (d x d) on the driver. Raises GoldInputError
-    when the rows have no variance to explain (variance_problem); the caller has written nothing yet.
+    with one distributed pass; NumPy eigendecomposes it (d x d) on the driver and the result is
+    checked (pipelines/pca.py: Spark's own PCA.fit returned wrong components for fits with fewer
+    rows than features). Raises GoldInputError when the rows have no variance to explain
+    (variance_problem), pca.DecompositionError when the decomposition fails its check; the caller
+    has written nothing yet.
     """
     if settings.fixed_k is not None and settings.fixed_k > feature_dim:
         raise ConfError(f"gold.k={settings.fixed_k} exceeds the {feature_dim} features of silver: lower it or set it to null")
     k_fitted = settings.fixed_k if settings.fixed_k is not None else min(feature_dim, fit_rows, settings.max_k)
     scaler = StandardScaler(withMean=True, withStd=settings.standardize, inputCol=_VECTOR_COL, outputCol=_CENTERED_COL)
-    pca = PCA(k=k_fitted, inputCol=_CENTERED_COL, outputCol=_COMPONENTS_COL)
-    scaler_model, pca_model = Pipeline(stages=[scaler, pca]).fit(vectors).stages
+    scaler_model = scaler.fit(vectors)
+    pca_model = pca.fit(
+        scaler_model.transform(vectors), _CENTERED_COL, _COMPONENTS_COL, k_fitted,
+        f"the {fit_rows} x {feature_dim} silver features",
+    )
     explained = pca_model.explainedVariance.toArray()
     problem = variance_problem(scaler_model.std.toArray(), explained)
     if problem is not None:
@@ -577,12 +586,24 @@ def _project_new_rows(
     audit: lake.Audit | None,
 ) -> None:
     """Project the silver rows not yet in gold (nor quarantined by gold) with the current model
-    (none: the model is not even loaded, nothing is staged or committed)."""
+    (none: the model is not even loaded, nothing is staged or committed).
+
+    A model whose components are not orthonormal is refused: models fitted before gold's PCA was
+    made exact (Spark's PCA.fit on fewer rows than features) can be, and their scores are not
+    principal components, so adding rows to them would only spread the damage.
+    """
     quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
     new = new_silver_rows(silver, gold, quarantine)
     if new.isEmpty():
         return
     checked = check_features(new, model.feature_dim)
+    problem = pca.components_problem(model.pipeline.stages[1].pc.toArray())
+    if problem is not None:
+        raise GoldStateError(
+            f"model {model.version} used by gold ('{model.location}') cannot project new rows: {problem}. It was "
+            "fitted by Spark's PCA.fit, wrong for fits with fewer rows than features (docs/gold.md); run gold with "
+            "--refit to fit an exact model on all of silver"
+        )
     rows = gold_rows(model.pipeline.transform(with_feature_vectors(checked)), model.version, run_id)
     lake.write_audit_publish(
         spark, conf, STAGE, run_id,
@@ -707,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     code, stats = execute_stage(
         STAGE, args, lambda spark, conf, run_id, audit: run(spark, conf, run_id, refit=args.refit, audit=audit),
-        summary_line, input_errors=(GoldStateError, GoldInputError, exports.ExportError), context=lambda conf: {"refit": args.refit},
+        summary_line, input_errors=(GoldStateError, GoldInputError, pca.DecompositionError, exports.ExportError), context=lambda conf: {"refit": args.refit},
     )
     if stats and stats.get("refit_reasons"):
         print(f"gold: refit recommended ({'; '.join(stats['refit_reasons'])}): run python -m pipelines.gold --refit")
