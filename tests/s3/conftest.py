@@ -57,18 +57,30 @@ def apply_s3a_settings(spark, conf: Conf) -> None:
         hadoop.set(key.removeprefix("spark.hadoop."), value)
 
 
-@pytest.fixture
-def s3_run(s3_server, spark, monkeypatch) -> S3Run:
-    """A new bucket, the environment conf/s3-local.yaml reads, and the Spark session set up for it."""
+def new_bucket(s3_server: LocalS3Server, monkeypatch, overrides: list[str] | None = None) -> S3Run:
+    """A new bucket, and the environment conf/s3-local.yaml reads (location, credentials) set for it."""
     bucket = new_bucket_name()
     s3_server.create_bucket(bucket)
     for name, value in s3_server.location_environment(bucket).items():
         monkeypatch.setenv(name, value)
-    conf = load_s3_conf(["spark.master=local[2]", "spark.shuffle_partitions=2"])
+    conf = load_s3_conf(overrides or [])
     for name, value in s3_server.credentials_environment(conf).items():
         monkeypatch.setenv(name, value)
-    apply_s3a_settings(spark, conf)
     return S3Run(s3_server, bucket, conf)
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch) -> S3Run:
+    """A new bucket and its conf, without Spark (for code that reaches S3 another way)."""
+    return new_bucket(s3_server, monkeypatch)
+
+
+@pytest.fixture
+def s3_run(s3_server, spark, monkeypatch) -> S3Run:
+    """A new bucket, the environment conf/s3-local.yaml reads, and the Spark session set up for it."""
+    run = new_bucket(s3_server, monkeypatch, ["spark.master=local[2]", "spark.shuffle_partitions=2"])
+    apply_s3a_settings(spark, run.conf)
+    return run
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -10,22 +10,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pipelines import lock
-from rehearsal.s3_server import load_s3_conf, new_bucket_name
 
 pytestmark = pytest.mark.s3
 
 
 @pytest.fixture
-def s3_lake(s3_server, monkeypatch):
-    bucket = new_bucket_name()
-    s3_server.create_bucket(bucket)
-    for name, value in s3_server.location_environment(bucket).items():
-        monkeypatch.setenv(name, value)
-    conf = load_s3_conf()
-    for name, value in s3_server.credentials_environment(conf).items():
-        monkeypatch.setenv(name, value)
-    key = lock.lock_location(conf).split(f"{bucket}/", 1)[1]
-    return conf, s3_server.client(), bucket, key
+def s3_lake(s3_bucket):
+    key = lock.lock_location(s3_bucket.conf).split(f"{s3_bucket.bucket}/", 1)[1]
+    return s3_bucket.conf, s3_bucket.client, s3_bucket.bucket, key
 
 
 def test_the_lock_is_exclusive_on_the_server_and_gone_after_its_holder(s3_lake):

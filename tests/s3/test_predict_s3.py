@@ -13,23 +13,15 @@ from pipelines.config import load_conf
 from pipelines.images import sha256_hex
 from pipelines.lakefiles import LakeFiles
 from pipelines.predict import Predictor, check_photo
-from rehearsal.s3_server import load_s3_conf, new_bucket_name
 from tests.serving.lakes import export_table, synthetic_arrays, synthetic_meta, write_bundle, write_export
 
 pytestmark = pytest.mark.s3
 
 
 @pytest.fixture
-def s3_lake(s3_server, monkeypatch):
+def s3_lake(s3_bucket):
     """A new bucket and conf/s3-local.yaml pointing at it (no Spark session: nothing here needs one)."""
-    bucket = new_bucket_name()
-    s3_server.create_bucket(bucket)
-    for name, value in s3_server.location_environment(bucket).items():
-        monkeypatch.setenv(name, value)
-    conf = load_s3_conf()
-    for name, value in s3_server.credentials_environment(conf).items():
-        monkeypatch.setenv(name, value)
-    return conf, s3_server.client(), bucket
+    return s3_bucket.conf, s3_bucket.client, s3_bucket.bucket
 
 
 def upload_folder(client, bucket: str, folder, prefix: str) -> None:
