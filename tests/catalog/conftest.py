@@ -1,8 +1,9 @@
-"""A tiny lake with the five catalog tables, written as Delta with the stages' own schemas.
+"""A tiny lake with the seven catalog tables, written as Delta with the stages' own schemas.
 
 Six images of three fruits; gold holds hand-made 3-component PCA arrays whose distances to the
 Banana image 'Test/Banana/109_100.jpg' are known, and gold_variance holds an old model version
-beside the current one, so the analyst queries can be checked value by value.
+beside the current one, so the analyst queries can be checked value by value; the classifier's
+metrics hold an older model too, whose per-fruit scores must not mix with the current one's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 
 from pipelines import lake
 from pipelines.bronze import BRONZE_SCHEMA
+from pipelines.classifier import CLASSIFIER_SCHEMA, METRICS_SCHEMA
 from pipelines.gold import GOLD_SCHEMA, VARIANCE_SCHEMA
 from pipelines.silver import SILVER_SCHEMA
 
@@ -30,6 +32,10 @@ IMAGES = {
 }
 EXPECTED_NEIGHBOURS = [("id-banana-train", 1.0), ("id-apple-2", 2.0), ("id-apple-1", 5.0), ("id-apple-3", 34 ** 0.5)]
 CURRENT_VARIANCE = [0.6, 0.25, 0.1, 0.05]  # k = 3 components kept in gold (pca arrays of 3 values)
+CURRENT_CLASSIFIER, OLD_CLASSIFIER = "20261126T130000Z-cccccccc", "20261120T130000Z-dddddddd"
+CLASSIFIER_LABELS = ["Apple Braeburn", "Banana"]
+# label -> (precision, recall) of the current classifier on the Test images (one Apple predicted Banana)
+CURRENT_SCORES = {"Apple Braeburn": (1.0, 0.5), "Banana": (0.5, 1.0)}
 
 
 def write_tiny_lake(spark, conf) -> None:
@@ -49,12 +55,30 @@ def write_tiny_lake(spark, conf) -> None:
     variance = [(i + 1, r, c, CURRENT_MODEL) for i, (r, c) in enumerate(zip(CURRENT_VARIANCE, cumulative))]
     variance += [(1, 0.9, 0.9, OLD_MODEL), (2, 0.1, 1.0, OLD_MODEL)]
     quarantine = [("id-broken", "Training/Kiwi/9_100.jpg", "bronze", "truncated: image file is truncated", 10, AT, "run-1", AT)]
+    classifier = [
+        (image_id, label, split, "Banana" if image_id in ("id-banana-test", "id-apple-3") else label,
+         0.9, [0.1, 0.9] if image_id in ("id-banana-test", "id-apple-3") else [0.9, 0.1] if label == "Apple Braeburn" else [0.1, 0.9],
+         CURRENT_CLASSIFIER, CURRENT_MODEL, "run-1")
+        for image_id, (_, label, split, pca) in IMAGES.items() if pca is not None
+    ]
+
+    def metrics(version: str, gold_version: str, trained: datetime, scores: dict, accuracy: float) -> tuple:
+        classes = [{"label": label, "precision": p, "recall": r, "f1": 2 * p * r / (p + r), "support": 1} for label, (p, r) in scores.items()]
+        return (version, gold_version, trained, "run-1", "{}", 0.0, CLASSIFIER_LABELS, 3, 0, 2, accuracy, 0.67, classes,
+                [], [{"reg_param": 0.0, "validation_accuracy": None}])
+
+    classifier_metrics = [
+        metrics(CURRENT_CLASSIFIER, CURRENT_MODEL, AT, CURRENT_SCORES, 0.5),
+        metrics(OLD_CLASSIFIER, OLD_MODEL, datetime(2026, 11, 20, 13, 0, tzinfo=timezone.utc), {"Kiwi": (0.1, 0.1)}, 0.1),
+    ]
     frames = {
         "bronze": spark.createDataFrame(bronze, BRONZE_SCHEMA),
         "silver": spark.createDataFrame(silver, SILVER_SCHEMA),
         "gold": spark.createDataFrame(gold, GOLD_SCHEMA),
         "gold_variance": spark.createDataFrame(variance, VARIANCE_SCHEMA),
         "quarantine": spark.createDataFrame(quarantine, lake.QUARANTINE_SCHEMA),
+        "classifier": spark.createDataFrame(classifier, CLASSIFIER_SCHEMA),
+        "classifier_metrics": spark.createDataFrame(classifier_metrics, METRICS_SCHEMA),
     }
     for table, frame in frames.items():
         frame.write.format("delta").mode("overwrite").save(lake.table_location(conf, table))
@@ -62,7 +86,7 @@ def write_tiny_lake(spark, conf) -> None:
 
 @pytest.fixture
 def tiny_lake(spark, make_conf):
-    """Conf of a fresh lake holding the five tables; the catalog database is dropped afterwards."""
+    """Conf of a fresh lake holding the seven tables; the catalog database is dropped afterwards."""
     conf = make_conf(None)
     write_tiny_lake(spark, conf)
     yield conf

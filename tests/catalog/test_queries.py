@@ -17,7 +17,9 @@ import pytest
 
 from pipelines import catalog
 from pipelines.config import PROJECT_ROOT
-from tests.catalog.conftest import CURRENT_VARIANCE, EXPECTED_NEIGHBOURS, IMAGES, TARGET_PATH
+from tests.catalog.conftest import (
+    CURRENT_CLASSIFIER, CURRENT_SCORES, CURRENT_VARIANCE, EXPECTED_NEIGHBOURS, IMAGES, OLD_CLASSIFIER, TARGET_PATH,
+)
 
 README = PROJECT_ROOT / "README.md"
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "fruits_walkthrough.ipynb"
@@ -55,7 +57,7 @@ def distance(a, b) -> float:
 
 
 def test_the_readme_and_the_notebook_hold_the_queries_this_file_checks():
-    assert len(readme_queries()) == 3
+    assert len(readme_queries()) == 5
     assert len(notebook_queries()) == 3
 
 
@@ -80,6 +82,18 @@ def test_readme_nearest_neighbours_of_a_banana(spark, registered):
     want = sorted(distance(p, query) for p in pca.values())
     assert [r.distance for r in rows] == pytest.approx(want)
     assert [r.distance for r in rows] == pytest.approx([distance(pca[r.image_id], query) for r in rows])
+
+
+def test_readme_classifier_scores_newest_model_first(spark, registered):
+    rows = spark.sql(one(readme_queries(), "test_accuracy")).collect()
+    assert [(r.model_version, r.test_accuracy, r.test_rows) for r in rows] == [(CURRENT_CLASSIFIER, 0.5, 2), (OLD_CLASSIFIER, 0.1, 2)]
+
+
+def test_readme_weakest_fruits_are_those_of_the_current_classifier_by_recall(spark, registered):
+    rows = spark.sql(one(readme_queries(), "explode(classes)")).collect()
+    assert [(r.label, r.recall, r.precision) for r in rows] == [
+        (label, recall, precision) for label, (precision, recall) in sorted(CURRENT_SCORES.items(), key=lambda item: item[1][1])
+    ]
 
 
 def test_notebook_images_per_fruit_counts_bronze_by_split_and_what_reached_gold(spark, registered):

@@ -14,7 +14,7 @@ from pipelines import catalog, lake
 from tests.catalog.conftest import write_tiny_lake
 
 pytestmark = pytest.mark.spark
-ALL = ["bronze", "gold", "gold_variance", "quarantine", "silver"]
+ALL = ["bronze", "classifier", "classifier_metrics", "gold", "gold_variance", "quarantine", "silver"]
 
 
 def locations(spark, database: str) -> dict[str, str]:

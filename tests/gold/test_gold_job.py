@@ -155,7 +155,7 @@ def test_csv_export_is_one_part_of_the_fit_that_parses_back_to_the_gold_matrix(s
     assert stats["exports"]["written"] == [f"{stats['model_version']}/fit-run"]
     [(key, part)] = csv_parts(conf).items()
     assert key == (stats["model_version"], "fit-run")
-    assert part.read_text().splitlines()[0] == ",".join(["image_id", "label", "split", *[f"pc_{i}" for i in range(1, k + 1)]])
+    assert part.read_text().splitlines()[0] == ",".join(["image_id", "label", "split", "path", *[f"pc_{i}" for i in range(1, k + 1)]])
     exported = pd.read_csv(part, dtype={"label": str})
     assert 'Lemon, "Meyer"' in set(exported["label"])
     assert [p.name for p in part.parent.iterdir() if not p.name.startswith(".")] == [conf["gold.export_csv_name"]]
