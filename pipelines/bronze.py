@@ -83,52 +83,46 @@ _GLOB_CHARS = re.compile(r"([\\\[\]{}*?])")
 # ---------------------------------------------------------------- pure functions
 
 
-def parse_label_split(relative_path: str, splits: Sequence[str]) -> tuple[str | None, str | None]:
-    """Label = name of the folder holding the file (spaces kept); split = first path folder in `splits`."""
-    folders = relative_path.split("/")[:-1]
-    label = folders[-1] if folders else None
-    split = next((f for f in folders if f in splits), None)
-    if label is not None and label in splits:
-        label = None  # a file directly under Training/ has a split but no fruit label
-    return label, split
-
-
-def has_image_extension(path: str, extensions: Sequence[str]) -> bool:
-    name = path.rsplit("/", 1)[-1]
-    return "." in name and name.rsplit(".", 1)[-1].lower() in {e.lower() for e in extensions}
-
-
 def with_relative_paths(listing: DataFrame, root_uri: str, extensions: Sequence[str], splits: Sequence[str]) -> DataFrame:
-    """Add `rel_path`, `label`, `split`, `is_image` to a binaryFile listing under `root_uri`."""
+    """Add `rel_path`, `label`, `split`, `is_image` to a binaryFile listing under `root_uri`.
+
+    Label = name of the folder holding the file (spaces kept), null for a file directly under the
+    root or under a split folder; split = the first folder of the path that is in `splits`;
+    is_image = the file's extension is one of `extensions` (any case). Spark SQL expressions, not
+    Python UDFs: listing a lake's worth of files starts no Python worker.
+    """
     prefix = root_uri.rstrip("/") + "/"
-    parse = F.udf(lambda p: parse_label_split(p, splits), "struct<label:string,split:string>")
-    is_image = F.udf(lambda p: has_image_extension(p, extensions), "boolean")
     rel = F.when(F.col("path").startswith(prefix), F.expr(f"substring(path, {len(prefix) + 1})"))
+    parts = F.split(F.col("rel_path"), "/")
+    folders = F.slice(parts, 1, F.size(parts) - 1)
+    holder = F.try_element_at(folders, F.lit(-1))
+    split_names = F.array(*[F.lit(s) for s in splits])
+    name = F.element_at(parts, -1)
+    extension = F.lower(F.substring_index(name, ".", -1))
     return (
         listing.withColumn("rel_path", rel)
-        .withColumn("parsed", parse(F.col("rel_path")))
-        .select("*", "parsed.label", "parsed.split")
-        .drop("parsed")
-        .withColumn("is_image", is_image(F.col("rel_path")))
+        .withColumn("label", F.when(~F.array_contains(split_names, holder), holder))
+        .withColumn("split", F.try_element_at(F.filter(folders, lambda f: F.array_contains(split_names, f)), F.lit(1)))
+        .withColumn("is_image", name.contains(".") & extension.isin([e.lower() for e in extensions]))
     )
 
 
-def select_new_files(images: DataFrame, bronze: DataFrame, quarantine: DataFrame) -> DataFrame:
-    """Image files not yet recorded in bronze or in bronze's quarantine with the same size and time.
+def mark_seen(files: DataFrame, bronze: DataFrame, quarantine: DataFrame) -> DataFrame:
+    """Add `seen`: the file is recorded in bronze, or in bronze's quarantine, with its size and time.
 
-    A file rewritten in place (new size or modification time) is a candidate again, so its new
-    bytes are either ingested or quarantined with a reason, never ignored.
+    A file rewritten in place (new size or modification time) is unseen again, so its new bytes
+    are either ingested or quarantined with a reason, never ignored.
     """
-    seen = bronze.select(
-        "path", F.col("source_size_bytes").alias("length"), F.col("source_modified_at").alias("modificationTime")
-    ).unionByName(
-        quarantine.where(F.col("stage") == STAGE).select(
-            "path", F.col("source_size_bytes").alias("length"), F.col("source_modified_at").alias("modificationTime")
+    keys = ["rel_path", "length", "modificationTime"]
+    recorded = [
+        table.select(
+            F.col("path").alias("rel_path"), F.col("source_size_bytes").alias("length"),
+            F.col("source_modified_at").alias("modificationTime"),
         )
-    )
-    return images.join(
-        seen.withColumnRenamed("path", "rel_path"), ["rel_path", "length", "modificationTime"], "left_anti"
-    )
+        for table in (bronze, quarantine.where(F.col("stage") == STAGE))
+    ]
+    seen = recorded[0].unionByName(recorded[1]).distinct().withColumn("seen", F.lit(True))
+    return files.join(seen, keys, "left").withColumn("seen", F.coalesce(F.col("seen"), F.lit(False)))
 
 
 def unreadable_name(file_name: Column, local_input: bool) -> Column:
@@ -365,12 +359,18 @@ def read_contents(spark: SparkSession, root_uri: str, rel_paths: list[str], file
 def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None = None) -> dict:
     started = time.monotonic()
     listing, root_uri = list_input(spark, conf.path("input.path"))
-    files = with_relative_paths(listing, root_uri, conf["input.extensions"], conf["input.splits"]).cache()
+    files = with_relative_paths(listing, root_uri, conf["input.extensions"], conf["input.splits"])
     bronze = lake.read_table_or_empty(spark, lake.table_location(conf, "bronze"), BRONZE_SCHEMA)
     quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
-    images = files.where("is_image")
-    new_files = select_new_files(images, bronze, quarantine).cache()
-    stats = {"files_seen": files.count(), "images_seen": images.count(), "new_files": new_files.count()}
+    marked = mark_seen(files, bronze, quarantine).cache()
+    # One job counts everything: a run with nothing new costs one listing and one join.
+    counts = marked.agg(
+        F.count(F.lit(1)).alias("files_seen"),
+        F.count_if(F.col("is_image")).alias("images_seen"),
+        F.count_if(F.col("is_image") & ~F.col("seen")).alias("new_files"),
+    ).first()
+    stats = counts.asDict()
+    new_files = marked.where(F.col("is_image") & ~F.col("seen")).drop("seen")
     stats["ignored_not_image"] = stats["files_seen"] - stats["images_seen"]
     stats["already_present"] = stats["images_seen"] - stats["new_files"]
     results = {}
@@ -410,7 +410,7 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
     stats["rejected"] = results["quarantine"].inserted_rows if results else 0
     stats["rejected_reasons"], stats["rename_to_ingest"] = _run_quarantine(spark, conf, run_id) if stats["rejected"] else ({}, [])
     stats["seconds"] = round(time.monotonic() - started, 1)
-    for frame in (listing, files, new_files):
+    for frame in (listing, marked):
         frame.unpersist()
     return stats
 

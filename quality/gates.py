@@ -196,7 +196,7 @@ def validate(
     over = rate is None or not rate <= conf[f"quality.{layer}.max_quarantine_rate"]  # NaN is over too
     quarantined = _quarantine_examples(staged_quarantine, conf["quality.unexpected_examples"]) if over else []
     # NaN and infinity become null, which each bounded column's not-null expectation fails (suites.py).
-    rows = suites.non_finite_as_null(suites.row_checks(layer, batch)).persist()
+    rows = row_frame(suites.row_checks(layer, batch), metrics["batch_rows"], conf["quality.pandas_max_rows"])
     try:
         checks = [
             (suites.rows_suite(layer, conf, facts), rows, [ROW_ID]),
@@ -210,7 +210,8 @@ def validate(
                 for r in results
             ]
     finally:
-        rows.unpersist()
+        if isinstance(rows, DataFrame):
+            rows.unpersist()
     failed = [r for r in results if not r.success]
     failures = [failure + _naming(failure, quarantined) for r in results for failure in r.failures]
     outcome = Outcome(
@@ -229,6 +230,18 @@ def validate(
     )
     outcomes.record(spark, conf, outcome)
     return outcome
+
+
+def row_frame(rows: DataFrame, batch_rows: int, pandas_max_rows: int) -> DataFrame | pd.DataFrame:
+    """The per-row check frame the rows suite validates, non-finite numbers as nulls: collected to
+    pandas when the batch has at most `pandas_max_rows` rows (GX's pandas engine evaluates every
+    expectation in memory, where its Spark engine runs a job per expectation: the fixed cost of a
+    small increment), else a persisted Spark frame (the caller unpersists it)."""
+    from quality import suites
+
+    if batch_rows <= pandas_max_rows:
+        return suites.non_finite_as_null(rows.toPandas())
+    return suites.non_finite_as_null(rows).persist()
 
 
 def _staged_quarantine(spark: SparkSession, layer: str, staged: lake.Staged) -> DataFrame:

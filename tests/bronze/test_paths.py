@@ -1,31 +1,50 @@
-"""Label/split parsing from paths (pure)."""
+"""Label, split and image-extension parsing from listed paths (a transform on a tiny listing, no I/O)."""
+
+from datetime import datetime
 
 import pytest
 
-from pipelines.bronze import has_image_extension, parse_label_split
+from pipelines.bronze import with_relative_paths
 
 SPLITS = ["Training", "Test"]
+ROOT = "file:/data/input"
 
 
-@pytest.mark.parametrize(
-    "path, expected",
-    [
-        ("Training/Apple Braeburn/r_100_100.jpg", ("Apple Braeburn", "Training")),
-        ("Test/Pear Monster/3_100.jpg", ("Pear Monster", "Test")),
-        ("Kiwi/a.png", ("Kiwi", None)),
-        ("new/2026/Training/Mango Red/x.jpg", ("Mango Red", "Training")),
-        ("Training/orphan.jpg", (None, "Training")),
-        ("orphan.jpg", (None, None)),
-        ("Tést/Pêche plate/été 1.jpg", ("Pêche plate", None)),
-    ],
-)
-def test_parse_label_split(path, expected):
-    assert parse_label_split(path, SPLITS) == expected
+def parsed(spark, rel_paths, extensions=("jpg", "jpeg", "png")):
+    listing = spark.createDataFrame(
+        [(f"{ROOT}/{p}", 1, datetime(2026, 1, 1)) for p in rel_paths], "path string, length long, modificationTime timestamp"
+    )
+    rows = with_relative_paths(listing, ROOT, list(extensions), SPLITS).collect()
+    return {r["rel_path"]: r for r in rows}
 
 
-@pytest.mark.parametrize(
-    "name, ok",
-    [("a.jpg", True), ("a.JPEG", True), ("b.Png", True), ("c.gif", False), ("README", False), ("x.jpg.txt", False)],
-)
-def test_has_image_extension(name, ok):
-    assert has_image_extension(f"Label/{name}", ["jpg", "jpeg", "png"]) is ok
+LABELS = [
+    ("Training/Apple Braeburn/r_100_100.jpg", ("Apple Braeburn", "Training")),
+    ("Test/Pear Monster/3_100.jpg", ("Pear Monster", "Test")),
+    ("Kiwi/a.png", ("Kiwi", None)),
+    ("new/2026/Training/Mango Red/x.jpg", ("Mango Red", "Training")),
+    ("Training/orphan.jpg", (None, "Training")),
+    ("orphan.jpg", (None, None)),
+    ("Tést/Pêche plate/été 1.jpg", ("Pêche plate", None)),
+    ("Test/Training/Fig/f.jpg", ("Fig", "Test")),
+]
+
+
+def test_label_is_the_holding_folder_and_split_the_first_split_folder(spark):
+    rows = parsed(spark, [path for path, _ in LABELS])
+    assert {path: (rows[path]["label"], rows[path]["split"]) for path, _ in LABELS} == dict(LABELS)
+
+
+EXTENSIONS = [("a.jpg", True), ("a.JPEG", True), ("b.Png", True), ("c.gif", False), ("README", False), ("x.jpg.txt", False), ("jpg", False)]
+
+
+@pytest.mark.parametrize("extensions", [("jpg", "jpeg", "png"), ("JPG", "JPEG", "PNG")])
+def test_image_extension_in_any_case(spark, extensions):
+    rows = parsed(spark, [f"Label/{name}" for name, _ in EXTENSIONS], extensions)
+    assert {name: rows[f"Label/{name}"]["is_image"] for name, _ in EXTENSIONS} == dict(EXTENSIONS)
+
+
+def test_a_path_outside_the_root_has_no_relative_path(spark):
+    listing = spark.createDataFrame([("file:/elsewhere/Kiwi/a.jpg", 1, datetime(2026, 1, 1))], "path string, length long, modificationTime timestamp")
+    row = with_relative_paths(listing, ROOT, ["jpg"], SPLITS).first()
+    assert (row["rel_path"], row["label"], row["is_image"]) == (None, None, None)

@@ -81,7 +81,7 @@ def validate(context, suite, frame) -> list[str]:
     asset = source.add_dataframe_asset(f"{suite.name}-{next(_names)}")
     batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": frame})
     result_format = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
-    if spark_frame:
+    if "image_id" in frame.columns:  # the per-row frames, as the gate validates them
         result_format["unexpected_index_column_names"] = ["image_id"]
     result = batch.validate(suite, result_format=result_format)
     return [gates.describe_failure(suite.name, r) for r in result.results if not r.success]
@@ -111,6 +111,29 @@ def test_rows_suites_fail_each_numeric_column_holding_nan_or_infinity(spark, con
         named = [f for f in failures if f" on {column}:" in f and "not_be_null" in f]
         assert len(named) == 1, f"no not-null failure named {column} in {failures}"
         assert "3 of 4 rows null, NaN or infinite" in named[0] and all(p in named[0] for p in POISONS), named[0]
+
+
+@pytest.mark.parametrize("layer", list(ROWS))
+def test_rows_suites_say_the_same_on_the_pandas_and_the_spark_engine(spark, context, layer):
+    """The gate validates a small batch's per-row frame on pandas, a large one on Spark
+    (gates.row_frame, quality.pandas_max_rows): both must pass and fail the same rows alike."""
+    conf = load_conf(["conf/local.yaml"])
+    gold, valid = ROWS[layer]
+    suite = suites.rows_suite(layer, conf, gold)
+    columns = list(valid)
+    schema = ", ".join(f"{c} {'double' if isinstance(valid[c], float) else 'string'}" for c in columns)
+    bad = {**valid, "image_id": "twice"}
+    for column in BOUNDED_ROW_COLUMNS[layer]:
+        bad[column] = -1.0  # out of every bound (lengths, counts, sizes and feature values alike)
+    rows = [tuple(valid.values()), tuple(bad.values()), tuple({**bad, "image_id": "twice"}.values()), tuple({**valid, "image_id": None}.values())]
+    frame = spark.createDataFrame(rows, schema)
+    on_spark = gates.row_frame(frame, len(rows), pandas_max_rows=0)
+    on_pandas = gates.row_frame(frame, len(rows), pandas_max_rows=len(rows))
+    assert not hasattr(on_spark, "iloc") and hasattr(on_pandas, "iloc")
+    failures = validate(context, suite, on_spark)
+    assert any("to_be_unique" in f for f in failures) and any("to_be_between" in f for f in failures), failures
+    assert validate(context, suite, on_pandas) == failures
+    on_spark.unpersist()
 
 
 @pytest.mark.parametrize(
