@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup run run-s3 serve rehearse test test-fast test-long test-data bench clean-lake help deploy-cost deploy-plan
+.PHONY: setup run run-s3 serve rehearse test test-fast test-long test-data bench profile clean-lake help deploy-cost deploy-plan
 .DEFAULT_GOAL := help
 
 help:
@@ -28,6 +28,7 @@ help:
 	@echo "make test-long - the long checks make test leaves out (make run-s3 and make bench smoke tests)"
 	@echo "make setup  - install everything (done by run and test)"
 	@echo "make bench  - run the benchmarks"
+	@echo "make profile - where the seconds of a no-op run and of a +5 % run go, part by part (docs/benchmarks.md)"
 
 $(STAMPS):
 	@mkdir -p $(STAMPS)
@@ -105,6 +106,11 @@ test-fast: setup test-data
 
 bench: setup
 	$(PY) -m bench.run --conf $(CONF) $(ARGS)
+
+# Where a chain run's seconds go (bench/profile.py): the run with nothing new and the +5 % run on
+# N = bench.images, sampled by py-spy, as the tables of docs/benchmarks.md. ARGS="--images 600" etc.
+profile: setup
+	$(PY) -m bench.profile --conf $(CONF) $(ARGS)
 
 clean-lake:
 	rm -rf work/lake

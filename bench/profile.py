@@ -1,0 +1,146 @@
+"""Where a chain run's seconds go: the run with nothing new and the +increment run, part by part.
+
+    python -m bench.profile [--conf FILE] [--set KEY=VALUE] [--images N]      (make profile)
+
+Builds a lake of N images (conf bench.images; the bench's own images, seed and increment) with one
+`python -m pipelines.run` (the declared stages in one application, not profiled), then runs that
+same command twice more under py-spy: with nothing new, and after adding the increment. py-spy
+samples the process from outside, so the profiled code runs at full speed (cProfile slows the
+Python-heavy parts, Great Expectations first, and would skew the shares). Each sample of the main
+thread counts once, in the first part of PARTS whose function is on its stack, and in the stage
+whose `main` is on it. Prints the two Markdown tables docs/benchmarks.md quotes (parts, stages) and
+writes them to <bench.results_dir>/profile-<stamp>.json. Timings on a busy machine are noisy: run it
+on a quiet one, and compare two commits by running it at each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench import dataset
+from bench.machine import describe_machine
+from bench.run import prepare_weights, source_folder
+from pipelines import features, stages
+from pipelines.cli import load_stage_conf, stage_parser
+from pipelines.config import ConfError
+
+SAMPLE_RATE = 20  # samples per second
+# (part, functions as "<function> (<file>:"): a sample goes to the first part found on its stack.
+PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("JVM and Spark session start", ("build_spark_session (pipelines/session.py:",)),
+    ("Great Expectations import", ("<module> (quality/suites.py:",)),
+    ("gate: GX checkpoint and Data Docs", ("_run_checkpoints (quality/gates.py:", "row_frame (quality/gates.py:")),
+    ("gate: totals and model facts (Spark)", ("_totals (quality/gates.py:", "model_facts (pipelines/stages.py:")),
+    ("gate outcome rows (Delta append)", ("record (quality/outcomes.py:",)),
+    ("upstream check and report (outcome reads)", ("require_upstream_passed (quality/gates.py:", "main (quality/report.py:")),
+    ("staging writes (the batch computed)", ("stage_batch (pipelines/lake.py:",)),
+    ("publish commits (MERGE, overwrite)", ("publish (pipelines/lake.py:", "overwrite (pipelines/lake.py:")),
+    ("bronze: input listing", ("list_input (pipelines/bronze.py:",)),
+    ("exports, plots, predictor", ("sync (pipelines/exports.py:", "plot_gold (", "plot_confusion (", "write_predictor (")),
+)
+REST = "the rest (table reads, counts, model loads, imports)"
+MAIN_THREAD = "_run_module_as_main (<frozen runpy>"
+
+
+def tally(raw_lines: Iterable[str]) -> tuple[float, dict[str, float], dict[str, float]]:
+    """(seconds, seconds per part, seconds per stage) of the main thread in py-spy raw output
+    (one `frame;frame;... count` line per distinct stack, outermost frame first)."""
+    parts: Counter[str] = Counter()
+    per_stage: Counter[str] = Counter()
+    total = 0
+    for line in raw_lines:
+        stack, _, count = line.rstrip("\n").rpartition(" ")
+        if not stack.startswith(MAIN_THREAD):
+            continue
+        samples = int(count)
+        total += samples
+        parts[next((name for name, functions in PARTS if any(f in stack for f in functions)), REST)] += samples
+        per_stage[next((s for s in stages.names() if f"main (pipelines/{s}.py:" in stack), "outside the stages")] += samples
+    seconds = lambda counts: {name: round(n / SAMPLE_RATE, 1) for name, n in counts.items()}  # noqa: E731
+    return round(total / SAMPLE_RATE, 1), seconds(parts), seconds(per_stage)
+
+
+def profiled_run(py_spy: str, command: Sequence[str], raw: Path, log: Path) -> tuple[float, dict, dict]:
+    """Run `command` under py-spy (idle samples too: a driver waiting on Spark is the run's time)."""
+    with log.open("a", encoding="utf-8") as out:
+        subprocess.run(
+            [py_spy, "record", "--idle", "--rate", str(SAMPLE_RATE), "--format", "raw", "--output", str(raw), "--", *command],
+            stdout=out, stderr=subprocess.STDOUT, check=True,
+        )
+    return tally(raw.read_text(encoding="utf-8").splitlines())
+
+
+def markdown(columns: dict[str, dict[str, float]], rows: Sequence[str], totals: dict[str, float]) -> str:
+    header = "| part | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns)
+    lines = [f"| {row} | " + " | ".join(f"{columns[c].get(row, 0.0):.1f}" for c in columns) + " |" for row in rows]
+    return "\n".join([header, *lines, "| **whole process** | " + " | ".join(f"**{totals[c]:.1f}**" for c in columns) + " |"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=None, metavar="N", help="images in the lake (default: conf bench.images)")
+    args = parser.parse_args(argv)
+    if args.images is not None:
+        args.overrides.append(f"bench.images={args.images}")
+    conf = load_stage_conf(args)
+    py_spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if py_spy is None:
+        print("bench.profile: py-spy is not installed: run `make setup` (requirements.lock pins it)", file=sys.stderr)
+        return 2
+    try:
+        source = source_folder(conf)
+        selection = dataset.select(
+            dataset.bench_order(dataset.list_images(source, conf["input.extensions"]), conf["bench.seed"]),
+            conf["bench.images"], conf["bench.incremental_fraction"], conf["bench.memory_factor"],
+        )
+        prepare_weights(conf)
+    except (ConfError, dataset.BenchDataError, features.WeightsUnavailable) as exc:
+        print(f"bench.profile: {exc}", file=sys.stderr)
+        return 2
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    root = Path(conf.path("bench.work_dir")) / f"profile-{stamp}"
+    input_dir, lake, log = root / "input", root / "lake", root / "profile.log"
+    root.mkdir(parents=True)
+    dataset.materialize(source, selection.base, input_dir)
+    command = [sys.executable, "-m", "pipelines.run", "--no-report", *[f"--conf={f}" for f in args.conf or ["conf/local.yaml"]]]
+    command += [f"--set={item}" for item in [*args.overrides, f"input.path={input_dir}", f"lake.root={lake}"]]
+    machine = describe_machine()
+    print(f"bench.profile {stamp}: N = {len(selection.base)}, increment {len(selection.increment)}, stages "
+          f"{','.join(stages.names())}; load average {machine['load_average_1m_5m_15m']}; log {log}", flush=True)
+    try:
+        with log.open("w", encoding="utf-8") as out:
+            subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=True)
+        print("  lake built; profiling the run with nothing new ...", flush=True)
+        runs = {"no-op": profiled_run(py_spy, command, root / "noop.txt", log)}
+        dataset.materialize(source, selection.increment, input_dir)
+        print(f"  profiling the run after +{len(selection.increment)} images ...", flush=True)
+        runs[f"+{len(selection.increment)} images"] = profiled_run(py_spy, command, root / "increment.txt", log)
+    except subprocess.CalledProcessError as exc:
+        print(f"bench.profile: `{' '.join(exc.cmd[:6])} ...` exited {exc.returncode}; see {log}", file=sys.stderr)
+        return 1
+    totals = {name: run[0] for name, run in runs.items()}
+    parts_table = markdown({n: r[1] for n, r in runs.items()}, [name for name, _ in PARTS] + [REST], totals)
+    stages_table = markdown({n: r[2] for n, r in runs.items()}, [*stages.names(), "outside the stages"], totals)
+    print("\n" + parts_table + "\n\n" + stages_table)
+    results = Path(conf.path("bench.results_dir")) / f"profile-{stamp}.json"
+    document = {
+        "kind": "profile", "started": stamp, "machine": machine, "images": len(selection.base),
+        "increment": len(selection.increment), "runs": {n: {"seconds": r[0], "parts": r[1], "stages": r[2]} for n, r in runs.items()},
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    results.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    print(f"\nresults: {results}; load average at end {document['load_average_at_end'][0]} (timings on a busy machine are noisy)")
+    shutil.rmtree(root / "input", ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
