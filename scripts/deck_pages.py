@@ -32,11 +32,13 @@ MEASURE = """() => [...document.querySelectorAll('section.slide')].map(slide => 
     right = Math.max(right, r.right - box.left);
   }
   const pres = [...slide.querySelectorAll('pre')];
+  // Columns and code blocks: content wider than its box spills over its neighbour or the page.
+  const boxes = [...pres, ...slide.querySelectorAll('.cols > div, .cols-wide > div, .below > div, .grid4 > *, td, th')];
   return {
     id: slide.id,
     overflowY: Math.max(bottom - slide.clientHeight, slide.scrollHeight - slide.clientHeight),
     overflowX: Math.max(right - slide.clientWidth, slide.scrollWidth - slide.clientWidth,
-                        ...pres.map(p => p.scrollWidth - p.clientWidth)),
+                        ...boxes.map(b => b.scrollWidth - b.clientWidth)),
     broken: [...slide.querySelectorAll('img')].filter(i => !i.complete || i.naturalWidth === 0)
               .map(i => i.getAttribute('src')),
     images: slide.querySelectorAll('img').length,
@@ -59,7 +61,7 @@ class PageReport:
         if self.overflow_y_px > 1:
             found.append(f"overflows its 16:9 page by {self.overflow_y_px:.0f} px at the bottom")
         if self.overflow_x_px > 1:
-            found.append(f"overflows its page or a code block by {self.overflow_x_px:.0f} px on the right")
+            found.append(f"overflows its page, a column, a cell or a code block by {self.overflow_x_px:.0f} px on the right")
         if self.broken_images:
             found.append("image not loaded: " + ", ".join(self.broken_images))
         if self.code_pt is not None and self.code_pt < MIN_CODE_PT - 0.01:

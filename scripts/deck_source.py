@@ -6,7 +6,7 @@ the slide's share of that part's budget (`??? annexe` for the appendix, which ha
 parts' shares must add up to their budgets, so the timing cannot drift when slides are added.
 
 `{{name}}` takes a figure from docs/deck/figures.yaml (dotted path, optional `|fr`, `|usd`,
-`|pct` format), so that no figure the docs also quote is typed in the deck. Three directives build
+`|pct`, `|int`, `|thousands`, `|g` format), so that no figure the docs also quote is typed in the deck. Three directives build
 content at render time: `{{code:FILE|ANCHOR|LINES}}` (LINES lines of the real source from the first
 line containing ANCHOR), `{{table:cost.SCENARIO}}` (the cost table of a scenario) and
 `{{fruits:Label,Label,...}}` (the sample's images, filled in by render_deck.py).
@@ -136,6 +136,10 @@ def format_figure(value, style: str | None) -> str:
         return f"{french_number(value * 100, 2)} %"
     if style == "int":
         return french_number(int(round(value)))
+    if style == "thousands":
+        return french_number(int(round(value, -3)))
+    if style == "g":
+        return f"{value:g}".replace(".", ",")
     raise KeyError(f"|{style}")
 
 
@@ -144,11 +148,11 @@ def cost_table(scenario: dict) -> str:
     columns = [c for c in COST_COLUMNS if c in next(iter(scenario["rows"].values()))]
     lines = ["| images | " + " | ".join(COST_COLUMNS[c] for c in columns) + " |", "|---:|" + "---:|" * len(columns)]
     for images, row in scenario["rows"].items():
-        cheapest = min(columns, key=lambda c: row[c]["usd"])
+        cheapest = min(row[c]["usd"] for c in columns)
         cells = []
         for c in columns:
             cell = f"{format_figure(row[c]['usd'], 'usd')} ({french_number(row[c]['minutes'])} min)"
-            cells.append(f"**{cell}**" if c == cheapest else cell)
+            cells.append(f"**{cell}**" if row[c]["usd"] == cheapest else cell)
         lines.append(f"| {french_number(int(images))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
