@@ -47,6 +47,10 @@ MEASURE = """() => [...document.querySelectorAll('section.slide')].map(slide => 
 })"""
 
 
+NOTES_OVERFLOW = """() => [...document.querySelectorAll('article.notes-page')].map((page, i) => [i + 1, page])
+  .filter(([, page]) => page.scrollHeight > page.clientHeight + 1).map(([n]) => n)"""
+
+
 @dataclass
 class PageReport:
     slide: int
@@ -55,6 +59,7 @@ class PageReport:
     broken_images: list[str]
     images: int
     code_pt: float | None
+    notes_cut: bool = False
 
     def problems(self) -> list[str]:
         found = []
@@ -66,6 +71,8 @@ class PageReport:
             found.append("image not loaded: " + ", ".join(self.broken_images))
         if self.code_pt is not None and self.code_pt < MIN_CODE_PT - 0.01:
             found.append(f"code at {self.code_pt:g} pt, under {MIN_CODE_PT:g} pt")
+        if self.notes_cut:
+            found.append("its speaker notes do not fit their A4 page (notes.pdf): shorten them")
         return found
 
 
@@ -86,7 +93,11 @@ def inspect_and_print(chromium: str, deck_html: Path, deck_pdf: Path, notes_html
             ]
             page.pdf(path=str(deck_pdf), print_background=True, prefer_css_page_size=True, **SLIDE_SIZE)
             notes = browser.new_page()
+            notes.emulate_media(media="print")
             notes.goto(notes_html.resolve().as_uri(), wait_until="load")
+            cut = notes.evaluate(NOTES_OVERFLOW)
+            for report in reports:
+                report.notes_cut = report.slide in cut
             notes.pdf(path=str(notes_pdf), print_background=True, prefer_css_page_size=True, **NOTES_SIZE)
         finally:
             browser.close()

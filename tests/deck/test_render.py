@@ -119,6 +119,16 @@ def test_a_slide_that_overflows_its_page_fails_the_render_naming_it(inputs, tmp_
     assert "Traceback" not in done.stderr
 
 
+def test_speaker_notes_too_long_for_their_page_fail_the_render_naming_the_slide(inputs, tmp_path):
+    slides = minimal("x")
+    slides[2] = slides[2].replace("notes", "Une phrase des notes. " * 400)
+    done = render("--source", str(write_deck(tmp_path / "deck.md", *slides)), "--out-dir", str(tmp_path / "out"), *conf_args(inputs))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "render_deck: slide 3 (Partie): its speaker notes do not fit their A4 page (notes.pdf): shorten them"
+    ]
+
+
 def test_a_missing_image_fails_the_render_naming_the_slide(inputs, tmp_path):
     source = write_deck(tmp_path / "deck.md", *minimal("![capture](screenshots/absent.png)"))
     done = render("--source", str(source), "--out-dir", str(tmp_path / "out"), *conf_args(inputs))
