@@ -202,3 +202,17 @@ def test_one_application_pays_one_start_up_per_run_and_the_saving_is_printed(mod
         f"One application per run (aws.one_application) saves, against one job per stage: EMR Serverless: "
         f"3.0 billed min of start-up, ${saved:,.2f} per run; EMR on EC2, on-demand: 3.0 billed min of start-up"
     ) in out
+
+
+def test_cost_needs_no_bucket_but_the_aws_commands_still_do(cli, monkeypatch, tmp_path, fixed_prices):
+    """`make deploy-cost` works before any bucket is chosen; `deploy run` still stops on the unset name."""
+    monkeypatch.delenv("FRUITS_BUCKET")
+    status, out = cli(
+        "cost", "--set", f"aws.cost.benchmark_file={tmp_path / 'none.json'}", "--set", fixed_prices,
+        *(a for o in SHAPE for a in ("--set", o)),
+    )  # fmt: skip
+    assert status == 0, out
+    assert "Recommendation:" in out
+    monkeypatch.delenv("FRUITS_BUCKET", raising=False)  # the cost command set its stand-in for this process
+    status, out = cli("run", "--mode", "serverless", "--dry-run", dry_run_only=True)
+    assert status == 2
