@@ -25,27 +25,29 @@ def format_report(
     validated nothing when it is not a validation (said on a line of its own, after the validation).
     """
     lines = [f"Quality gates of the lake {lake_root}"]
+    width = max(len(layer) for layer in names())  # layer names in one column, details indented past it
+    indent = " " * (width + 1)
     for layer in names():
         outcome = latest.get(layer)
         if outcome is None:
-            lines.append(f"{layer:<7} NOT VALIDATED  no gate has run on this layer yet")
+            lines.append(f"{layer:<{width}} NOT VALIDATED  no gate has run on this layer yet")
         else:
             status = "PASSED" if outcome.success else "FAILED"
             failed = len(outcome.failed_expectations)
             lines.append(
-                f"{layer:<7} {status:<14} run {outcome.run_id} at {outcome.validated_at:%Y-%m-%d %H:%M:%S} UTC: "
+                f"{layer:<{width}} {status:<14} run {outcome.run_id} at {outcome.validated_at:%Y-%m-%d %H:%M:%S} UTC: "
                 f"{outcome.batch_rows} rows in the batch, {outcome.evaluated_expectations - failed}/"
                 f"{outcome.evaluated_expectations} expectations met"
             )
-            lines.append("        counts: " + ", ".join(f"{k}={_number(v)}" for k, v in sorted(outcome.metrics.items())))
+            lines.append(indent + "counts: " + ", ".join(f"{k}={_number(v)}" for k, v in sorted(outcome.metrics.items())))
             if outcome.context:
-                lines.append("        context: " + ", ".join(f"{k}={v}" for k, v in sorted(outcome.context.items())))
-            lines += [f"        failed: {failure}" for failure in outcome.failed_expectations]
-            lines.append(f"        report: {outcome.report_path}")
+                lines.append(indent + "context: " + ", ".join(f"{k}={v}" for k, v in sorted(outcome.context.items())))
+            lines += [f"{indent}failed: {failure}" for failure in outcome.failed_expectations]
+            lines.append(f"{indent}report: {outcome.report_path}")
         last = (last_runs or {}).get(layer)
         if last is not None and not last.validated:
             lines.append(
-                f"        last run: {last.run_id} at {last.validated_at:%Y-%m-%d %H:%M:%S} UTC had no batch to validate "
+                f"{indent}last run: {last.run_id} at {last.validated_at:%Y-%m-%d %H:%M:%S} UTC had no batch to validate "
                 "(nothing new)"
             )
     lines.append(f"Data Docs: {docs_index}")

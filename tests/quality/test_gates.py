@@ -81,17 +81,17 @@ def test_gold_batch_missing_the_variance_target_is_blocked(gated_lake):
 
 def test_report_prints_the_latest_result_of_each_layer(gated_lake):
     during = gated_lake.report_after_failure
-    assert "bronze  PASSED         run bronze-run" in during
+    assert "bronze     PASSED         run bronze-run" in during
     assert "6 rows in the batch, 11/11 expectations met" in during
     assert "context: input=test" in during
-    assert "silver  FAILED         run silver-bad-run" in during and "16/20 expectations met" in during
+    assert "silver     FAILED         run silver-bad-run" in during and "16/20 expectations met" in during
     assert "failed: silver_rows: expect_column_values_to_be_between on features_length" in during
-    assert "gold    NOT VALIDATED" in during
+    assert "gold       NOT VALIDATED" in during
     assert during.rstrip().endswith("/_reports/quality/gx/data_docs/index.html")
 
     now = report_output(gated_lake.conf)
-    assert "silver  PASSED         run silver-run" in now
-    assert "gold    FAILED         run gold-bad-run" in now
+    assert "silver     PASSED         run silver-run" in now
+    assert "gold       FAILED         run gold-bad-run" in now
 
 
 def test_bad_bronze_batch_is_blocked(spark, make_conf):

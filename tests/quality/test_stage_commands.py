@@ -231,7 +231,7 @@ def test_runs_with_nothing_new_touch_nothing_but_are_recorded(spark, scenario):
         "bronze": "bronze-good", "silver": "silver-good", "gold": "gold-good",
     }
     report = report_output(scenario.lake.conf)
-    assert "gold    PASSED         run gold-good" in report
+    assert "gold       PASSED         run gold-good" in report
     assert "last run: gold-again at " in report and "had no batch to validate (nothing new)" in report
 
 
