@@ -3,12 +3,15 @@
     python -m bench.profile [--conf FILE] [--set KEY=VALUE] [--images N]      (make profile)
 
 Builds a lake of N images (conf bench.images; the bench's own images, seed and increment) with one
-`python -m pipelines.run` (the declared stages in one application, not profiled), then runs that
+`python -m pipelines.run` (one application, not profiled) of the image layers bronze, silver and
+gold, the chain `make bench` times (the classifier's accuracy bar is for the whole sample, not for
+N images), then runs that
 same command twice more under py-spy: with nothing new, and after adding the increment. py-spy
 samples the process from outside, so the profiled code runs at full speed (cProfile slows the
 Python-heavy parts, Great Expectations first, and would skew the shares). Each sample of the main
 thread counts once, in the first part of PARTS whose function is on its stack, and in the stage
-whose `main` is on it. Prints the two Markdown tables docs/benchmarks.md quotes (parts, stages) and
+whose `main` is on it. Prints the two Markdown tables docs/benchmarks.md quotes (parts, stages), each run's whole process
+over the full run's (not profiled, same command) and
 writes them to <bench.results_dir>/profile-<stamp>.json. Timings on a busy machine are noisy: run it
 on a quiet one, and compare two commits by running it at each.
 """
@@ -20,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -78,8 +82,8 @@ def profiled_run(py_spy: str, command: Sequence[str], raw: Path, log: Path) -> t
     return tally(raw.read_text(encoding="utf-8").splitlines())
 
 
-def markdown(columns: dict[str, dict[str, float]], rows: Sequence[str], totals: dict[str, float]) -> str:
-    header = "| part | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns)
+def markdown(first: str, columns: dict[str, dict[str, float]], rows: Sequence[str], totals: dict[str, float]) -> str:
+    header = f"| {first} | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns)
     lines = [f"| {row} | " + " | ".join(f"{columns[c].get(row, 0.0):.1f}" for c in columns) + " |" for row in rows]
     return "\n".join([header, *lines, "| **whole process** | " + " | ".join(f"**{totals[c]:.1f}**" for c in columns) + " |"])
 
@@ -110,15 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     input_dir, lake, log = root / "input", root / "lake", root / "profile.log"
     root.mkdir(parents=True)
     dataset.materialize(source, selection.base, input_dir)
-    command = [sys.executable, "-m", "pipelines.run", "--no-report", *[f"--conf={f}" for f in args.conf or ["conf/local.yaml"]]]
+    layers = stages.through("gold")
+    command = [sys.executable, "-m", "pipelines.run", "--no-report", f"--jobs={','.join(layers)}"]
+    command += [f"--conf={f}" for f in args.conf or ["conf/local.yaml"]]
     command += [f"--set={item}" for item in [*args.overrides, f"input.path={input_dir}", f"lake.root={lake}"]]
     machine = describe_machine()
     print(f"bench.profile {stamp}: N = {len(selection.base)}, increment {len(selection.increment)}, stages "
-          f"{','.join(stages.names())}; load average {machine['load_average_1m_5m_15m']}; log {log}", flush=True)
+          f"{','.join(layers)}; load average {machine['load_average_1m_5m_15m']}; log {log}", flush=True)
     try:
+        started = time.perf_counter()
         with log.open("w", encoding="utf-8") as out:
             subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=True)
-        print("  lake built; profiling the run with nothing new ...", flush=True)
+        full_seconds = round(time.perf_counter() - started, 1)
+        print(f"  lake built in {full_seconds} s (whole process, not profiled); profiling the run with nothing new ...", flush=True)
         runs = {"no-op": profiled_run(py_spy, command, root / "noop.txt", log)}
         dataset.materialize(source, selection.increment, input_dir)
         print(f"  profiling the run after +{len(selection.increment)} images ...", flush=True)
@@ -127,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.profile: `{' '.join(exc.cmd[:6])} ...` exited {exc.returncode}; see {log}", file=sys.stderr)
         return 1
     totals = {name: run[0] for name, run in runs.items()}
-    parts_table = markdown({n: r[1] for n, r in runs.items()}, [name for name, _ in PARTS] + [REST], totals)
-    stages_table = markdown({n: r[2] for n, r in runs.items()}, [*stages.names(), "outside the stages"], totals)
-    print("\n" + parts_table + "\n\n" + stages_table)
+    parts_table = markdown("part", {n: r[1] for n, r in runs.items()}, [name for name, _ in PARTS] + [REST], totals)
+    stages_table = markdown("stage", {n: r[2] for n, r in runs.items()}, [*layers, "outside the stages"], totals)
+    ratios = ", ".join(f"{name} / full {seconds / full_seconds:.2f}" for name, seconds in totals.items())
+    print("\n" + parts_table + "\n\n" + stages_table + f"\n\nwhole processes: full {full_seconds} s; {ratios}")
     results = Path(conf.path("bench.results_dir")) / f"profile-{stamp}.json"
     document = {
         "kind": "profile", "started": stamp, "machine": machine, "images": len(selection.base),
-        "increment": len(selection.increment), "runs": {n: {"seconds": r[0], "parts": r[1], "stages": r[2]} for n, r in runs.items()},
+        "increment": len(selection.increment), "full_seconds": full_seconds, "runs": {n: {"seconds": r[0], "parts": r[1], "stages": r[2]} for n, r in runs.items()},
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     results.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
