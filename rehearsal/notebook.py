@@ -107,7 +107,7 @@ def _run(args, local: Conf, scratch: Path, logs: Path, stack: ExitStack) -> floa
     )
     print(f"notebook: {spark_cluster.master_url}, {spark_cluster.alive_workers()} workers; executing {NOTEBOOK.name}", flush=True)
     kernel_env = _kernel_environment(s, spark_cluster.master_url, server.endpoint, jars, job_env, args.images, scratch)
-    return _execute(args, kernel_env, scratch)
+    return _execute(args, kernel_env, logs)
 
 
 def _kernel_environment(s, master_url: str, endpoint: str, jars: dict, job_env: dict, images: int, scratch: Path) -> dict[str, str]:
@@ -143,14 +143,19 @@ def _kernel_environment(s, master_url: str, endpoint: str, jars: dict, job_env: 
     }
 
 
-def _execute(args, kernel_env: dict[str, str], scratch: Path) -> float:
+def _execute(args, kernel_env: dict[str, str], logs: Path) -> float:
+    """Run every cell; a failing cell stops the run, and what ran is kept in logs/failed.ipynb."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     started = time.monotonic()
     with patched_environ(kernel_env):
         os.environ.pop("PYSPARK_GATEWAY_PORT", None)
-        NotebookClient(
-            notebook, timeout=args.timeout, kernel_name=KERNEL, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
-        ).execute()
+        try:
+            NotebookClient(
+                notebook, timeout=args.timeout, kernel_name=KERNEL, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+            ).execute()
+        except Exception:
+            nbformat.write(notebook, logs / "failed.ipynb")
+            raise
     seconds = time.monotonic() - started
     notebook.metadata.pop("widgets", None)
     notebook.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
