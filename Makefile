@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup run run-s3 serve rehearse test test-fast test-long test-data bench profile clean-lake help deploy-cost deploy-plan
+.PHONY: setup run run-s3 serve rehearse notebook test test-fast test-long test-data bench profile clean-lake help deploy-cost deploy-plan
 .DEFAULT_GOAL := help
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make run-s3 - the same pipeline on s3a:// against a local S3 server (MinIO on 127.0.0.1, docs/s3.md)"
 	@echo "make serve  - the prediction service and its web page on http://127.0.0.1:8360/ (conf serving.*, docs/serving.md)"
 	@echo "make rehearse - the AWS run on this machine: deploy's own requests on a Spark standalone cluster and S3 with the job role's policy (docs/deploy.md)"
+	@echo "make notebook - execute notebooks/fruits_walkthrough.ipynb in place against the rehearsal's Spark cluster and S3 server (its committed outputs)"
 	@echo "make test   - run the test suite (prints how many tests were skipped; under CI=true an unlisted skip fails it)"
 	@echo "make test-fast - the tests not marked slow, for the edit loop"
 	@echo "make test-long - the long checks make test leaves out (make run-s3 and make bench smoke tests)"
@@ -92,6 +93,12 @@ serve: setup
 # sample, ARGS="--mode cluster" for the cluster steps' arguments.
 rehearse: setup test-data
 	$(PY) -m rehearsal $(ARGS)
+
+# The walkthrough notebook executed in place (its committed outputs) against the rehearsal's stand-ins:
+# MinIO laid out by deploy's code, the job role's S3 policy, `deploy package`, a Spark standalone
+# cluster of two workers (rehearsal/notebook.py). ARGS="--images 40" for a smaller subset.
+notebook: setup test-data
+	$(PY) -m rehearsal.notebook $(ARGS)
 
 # What the tests need besides setup, prepared as `make run` prepares it: the input folder (a link to
 # the local sample, else the public archive) and the MobileNetV2 weights in the Keras cache. Under

@@ -1,4 +1,5 @@
-"""`python -m deploy COMMAND`: provision, package, run, schedule, status, logs, teardown on AWS; cost estimates.
+"""`python -m deploy COMMAND`: provision, package, run, schedule, status, logs, teardown on AWS; cost estimates;
+the %%configure cell of an EMR Studio notebook.
 
 Every command takes --conf/--set (default conf/aws.yaml), --region, --allow-non-eu and --dry-run
 (print each AWS call with its parameters, make none). See docs/deploy.md.
@@ -14,7 +15,7 @@ from typing import Any, Callable, TextIO
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from deploy import cluster, cost, iam, package, schedule, serverless, storage
+from deploy import cluster, cost, iam, package, schedule, serverless, storage, studio
 from deploy.executor import DeployError, Executor
 from deploy.settings import DEFAULT_CONF, load_settings
 from pipelines.config import ConfError
@@ -55,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
     down.add_argument("--mode", choices=["cluster", "serverless", "all"], default="all")
     down.add_argument("--delete-bucket", action="store_true", help="ALSO empty and delete the bucket (lake included)")
     down.add_argument("--delete-roles", action="store_true", help="also delete the IAM roles and instance profile")
+    note = commands.add_parser("studio", parents=[common], help="print the %%%%configure cell of an EMR Studio notebook")
+    note.add_argument("--mode", choices=["cluster", "serverless"], required=True)
     price = commands.add_parser("cost", parents=[common], help="EMR on EC2 vs Serverless estimate for N images")
     price.add_argument("--images", type=int, nargs="+", help="image counts (default: aws.cost.images)")
     return root
@@ -153,6 +156,8 @@ def _dispatch(args: argparse.Namespace, ex: Executor, s) -> bool:
             iam.delete_roles(ex, s)
         if args.delete_bucket:
             storage.delete_bucket(ex, s)
+    elif args.command == "studio":
+        ex.say(studio.configure_cell(s, args.mode))
     elif args.command == "cost":
         ex.say(cost.estimate(s, args.images or s.conf["aws.cost.images"]))
     return True

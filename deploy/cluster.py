@@ -118,6 +118,16 @@ def ensure_security_configuration(ex: Executor, s: Settings) -> str:
     return name
 
 
+# What an EMR Studio Workspace needs on a cluster to run its kernels (docs/deploy.md, "EMR Studio"):
+# Jupyter Enterprise Gateway starts the kernels, Livy serves the PySpark kernel's session.
+STUDIO_APPLICATIONS = ["Livy", "JupyterEnterpriseGateway"]
+
+
+def applications(s: Settings) -> list[str]:
+    """Spark, plus with `aws.studio` what an EMR Studio Workspace attaches through."""
+    return ["Spark", *(STUDIO_APPLICATIONS if s.conf["aws.studio"] else [])]
+
+
 def run_job_flow_request(s: Settings) -> dict:
     cluster = s.conf["aws.cluster"]
     instances: dict = {
@@ -131,7 +141,7 @@ def run_job_flow_request(s: Settings) -> dict:
         "Name": cluster["name"],
         "ReleaseLabel": cluster["release_label"],
         "LogUri": s.uri(f"{s.logs_prefix}/emr/"),
-        "Applications": [{"Name": "Spark"}],
+        "Applications": [{"Name": name} for name in applications(s)],
         # Delta comes with the release; this classification puts it on Spark's class path.
         "Configurations": [{"Classification": "delta-defaults", "Properties": {"delta.enabled": "true"}}],
         "Instances": instances,

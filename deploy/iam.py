@@ -9,7 +9,8 @@ The two job roles get the same data policy: read code and input, read-write lake
 and list only those prefixes; with bronze.retention_days set, also delete in input (expired photos). No statement on data has a wildcard resource: every object ARN is
 under a prefix of the one bucket. Input is read-only, so a job cannot alter the source images.
 With `catalog.glue` (conf/aws.yaml), the policy also lets the jobs register the lake's tables in
-the AWS Glue Data Catalog: in the `catalog.database` database only, plus reading (and, on a fresh
+the AWS Glue Data Catalog: in the `catalog.database` and `catalog.notebook_database` databases only
+(the lake's, and the walkthrough notebook's demonstration lake's), plus reading (and, on a fresh
 account, creating) the `default` database, which Spark's Hive client opens when it starts.
 """
 
@@ -40,17 +41,20 @@ GLUE_TABLE_ACTIONS = [
 
 
 def glue_statements(s: Settings, account: str) -> list[dict]:
-    """Glue Data Catalog rights of the job roles: the lake's database and its tables, nothing else."""
+    """Glue Data Catalog rights of the job roles: the lake's database (`catalog.database`) and the
+    walkthrough notebook's (`catalog.notebook_database`, its demonstration lake's tables) and their
+    tables, nothing else."""
     arn = lambda kind: f"arn:aws:glue:{s.conf['aws.region']}:{account}:{kind}"  # noqa: E731
-    database = s.conf["catalog.database"]
+    databases = list(dict.fromkeys([s.conf["catalog.database"], s.conf["catalog.notebook_database"]]))
     return [
         {
             "Sid": "CatalogLakeTables",
             "Effect": "Allow",
             "Action": GLUE_TABLE_ACTIONS,
             "Resource": [
-                arn("catalog"), arn(f"database/{database}"), arn(f"table/{database}/*"),
-                arn(f"userDefinedFunction/{database}/*"),
+                arn("catalog"),
+                *(arn(f"{kind}/{database}{suffix}") for database in databases
+                  for kind, suffix in (("database", ""), ("table", "/*"), ("userDefinedFunction", "/*"))),
             ],
         },
         {

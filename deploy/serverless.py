@@ -54,6 +54,9 @@ def application_request(s: Settings) -> dict:
     }
     if initial:
         request["initialCapacity"] = initial
+    if s.conf["aws.studio"]:
+        # EMR Studio Workspaces may attach to the application for interactive sessions (docs/deploy.md).
+        request["interactiveConfiguration"] = {"studioEnabled": True}
     return request
 
 

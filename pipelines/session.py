@@ -21,13 +21,15 @@ import hashlib
 import os
 import shlex
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from pipelines.config import Conf, ConfError, is_remote, load_conf, resolve_location
 
-_DELTA_SESSION = {
+DELTA_SESSION = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
@@ -145,7 +147,7 @@ def s3a_settings(conf: Conf, environ: dict[str, str] | None = None) -> dict[str,
 def session_settings(conf: Conf) -> dict[str, str]:
     """Every setting the session gets, whether or not the JVM is ours to start."""
     settings = {
-        **_DELTA_SESSION,
+        **DELTA_SESSION,
         "spark.sql.shuffle.partitions": str(conf["spark.shuffle_partitions"]),
         # binaryFile reads open one small file per image: cap the scan's task count instead of
         # letting Spark's 4 MB open cost per file split a few MB of images into hundreds of tasks.
@@ -210,12 +212,43 @@ def build_spark_session(conf: Conf, stage: str, catalog: bool = False) -> SparkS
         settings = merge_java_options(settings, jvm_settings(conf, app_name))
     for key, value in settings.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with jvm_console(conf, app_name, starts_jvm and SparkContext._active_spark_context is None):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(conf["spark.log_level"])
     keep_jars_off_python_path(spark)
     if starts_jvm:
         record_resolved_jars(spark, conf)
     return spark
+
+
+@contextmanager
+def jvm_console(conf: Conf, app_name: str, starting: bool):
+    """With `spark.jvm_console: false`, the JVM started in this block writes its stdout and stderr
+    to the application's log file (`spark.log_dir`) instead of the console.
+
+    The JVM inherits file descriptors 1 and 2 when PySpark launches it, and so do the Python
+    workers it forks under local[*]: the JDK's "Using incubator modules" notice and TensorFlow's
+    native start-up lines would otherwise land in a notebook's cells, where ipykernel captures
+    both descriptors. This process's own descriptors are restored when the block ends.
+    """
+    if not starting or conf["spark.jvm_console"] or not conf["spark.log_dir"]:
+        yield
+        return
+    log_file = Path(resolve_location(conf["spark.log_dir"])) / f"{app_name}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(log_file, "ab") as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for descriptor in saved:
+            os.close(descriptor)
 
 
 def merge_java_options(settings: dict[str, str], more: dict[str, str]) -> dict[str, str]:

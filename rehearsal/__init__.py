@@ -6,5 +6,6 @@
 - `submit`: deploy's job requests turned into spark-submit commands, as EMR runs them;
 - `environment`: the environment archive from deploy/build_env.sh, cached by its inputs;
 - `sample`, `compare`: the images drawn for a run, and the lake read back against a local run;
-- `rehearse`: `make rehearse` (`python -m rehearsal`), the six steps in order.
+- `rehearse`: `make rehearse` (`python -m rehearsal`), the six steps in order;
+- `notebook`: `make notebook`, the walkthrough notebook executed against the same stand-ins.
 """

@@ -77,3 +77,20 @@ def test_the_test_session_was_started_from_the_resolved_list(spark):
     conf = spark.sparkContext.getConf()
     assert conf.get("spark.jars.packages") is None
     assert "delta-spark" in conf.get("spark.jars", "")
+
+
+def test_jvm_console_false_sends_what_the_jvm_writes_to_its_log_file(tmp_path):
+    """What a process started in the block writes on fds 1 and 2 (the JVM, its local Python workers)
+    lands in <log_dir>/<app>.log; the caller's own descriptors are back afterwards."""
+    import subprocess
+
+    quiet = _conf(tmp_path, "spark.jvm_console=false")
+    with session.jvm_console(quiet, "fruits-notebook", starting=True):
+        subprocess.run(["sh", "-c", "echo jdk-notice >&2; echo worker-line"], check=True)
+    assert (tmp_path / "logs" / "fruits-notebook.log").read_text().split() == ["jdk-notice", "worker-line"]
+    probe = subprocess.run(["sh", "-c", "echo still-here >&2"], capture_output=True, text=True)
+    assert probe.stderr == "still-here\n"
+    loud = _conf(tmp_path, "spark.jvm_console=true")
+    with session.jvm_console(loud, "fruits-stage", starting=True):
+        pass
+    assert not (tmp_path / "logs" / "fruits-stage.log").exists()

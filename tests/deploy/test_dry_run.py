@@ -101,3 +101,18 @@ def test_one_application_runs_the_chain_as_one_job_or_one_step(cli):
     (step,) = calls["emr.run_job_flow"]["Steps"]
     args = step["HadoopJarStep"]["Args"]
     assert step["Name"] == "chain" and args[args.index("run") :][:4] == ["run", "--jobs", "bronze,silver,gold,catalog", "--no-report"]
+
+
+def test_studio_adds_what_an_emr_studio_workspace_attaches_through(cli):
+    """aws.studio: the cluster installs Livy and JupyterEnterpriseGateway (Studio's kernels run through
+    them; emr-spark-8.0.0 has no JupyterHub) and the Serverless application allows Studio sessions."""
+    default = dict(_calls(cli("run", "--mode", "cluster", "--set", WITH_KEY, "--dry-run", dry_run_only=True)[1]))
+    assert default["emr.run_job_flow"]["Applications"] == [{"Name": "Spark"}]
+    studio = ("--set", "aws.studio=true", "--set", "aws.cluster.keep_alive=true")
+    calls = dict(_calls(cli("run", "--mode", "cluster", "--set", WITH_KEY, *studio, "--dry-run", dry_run_only=True)[1]))
+    assert [a["Name"] for a in calls["emr.run_job_flow"]["Applications"]] == ["Spark", "Livy", "JupyterEnterpriseGateway"]
+    assert calls["emr.run_job_flow"]["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
+    plain = dict(_calls(cli("run", "--mode", "serverless", "--dry-run", dry_run_only=True)[1]))
+    assert "interactiveConfiguration" not in plain["emr-serverless.create_application"]
+    calls = dict(_calls(cli("run", "--mode", "serverless", "--set", "aws.studio=true", "--dry-run", dry_run_only=True)[1]))
+    assert calls["emr-serverless.create_application"]["interactiveConfiguration"] == {"studioEnabled": True}

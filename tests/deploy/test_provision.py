@@ -143,7 +143,8 @@ def _list(value):
 
 @pytest.mark.parametrize("role", ["fruits-emr-ec2", "fruits-emr-serverless-job"])
 def test_job_roles_may_register_the_lake_tables_in_glue_and_nothing_else(provisioned, role):
-    """conf/aws.yaml turns catalog.glue on: the catalog step needs Glue rights on its database only."""
+    """conf/aws.yaml turns catalog.glue on: the catalog step needs Glue rights on its database, and the
+    walkthrough notebook (run as these roles from EMR Studio) on its own, catalog.notebook_database."""
     policy = _inline(role, "fruits-data-access")
     glue = [st for st in policy["Statement"] if any(a.startswith("glue:") for a in _list(st["Action"]))]
     account = boto3.client("sts", region_name=REGION).get_caller_identity()["Account"]
@@ -155,6 +156,8 @@ def test_job_roles_may_register_the_lake_tables_in_glue_and_nothing_else(provisi
     assert allowed("glue:CreateTable", f"{arn}:table/fruits/gold")
     assert allowed("glue:GetTables", f"{arn}:database/fruits")
     assert allowed("glue:GetDatabase", f"{arn}:database/default")
+    assert allowed("glue:CreateTable", f"{arn}:table/fruits_notebook/gold")
+    assert allowed("glue:CreateDatabase", f"{arn}:database/fruits_notebook")
     assert not allowed("glue:CreateTable", f"{arn}:table/default/gold")
     assert not allowed("glue:DeleteTable", f"{arn}:table/other_team/orders")
     assert not allowed("glue:DeleteDatabase", f"{arn}:database/fruits")

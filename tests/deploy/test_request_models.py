@@ -36,6 +36,7 @@ VARIANTS = {
     "tls": [WITH_KEY, f"aws.cluster.security.tls_certificates_zip=s3://{BUCKET}/code/certs/emr-tls.zip"],
     "no glue": ["catalog.glue=false"],
     "one application": ["aws.one_application=true"],
+    "emr studio": ["aws.studio=true", "aws.cluster.keep_alive=true"],
 }  # fmt: skip
 NEEDS_KEY = {"run --mode cluster"}
 
