@@ -6,5 +6,8 @@
 - `submit`: deploy's job requests turned into spark-submit commands, as EMR runs them;
 - `environment`: the environment archive from deploy/build_env.sh, cached by its inputs;
 - `sample`, `compare`: the images drawn for a run, and the lake read back against a local run;
-- `rehearse`: `make rehearse` (`python -m rehearsal`), the six steps in order.
+- `stand_ins`: those pieces brought up step by step, shared by the rehearsal and the demo;
+- `rehearse`: `make rehearse` (`python -m rehearsal`), the six steps in order;
+- `demo`, `query`, `screenshots`: `make demo`, the defence's live demo on a prepared lake, its
+  Spark SQL session, and the deck's evidence captured during it.
 """

@@ -289,10 +289,25 @@ def run_job(stage: str, command: SubmitCommand, driver_dir: Path, env_dir: Path,
         if line.startswith(prefixes):
             out(f"  [cluster] {line}")
     if driver.returncode != 0:
-        tail = [line for line in err_log.read_text(errors="replace").splitlines() if line.strip() and not line.startswith("[Stage")][-15:]
-        raise RehearsalError(f"stage {stage} failed on the cluster (exit {driver.returncode}); last lines of {err_log}:\n" + "\n".join(tail))
+        raise RehearsalError(
+            f"stage {stage} failed on the cluster (exit {driver.returncode}); last lines of {out_log.name} and {err_log.name} "
+            f"in {logs}:\n" + "\n".join(failure_tail(out_log, err_log))
+        )
     if command.not_applicable:
         out(f"  ({stage}: not applicable on a standalone cluster: {', '.join(command.not_applicable)})")
+
+
+# Lines every JVM prints, which say nothing about a failure.
+NOISE = ("SLF4J:", "WARNING: Using incubator modules", "[Stage")
+
+
+def failure_tail(*logs: Path, lines: int = 15) -> list[str]:
+    """The last lines of a failed driver's output and log (the stage's own message first: a gate's
+    failed expectations go to its output), the JVMs' routine noise left out."""
+    kept = []
+    for log in logs:
+        kept += [line for line in log.read_text(errors="replace").splitlines() if line.strip() and not line.startswith(NOISE)][-lines:]
+    return kept
 
 
 def own_line_names(job: str) -> tuple[str, ...]:
