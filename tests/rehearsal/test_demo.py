@@ -30,13 +30,13 @@ def sample_tree(root: Path, layout: dict[str, int]) -> list[Path]:
     return files
 
 
-def test_prepared_files_take_the_first_training_and_test_images_of_each_label(tmp_path):
+def test_prepared_files_spread_through_the_training_and_test_images_of_each_label(tmp_path):
     files = sample_tree(tmp_path, {"Training/Kiwi": 5, "Test/Kiwi": 4, "Training/Lemon": 5, "Test/Lemon": 3, "Training/Fig": 2})
     grouped = demo.labelled(files, tmp_path)
     chosen = demo.prepared_files(grouped, ["Kiwi", "Lemon"], training=2, test=1)
     assert [p.relative_to(tmp_path).as_posix() for p in chosen] == [
-        "Training/Kiwi/000_100.jpg", "Training/Kiwi/001_100.jpg", "Test/Kiwi/000_100.jpg",
-        "Training/Lemon/000_100.jpg", "Training/Lemon/001_100.jpg", "Test/Lemon/000_100.jpg",
+        "Training/Kiwi/000_100.jpg", "Training/Kiwi/002_100.jpg", "Test/Kiwi/000_100.jpg",
+        "Training/Lemon/000_100.jpg", "Training/Lemon/002_100.jpg", "Test/Lemon/000_100.jpg",
     ]
     # A label with no Test images cannot be judged by the classifier's gate: refused, named.
     with pytest.raises(RehearsalError, match="Test/Fig"):

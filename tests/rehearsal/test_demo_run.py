@@ -17,12 +17,14 @@ import sys
 
 import pytest
 
-from pipelines.config import PROJECT_ROOT
+from pipelines.config import PROJECT_ROOT, load_conf
 from tests.s3_binary import server_binary_or_skip
 
 pytestmark = [pytest.mark.long, pytest.mark.spark, pytest.mark.s3]
 TIMEOUT_S = 3600
 NEW_PHOTOS = 3
+LOCAL = load_conf(["conf/local.yaml"])
+PREPARED = len(LOCAL["demo.labels"]) * (LOCAL["demo.training_per_label"] + LOCAL["demo.test_per_label"])
 SHOTS = ("spark-master", "spark-app", "bucket-images", "bucket-exports", "data-docs", "demo-1", "demo-2", "demo-3", "demo-4")
 
 
@@ -48,7 +50,7 @@ def test_prepare_then_the_live_part_with_its_screenshots(tmp_path):
             f"demo.screenshots_dir={shots}", f"demo.transcript={transcript}"]
 
     prepared = demo("--prepare", sets=sets)
-    assert "demo --prepare: ready in" in prepared and "112 images in the lake" in prepared
+    assert "demo --prepare: ready in" in prepared and f"{PREPARED} images in the lake" in prepared
     for stage in ("bronze", "silver", "gold", "classifier"):
         assert re.search(rf"\[cluster\] {stage}[: ]", prepared), stage
 
@@ -57,7 +59,7 @@ def test_prepare_then_the_live_part_with_its_screenshots(tmp_path):
     assert live.count("+ Test/") == NEW_PHOTOS
     # Only the new photos went through the chain: each layer gained exactly them.
     for layer in ("bronze", "silver", "gold", "classifier"):
-        assert re.search(rf"\|\s*{layer}\s*\|\s*{NEW_PHOTOS}\s*\|\s*{112 + NEW_PHOTOS}\s*\|", live), layer
+        assert re.search(rf"\|\s*{layer}\s*\|\s*{NEW_PHOTOS}\s*\|\s*{PREPARED + NEW_PHOTOS}\s*\|", live), layer
     assert re.search(r"demo: \d+ s for the live part: (fits|does NOT fit) the 120 s slot", live)
     assert transcript.read_text().startswith("[   0.0 s] demo: live part")
     for name in SHOTS:
