@@ -213,7 +213,7 @@ def prepare(ctx: Context) -> int:
     # when it is the same archive's: package_and_unpack checks).
     for old in (work.iterdir() if work.exists() else ()):
         if old.name != "driver-environment":
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+            discard(old) if old.is_dir() else old.unlink()
     logs = work / "logs" / "prepare"
     logs.mkdir(parents=True)
     subset = work / "input-prepared"
@@ -238,7 +238,8 @@ def prepare(ctx: Context) -> int:
             s, driver_env = package_and_unpack(server, local, placed, logs, work / "driver-environment", out)
         job_env = job_environment(state.job_keys, s.region)
         with steps.step("Spark standalone cluster: a master and two one-core workers"):
-            stack.callback(shutil.rmtree, work / "cluster", True)  # after the cluster stops: the executors' unpacked archives
+            # After the cluster stops, not within a timed step: each executor unpacked the archive there (gigabytes).
+            stack.callback(discard, work / "cluster")
             spark_cluster = start_cluster(stack, s, local, work / "cluster", logs, job_env)
         run_id = "demo-prepare-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         with steps.step(f"the chain ({', '.join(s.conf['aws.stages'])}) on the cluster, job {', '.join(jobs(s))}"):
@@ -261,9 +262,6 @@ def run_chain(ctx: Context, s: Settings, server, spark_cluster: StandaloneCluste
         command = submit_command(run_settings(s, (f"run.id={run_id}",)), job, "serverless", platform)
         timeout_s = s.conf["aws.serverless.execution_timeout_minutes"] * 60
         run_job(job, command, ctx.work / "driver", driver_env, job_env, logs, timeout_s, ctx.out)
-    # Each executor unpacked the environment archive in its folder: gigabytes, not kept.
-    for folder in spark_cluster.executor_folders():
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def live(ctx: Context, pause: bool, screenshots: bool) -> int:
@@ -285,7 +283,7 @@ def live(ctx: Context, pause: bool, screenshots: bool) -> int:
         stack.enter_context(patched_environ(server.location_environment(state.bucket)))
         s = aws_settings(work / "input-prepared", work / "dist", ctx.jars, archive, ctx.confs)
         job_env = job_environment(state.job_keys, s.region)
-        stack.callback(shutil.rmtree, work / "cluster", True)  # after the cluster stops
+        stack.callback(discard, work / "cluster")  # after the cluster stops
         spark_cluster = start_cluster(stack, s, local, work / "cluster", logs, job_env)
         job_client = server.client(keys=state.job_keys)
         taken = {key[len(s.input_prefix) + 1:] for key in list_keys(job_client, s.bucket, f"{s.input_prefix}/")}
@@ -323,6 +321,14 @@ def live(ctx: Context, pause: bool, screenshots: bool) -> int:
         if capture:
             capture.after_run(server, s, state.job_keys, photos, source, out.lines)
     return 0
+
+
+def discard(folder: Path) -> None:
+    """Delete a scratch folder; renamed first, so a slow delete interrupted leaves no half folder in the way."""
+    if folder.exists():
+        doomed = folder.with_name(f".{folder.name}-deleting-{time.time_ns()}")
+        folder.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def upload(server: LocalS3Server, s: Settings, photos: list[Path], source: Path, out) -> None:
