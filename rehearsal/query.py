@@ -24,6 +24,10 @@ class Session:
     def __init__(self, local: Conf, server: LocalS3Server, s: Settings, job_keys: tuple[str, str], work: Path):
         overrides = [
             *reader_overrides(server, s),
+            # Registering a table makes the metastore write a folder marker under lake.root: with the
+            # bucket's encryption, or the bucket policy's deny refuses it.
+            f"s3.encryption_algorithm={s.conf['s3.encryption_algorithm']}",
+            *([f"s3.encryption_key={s.kms_key}"] if s.kms_key else []),
             f"catalog.metastore_dir={work / 'metastore'}",
             f"spark.log_dir={work / 'logs'}",
         ]
