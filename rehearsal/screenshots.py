@@ -42,6 +42,7 @@ main { display: flex; gap: 36px; padding: 20px 36px; }
 section { flex: 1; } h2 { font-size: 22px; margin: 0 0 10px; }
 table { border-collapse: collapse; width: 100%; font-size: 17px; }
 td, th { text-align: left; padding: 3px 10px; border-bottom: 1px solid #ddd; white-space: nowrap; }
+td.wrap { white-space: normal; word-break: break-all; }
 th { background: #f1f1f1; } td.num { text-align: right; } tr.new td { background: #fff3c4; font-weight: bold; }
 code { font: 16px 'DejaVu Sans Mono', monospace; }
 """
@@ -69,17 +70,18 @@ def listing_page(title: str, subtitle: str, folders: list[tuple[str, int]], obje
     """A bucket listing: objects per folder on the left, the objects (newest first) on the right,
     the run's new ones highlighted. `objects` are ListObjectsV2 entries (Key, Size, LastModified)."""
     folder_rows = "".join(f"<tr><td><code>{html.escape(name)}/</code></td><td class=num>{count}</td></tr>" for name, count in folders)
+    listed = title.split("://", 1)[-1].split("/", 1)[-1]  # the listed prefix: folders are shown below it
     object_rows = "".join(
-        f"<tr class=\"{'new' if o['Key'] in new_keys else ''}\"><td><code>{html.escape(o['Key'].rsplit('/', 1)[-1])}</code></td>"
-        f"<td><code>{html.escape(_folder(o['Key']))}</code></td><td class=num>{o['Size'] / 1024:,.1f} KB</td>"
-        f"<td>{_when(o['LastModified'])}</td></tr>"
+        f"<tr class=\"{'new' if o['Key'] in new_keys else ''}\"><td class=wrap><code>{html.escape(o['Key'].rsplit('/', 1)[-1] or '(folder marker)')}</code></td>"
+        f"<td class=wrap><code>{html.escape(_folder(o['Key']).removeprefix(listed.rstrip('/')).lstrip('/') or '.')}</code></td>"
+        f"<td class=num>{o['Size'] / 1024:,.1f} KB</td><td>{_when(o['LastModified'])}</td></tr>"
         for o in objects
     )
     return (
         f"<!doctype html><meta charset=utf-8><style>{STYLE}</style><header><h1>{html.escape(title)}</h1>"
         f"<p>{html.escape(subtitle)}</p></header><main><section style=\"flex:0 0 34%\"><h2>Folders</h2><table>"
         f"<tr><th>prefix</th><th>objects</th></tr>{folder_rows}</table></section><section><h2>Objects, newest first</h2>"
-        f"<table><tr><th>name</th><th>folder</th><th>size</th><th>last modified (UTC)</th></tr>{object_rows}</table></section></main>"
+        f"<table><tr><th>name</th><th>folder (below the listed prefix)</th><th>size</th><th>last modified (UTC)</th></tr>{object_rows}</table></section></main>"
     )
 
 
