@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup run run-s3 serve rehearse notebook test test-fast test-long test-data bench profile clean-lake help deploy-cost deploy-plan
+.PHONY: setup run run-s3 serve rehearse notebook demo test test-fast test-long test-data bench profile clean-lake help deploy-cost deploy-plan
 .DEFAULT_GOAL := help
 
 help:
@@ -24,6 +24,7 @@ help:
 	@echo "make serve  - the prediction service and its web page on http://127.0.0.1:8360/ (conf serving.*, docs/serving.md)"
 	@echo "make rehearse - the AWS run on this machine: deploy's own requests on a Spark standalone cluster and S3 with the job role's policy (docs/deploy.md)"
 	@echo "make notebook - execute notebooks/fruits_walkthrough.ipynb in place against the rehearsal's Spark cluster and S3 server (its committed outputs)"
+	@echo "make demo   - the defence's 2-minute demo on the rehearsal: ARGS=--prepare first (before the talk), then make demo (docs/deploy.md, Demo)"
 	@echo "make test   - run the test suite (prints how many tests were skipped; under CI=true an unlisted skip fails it)"
 	@echo "make test-fast - the tests not marked slow, for the edit loop"
 	@echo "make test-long - the long checks make test leaves out (make run-s3 and make bench smoke tests)"
@@ -99,6 +100,13 @@ rehearse: setup test-data
 # cluster of two workers (rehearsal/notebook.py). ARGS="--images 40" for a smaller subset.
 notebook: setup test-data
 	$(PY) -m rehearsal.notebook $(ARGS)
+
+# The defence's live demo on the rehearsal (docs/deploy.md "Demo", rehearsal/demo.py): ARGS=--prepare
+# builds its lake before the talk (~15 min); `make demo` waits for Enter, then runs the timed live
+# part (new photos, the chain as one application, Spark SQL); ARGS=--screenshots also captures the
+# deck's screenshots (docs/deck/screenshots/) and writes docs/deck/demo-transcript.txt.
+demo: setup test-data
+	$(PY) -m rehearsal.demo $(ARGS)
 
 # What the tests need besides setup, prepared as `make run` prepares it: the input folder (a link to
 # the local sample, else the public archive) and the MobileNetV2 weights in the Keras cache. Under

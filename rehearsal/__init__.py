@@ -6,6 +6,9 @@
 - `submit`: deploy's job requests turned into spark-submit commands, as EMR runs them;
 - `environment`: the environment archive from deploy/build_env.sh, cached by its inputs;
 - `sample`, `compare`: the images drawn for a run, and the lake read back against a local run;
+- `stand_ins`: those pieces brought up step by step, shared by the rehearsal and the demo;
 - `rehearse`: `make rehearse` (`python -m rehearsal`), the six steps in order;
-- `notebook`: `make notebook`, the walkthrough notebook executed against the same stand-ins.
+- `notebook`: `make notebook`, the walkthrough notebook executed against the same stand-ins;
+- `demo`, `query`, `screenshots`: `make demo`, the defence's live demo on a prepared lake, its
+  Spark SQL session, and the deck's evidence captured during it.
 """

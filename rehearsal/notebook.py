@@ -21,7 +21,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import sys
 import time
 from contextlib import ExitStack
@@ -35,7 +34,7 @@ from deploy import package, storage
 from deploy.serverless import spark_settings
 from deploy.spark_args import ENV_PYTHON, environment_conf
 from pipelines.config import PROJECT_ROOT, Conf, load_conf, resolve_location
-from rehearsal import environment, rehearse, sample
+from rehearsal import environment, sample, stand_ins
 from rehearsal.s3_server import BUCKET_ENV, ENDPOINT_ENV, LocalS3Server, new_bucket_name, patched_environ
 from rehearsal.spark_cluster import StandaloneCluster
 from rehearsal.submit import platform_conf
@@ -58,8 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, rehearse._stop_on_signal)
-    local = load_conf([rehearse.LOCAL_CONF])
+    stand_ins.install_signal_handlers()
+    local = load_conf([stand_ins.LOCAL_CONF])
     run_dir = Path(resolve_location(local["rehearsal.work_dir"])) / ("notebook-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     scratch, logs = run_dir / "scratch", run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -67,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with ExitStack() as stack:
             seconds = _run(args, local, scratch, logs, stack)
+    except stand_ins.Interrupted as exc:  # Ctrl-C or a TERM: what was started is stopped by now
+        print(f"notebook: interrupted by {exc} after {time.monotonic() - started:.0f} s; logs in {run_dir}", file=sys.stderr)
+        return 130
     except Exception as exc:  # noqa: BLE001 - one line, the logs say more
         print(f"notebook: FAILED after {time.monotonic() - started:.0f} s: {type(exc).__name__}: {str(exc)[:2000]}", file=sys.stderr)
         print(f"notebook: logs and scratch kept in {run_dir}", file=sys.stderr)
@@ -82,30 +84,30 @@ def _run(args, local: Conf, scratch: Path, logs: Path, stack: ExitStack) -> floa
     labels = set(local["gold.plot_labels"])
     files = [p for p in sample.image_files(source, local["input.extensions"]) if p.parent.name in labels]
     if not files:
-        raise rehearse.RehearsalError(f"no image of {sorted(labels)} under '{source}' (input.path of {rehearse.LOCAL_CONF}): run `make test-data`")
+        raise stand_ins.RehearsalError(f"no image of {sorted(labels)} under '{source}' (input.path of {stand_ins.LOCAL_CONF}): run `make test-data`")
     subset = scratch / "input"
     sample.copy_subset(files, source, subset)
-    jars = rehearse._platform_jars(local)
+    jars = stand_ins.platform_jars(local)
     bucket = new_bucket_name()
     with patched_environ({BUCKET_ENV: bucket, ENDPOINT_ENV: "http://127.0.0.1:1"}):
-        aws = load_conf(rehearse.AWS_CONFS)
+        aws = load_conf(stand_ins.AWS_CONFS)
 
     server = stack.enter_context(LocalS3Server(aws["s3.region"], kms_key_name=aws["s3.encryption_key"]))
     stack.enter_context(patched_environ(server.location_environment(bucket)))
-    s = rehearse._settings(local, subset, scratch, jars)
-    ex = rehearse.LocalExecutor(server, s.region, io.StringIO())
+    s = stand_ins.aws_settings(subset, scratch / 'dist', jars)
+    ex = stand_ins.LocalExecutor(server, s.region, io.StringIO())
     storage.provision_bucket(ex, s)
-    credentials = server.add_user(rehearse.JOB_USER, rehearse.job_user_policy(s))
+    credentials = server.add_user(stand_ins.JOB_USER, stand_ins.job_user_policy(s))
     archive, built = environment.cached_archive(Path(resolve_location(local["rehearsal.env_cache_dir"])), logs / "build-env.log")
-    s = rehearse._settings(local, subset, scratch, jars, archive)
+    s = stand_ins.aws_settings(subset, scratch / 'dist', jars, archive)
     package.package(ex, s, with_env=True, with_data=True)
     print(f"notebook: {server.endpoint}, bucket {bucket}, {len(files)} images of {len(labels)} fruits uploaded, "
           f"environment {archive.name} ({'built now' if built else 'cached'})", flush=True)
 
-    job_env = rehearse._job_environment(credentials, s.region)
+    job_env = stand_ins.job_environment(credentials, s.region)
     spark_cluster = stack.enter_context(
         StandaloneCluster(scratch / "cluster", log_dir=logs, memory_per_worker=local["rehearsal.worker_memory"],
-                          worker_env={**rehearse._base_environment(), **job_env})
+                          worker_env={**stand_ins.base_environment(), **job_env})
     )
     print(f"notebook: {spark_cluster.master_url}, {spark_cluster.alive_workers()} workers; executing {NOTEBOOK.name}", flush=True)
     kernel_env = _kernel_environment(s, spark_cluster.master_url, server.endpoint, jars, job_env, args.images, scratch)
@@ -135,7 +137,7 @@ def _kernel_environment(s, master_url: str, endpoint: str, jars: dict, job_env: 
     ))
     return {
         **job_env,
-        "FRUITS_CONF": ",".join(rehearse.AWS_CONFS),
+        "FRUITS_CONF": ",".join(stand_ins.AWS_CONFS),
         "FRUITS_SET": shlex.join(settings),
         "FRUITS_NOTEBOOK_IMAGES": str(images),
         # The executors' interpreter, relative to their working folder (the driver runs none).

@@ -20,15 +20,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import importlib
 import io
-import json
-import os
-import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from contextlib import ExitStack
@@ -37,111 +31,37 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from deploy import cluster, iam, package, serverless, storage
-from deploy.executor import DeployError, Executor
-from deploy.settings import Settings, load_settings
+from deploy.executor import DeployError
+from deploy.settings import Settings
 from deploy.spark_args import jobs
 from pipelines import stages
 from pipelines.config import PROJECT_ROOT, Conf, ConfError, load_conf, resolve_location
 from pipelines.session import build_spark_session
-from rehearsal import compare, environment, sample
+from rehearsal import compare, sample
 from rehearsal.environment import EnvironmentBuildError
-from rehearsal.s3_server import (
-    BUCKET_ENV,
-    ENDPOINT_ENV,
-    LocalS3Server,
-    S3ServerError,
-    list_keys,
-    new_bucket_name,
-    patched_environ,
+from rehearsal.s3_server import LocalS3Server, S3ServerError, list_keys, new_bucket_name, patched_environ
+from rehearsal.spark_cluster import ClusterError
+from rehearsal.stand_ins import (
+    LOCAL_CONF,
+    Interrupted,
+    RehearsalError,
+    Steps,
+    add_job_user,
+    aws_conf,
+    aws_settings,
+    install_signal_handlers,
+    job_environment,
+    package_and_unpack,
+    platform_jars,
+    provision,
+    reader_keys,
+    reader_overrides,
+    run_job,
+    run_settings,
+    start_cluster,
+    submit_command,
 )
-from rehearsal.spark_cluster import SPARK_HOME, ClusterError, StandaloneCluster, end_process_group
-from rehearsal.submit import SubmitCommand, SubmitError, from_job_run, from_step, platform_conf
-
-LOCAL_CONF = "conf/local.yaml"
-AWS_CONFS = ("conf/aws.yaml", "conf/rehearse.yaml")
-# Requests of `deploy provision` that MinIO does not implement (it answers MalformedXML or
-# NotImplemented): reported, not rehearsed. Any other refusal fails the rehearsal.
-NOT_SUPPORTED_HERE = {"put_public_access_block", "put_bucket_ownership_controls"}
-# MinIO's lifecycle rules have no AbortIncompleteMultipartUpload: the others are applied without it.
-UNSUPPORTED_LIFECYCLE_ACTION = "AbortIncompleteMultipartUpload"
-# How MinIO answers a request it does not implement; any other refusal is an error.
-NOT_IMPLEMENTED_CODES = {"NotImplemented", "MalformedXML", "InvalidArgument"}
-# Stand-ins for what AWS would answer: the account (only Glue ARNs use it, and Glue is not
-# rehearsed), the role and the application id in the request (not used by spark-submit).
-ACCOUNT = "000000000000"
-APPLICATION_ID = "rehearsal"
-JOB_USER = "fruits-job"
-# Bucket policy statements that cannot hold on a plain-HTTP loopback server.
-TRANSPORT_CONDITION = "aws:SecureTransport"
-
-
-class RehearsalError(RuntimeError):
-    """A step failed; the message names it and where its log is."""
-
-
-class LocalExecutor(Executor):
-    """deploy's Executor against the local server: real calls, unsupported requests recorded."""
-
-    def __init__(self, server: LocalS3Server, region: str, out):
-        super().__init__(region, dry_run=False, out=out, client_factory=lambda service, _: server.client(service))
-        self.not_supported: list[str] = []
-
-    def call(self, service: str, operation: str, tolerate: tuple[str, ...] = (), **params):
-        try:
-            return super().call(service, operation, tolerate, **params)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in NOT_IMPLEMENTED_CODES:
-                raise
-            rules = params.get("LifecycleConfiguration", {}).get("Rules", [])
-            kept = [rule for rule in rules if UNSUPPORTED_LIFECYCLE_ACTION not in rule]
-            if operation == "put_bucket_lifecycle_configuration" and len(kept) < len(rules):
-                self.not_supported.append(f"{UNSUPPORTED_LIFECYCLE_ACTION} lifecycle rules ({len(rules) - len(kept)})")
-                return super().call(service, operation, tolerate, **{**params, "LifecycleConfiguration": {"Rules": kept}})
-            if operation not in NOT_SUPPORTED_HERE:
-                raise
-            self.not_supported.append(f"{service}.{operation}")
-            return None
-
-
-def job_user_policy(s: Settings) -> dict:
-    """The job role's S3 statements (deploy/iam.py) plus the bucket policy's deny rules that apply here."""
-    s3_statements = [st for st in iam.data_policy(s, ACCOUNT)["Statement"] if _is_s3(st)]
-    denies = [
-        {key: value for key, value in st.items() if key != "Principal"}
-        for st in storage.bucket_policy(s)["Statement"]
-        if TRANSPORT_CONDITION not in str(st.get("Condition", {}))
-    ]
-    return {"Version": "2012-10-17", "Statement": s3_statements + denies}
-
-
-def _is_s3(statement: dict) -> bool:
-    actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-    return all(action.startswith("s3:") for action in actions)
-
-
-def submit_command(s: Settings, stage: str, mode: str, platform: dict[str, str]) -> SubmitCommand:
-    """The stage's spark-submit command, from the request `deploy run --mode <mode>` sends."""
-    if mode == "serverless":
-        role_arn = iam.role_arn(ACCOUNT, s.conf["aws.iam.serverless_job_role"])
-        return from_job_run(serverless.job_run_request(s, APPLICATION_ID, role_arn, stage), platform)
-    return from_step(cluster.step(s, stage), platform)
-
-
-class Steps:
-    """Prints `[n/total] what ... seconds` for each step."""
-
-    def __init__(self, total: int):
-        self.total, self.number, self.times = total, 0, {}
-
-    @contextlib.contextmanager
-    def step(self, what: str):
-        self.number += 1
-        print(f"rehearse [{self.number}/{self.total}] {what}", flush=True)
-        started = time.monotonic()
-        yield
-        self.times[what] = time.monotonic() - started
-        print(f"rehearse [{self.number}/{self.total}] done in {self.times[what]:.1f} s", flush=True)
+from rehearsal.submit import SubmitError, platform_conf
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -155,10 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # A TERM (a CI timeout, `kill`) unwinds like Ctrl-C: the server and the cluster are stopped,
-    # and a second signal does not cut that cleanup short.
-    signal.signal(signal.SIGTERM, _stop_on_signal)
-    signal.signal(signal.SIGINT, _stop_on_signal)
+    install_signal_handlers()
     try:
         local = load_conf([LOCAL_CONF])
         return rehearse(args, local)
@@ -168,16 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"rehearse: interrupted ({exc}); everything it started was stopped", file=sys.stderr)
         return 130
-
-
-class Interrupted(BaseException):
-    """A TERM or INT arrived; raised once, the signals then ignored while cleanup runs."""
-
-
-def _stop_on_signal(number, _frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise Interrupted(signal.Signals(number).name)
 
 
 def rehearse(args: argparse.Namespace, local: Conf) -> int:
@@ -211,56 +118,38 @@ def _run(args, local: Conf, scratch: Path, logs: Path, steps: Steps, stack: Exit
         raise RehearsalError(f"no image under '{source}' (input.path of {LOCAL_CONF}, extensions {local['input.extensions']})")
     subset = scratch / "input"
     sample.copy_subset(files, source, subset)
-    jars = _platform_jars(local)
+    jars = platform_jars(local)
     bucket = new_bucket_name()
-    with patched_environ({BUCKET_ENV: bucket, ENDPOINT_ENV: "http://127.0.0.1:1"}):  # the port is not known yet
-        aws = load_conf(AWS_CONFS)
+    aws = aws_conf(bucket)  # the server's port is not known yet
+    placed = lambda archive=None: aws_settings(subset, scratch / "dist", jars, archive)  # noqa: E731
 
     with steps.step("S3 server and bucket, laid out by `deploy provision`'s code"):
         server = stack.enter_context(LocalS3Server(aws["s3.region"], kms_key_name=aws["s3.encryption_key"]))
         stack.enter_context(patched_environ(server.location_environment(bucket)))
-        s = _settings(local, subset, scratch, jars)
-        ex = LocalExecutor(server, s.region, io.StringIO())
-        storage.provision_bucket(ex, s)
-        print(f"  {server.endpoint}, bucket {bucket}; not supported by this server: {', '.join(ex.not_supported) or 'none'}")
+        s = placed()
+        not_supported = provision(server, s)
+        print(f"  {server.endpoint}, bucket {bucket}; not supported by this server: {', '.join(not_supported) or 'none'}")
 
     with steps.step("job user with the job role's S3 policy (deploy/iam.py) and the bucket policy's denies"):
-        policy = job_user_policy(s)
-        credentials = server.add_user(JOB_USER, policy)
-        (logs / "job-user-policy.json").write_text(json.dumps(policy, indent=2))
-        print(f"  user {JOB_USER}: {len(policy['Statement'])} statements (logs/job-user-policy.json)")
+        credentials, policy = add_job_user(server, s, logs)
+        print(f"  user {credentials[0]}: {len(policy['Statement'])} statements (logs/job-user-policy.json)")
 
     with steps.step("environment archive (deploy/build_env.sh --host, cached) and `deploy package`"):
-        archive, built = environment.cached_archive(Path(resolve_location(local["rehearsal.env_cache_dir"])), logs / "build-env.log")
-        print(f"  {archive.name} ({archive.stat().st_size / 2**20:.0f} MB, {'built now' if built else 'cached'})")
-        s = _settings(local, subset, scratch, jars, archive)
-        ex.out = io.StringIO()
-        package.package(ex, s, with_env=True, with_data=True)
-        for line in ex.out.getvalue().splitlines():
-            if not line.startswith("[aws]"):
-                print(f"  {line}")
-        driver_env_dir = environment.unpack(archive, scratch / "driver-environment")
+        s, driver_env_dir = package_and_unpack(server, local, placed, logs, scratch / "driver-environment")
 
-    job_env = _job_environment(credentials, s.region)
+    job_env = job_environment(credentials, s.region)
     with steps.step("Spark standalone cluster: a master and two one-core workers, each its own JVM"):
-        _check_executor_fits(s, local["rehearsal.worker_memory"])
-        spark_cluster = stack.enter_context(
-            StandaloneCluster(
-                scratch / "cluster", log_dir=logs, memory_per_worker=local["rehearsal.worker_memory"],
-                worker_env={**_base_environment(), **job_env},
-            )
-        )
+        spark_cluster = start_cluster(stack, s, local, scratch / "cluster", logs, job_env)
         print(f"  {spark_cluster.master_url}: {spark_cluster.alive_workers()} workers alive")
 
     with steps.step(f"jobs {', '.join(jobs(s))} with the {args.mode} submit arguments"):
         platform = platform_conf(spark_cluster.master_url, server.endpoint, s.region, jars["class_path"])
-        # The requests `deploy run` would send with the rehearsal's overlay: the overrides above
-        # only place files for `package` and the jars, and are not forwarded to the jobs.
-        run_settings = dataclasses.replace(s, job_overrides=())
+        # The requests `deploy run` would send with the rehearsal's overlay.
+        requests = run_settings(s)
         for stage in jobs(s):
-            command = submit_command(run_settings, stage, args.mode, platform)
+            command = submit_command(requests, stage, args.mode, platform)
             timeout_s = s.conf["aws.serverless.execution_timeout_minutes"] * 60
-            _submit(stage, command, scratch / f"driver-{stage}", driver_env_dir, job_env, logs, timeout_s)
+            run_job(stage, command, scratch / f"driver-{stage}", driver_env_dir, job_env, logs, timeout_s)
             executors = spark_cluster.executor_folders()
             print(f"  {stage}: {len(executors)} executor processes ran in the workers' folders")
             for folder in executors:
@@ -270,91 +159,9 @@ def _run(args, local: Conf, scratch: Path, logs: Path, steps: Steps, stack: Exit
         return _read_back(s, local, server, credentials, subset, scratch, len(files))
 
 
-def _settings(local: Conf, subset: Path, scratch: Path, jars: dict, archive: Path | None = None) -> Settings:
-    overrides = [
-        f"aws.package.dataset_source={subset}",
-        f"aws.package.dist_dir={scratch / 'dist'}",
-        f"aws.delta_jars=[{', '.join(jars['delta'])}]",
-    ]
-    if archive:
-        overrides.append(f"aws.package.env_archive={archive}")
-    return load_settings(AWS_CONFS, overrides)
-
-
-def _platform_jars(local: Conf) -> dict[str, list[str]]:
-    """The jars EMR's release puts on every node, taken from the Ivy cache `make setup` warmed."""
-    folder = Path(resolve_location(local["spark.ivy_dir"])) / "jars"
-    found = {pattern: sorted(folder.glob(pattern)) for pattern in local["rehearsal.delta_jars"] + local["rehearsal.class_path_jars"]}
-    missing = [pattern for pattern, paths in found.items() if not paths]
-    if missing:
-        raise RehearsalError(f"no jar matching {missing} in {folder}: run `make setup` (it fills the Ivy cache)")
-    several = {pattern: [p.name for p in paths] for pattern, paths in found.items() if len(paths) > 1}
-    if several:
-        raise RehearsalError(f"several jars match in {folder}: {several}; remove the old versions (or the folder, then `make setup`)")
-    pick = lambda patterns: [str(found[p][0]) for p in patterns]  # noqa: E731
-    return {"delta": pick(local["rehearsal.delta_jars"]), "class_path": pick(local["rehearsal.class_path_jars"])}
-
-
-def _job_environment(credentials: tuple[str, str], region: str) -> dict[str, str]:
-    """What a job's processes know of AWS: the job user's keys (the instance profile's, on EMR)."""
-    access_key, secret_key = credentials
-    return {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key, "AWS_SESSION_TOKEN": "", "AWS_REGION": region}
-
-
-def _submit(stage: str, command: SubmitCommand, driver_dir: Path, env_dir: Path, job_env: dict, logs: Path, timeout_s: float) -> None:
-    """Run one stage's driver in its own folder, ./environment being the unpacked archive."""
-    driver_dir.mkdir(parents=True, exist_ok=True)
-    (driver_dir / "environment").symlink_to(env_dir)
-    env = {**_base_environment(), "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1", **job_env, **command.driver_env}
-    submit = [str(SPARK_HOME / "bin" / "spark-submit"), *command.arguments]
-    (logs / f"{stage}.command").write_text(shlex.join(submit) + "\n")
-    out_log, err_log = logs / f"{stage}.out", logs / f"{stage}.log"
-    with open(out_log, "w") as out, open(err_log, "w") as err:
-        # Its own process group: on any failure here (Ctrl-C, TERM) the driver's JVM and its Python go too.
-        driver = subprocess.Popen(submit, cwd=driver_dir, env=env, stdout=out, stderr=err, start_new_session=True)
-        try:
-            driver.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise RehearsalError(f"stage {stage} still running after {timeout_s / 60:.0f} min (the job's execution timeout); see {err_log}") from None
-        finally:
-            end_process_group(driver)
-    # The stage's own lines (summary, gate, warnings, its one-line error); library chatter stays in the logs.
-    own = [line for path in (out_log, err_log) for line in path.read_text(errors="replace").splitlines() if line.startswith((f"{stage} ", f"{stage}:"))]
-    for line in own:
-        print(f"  [cluster] {line}")
-    if driver.returncode != 0:
-        tail = [line for line in err_log.read_text(errors="replace").splitlines() if line.strip() and not line.startswith("[Stage")][-15:]
-        raise RehearsalError(f"stage {stage} failed on the cluster (exit {driver.returncode}); last lines of {err_log}:\n" + "\n".join(tail))
-    if command.not_applicable:
-        print(f"  ({stage}: not applicable on a standalone cluster: {', '.join(command.not_applicable)})")
-
-
-def _base_environment() -> dict[str, str]:
-    """What a process on an EMR node has besides its job's settings: a path, a home, Java, a locale."""
-    return {name: os.environ[name] for name in ("PATH", "HOME", "JAVA_HOME", "LANG", "TMPDIR") if name in os.environ}
-
-
-def _check_executor_fits(s: Settings, worker_memory: str) -> None:
-    """An executor larger than a worker never starts: the stage would wait for ever."""
-    executor_gb, worker_gb = s.conf["aws.serverless.executor.memory_gb"], _gigabytes(worker_memory)
-    if executor_gb > worker_gb:
-        raise RehearsalError(
-            f"aws.serverless.executor.memory_gb={executor_gb} (conf/rehearse.yaml) exceeds rehearsal.worker_memory="
-            f"{worker_memory}: lower the first or raise the second"
-        )
-
-
-def _gigabytes(size: str) -> float:
-    number, unit = float(size[:-1]), size[-1].lower()
-    return number * {"g": 1, "m": 1 / 1024, "t": 1024}[unit]
-
-
 def _read_back(s: Settings, local: Conf, server: LocalS3Server, credentials, subset: Path, scratch: Path, images: int) -> bool:
-    s3_overrides = [
-        f"s3.endpoint={server.endpoint}", "s3.path_style_access=true", "s3.ssl_enabled=false",
-        f"s3.region={s.region}", f"lake.root={s.conf['lake.root']}",
-    ]
-    job_keys = dict(zip((local["s3.access_key_env"], local["s3.secret_key_env"], local["s3.session_token_env"]), (*credentials, "")))
+    s3_overrides = reader_overrides(server, s)
+    job_keys = reader_keys(local, credentials)
     user = server.client(keys=credentials)
     input_keys = list_keys(user, s.bucket, f"{s.input_prefix}/")
     export_keys = list_keys(user, s.bucket, f"{s.lake_prefix}/{s.conf['lake.exports']}/")

@@ -79,8 +79,13 @@ class LocalS3Server:
     host = "127.0.0.1"
 
     def __init__(
-        self, region: str, binary: Path | None = None, start_timeout_s: float = 60.0, kms_key_name: str | None = None
+        self, region: str, binary: Path | None = None, start_timeout_s: float = 60.0, kms_key_name: str | None = None,
+        home: Path | None = None, secrets_of_home: dict[str, str] | None = None,
     ):
+        """`home`: a folder kept across starts (data and log), for a lake that outlives one process
+        (`make demo` prepares it once, then serves it again); its server must get the same root keys
+        and KMS key at every start: `secrets_of_home` (as `home_secrets()` returned them the first
+        time). None: a temporary folder deleted at stop(), and secrets made for this run."""
         self.region = region
         # With a key name, the server encrypts with a key of its own under that name (MinIO's
         # single-key KMS), so SSE-KMS requests, the bucket's default encryption and a bucket policy
@@ -88,12 +93,19 @@ class LocalS3Server:
         self.kms_key_name = kms_key_name
         self.binary = binary or server_binary()
         self.start_timeout_s = start_timeout_s
+        self.home = home
+        given = secrets_of_home or {}
         # MinIO requires 3+ characters for the access key and 8+ for the secret.
-        self.access_key = "fruits" + secrets.token_hex(6)
-        self.secret_key = secrets.token_urlsafe(30)
+        self.access_key = given.get("access_key") or "fruits" + secrets.token_hex(6)
+        self.secret_key = given.get("secret_key") or secrets.token_urlsafe(30)
+        self.kms_secret = given.get("kms_secret") or base64.b64encode(secrets.token_bytes(32)).decode()
         self.port = free_port(self.host)
         self.base_dir: Path | None = None
         self.process: subprocess.Popen | None = None
+
+    def home_secrets(self) -> dict[str, str]:
+        """What a server on the same `home` needs to read its data again (root keys, KMS key)."""
+        return {"access_key": self.access_key, "secret_key": self.secret_key, "kms_secret": self.kms_secret}
 
     @property
     def endpoint(self) -> str:
@@ -107,7 +119,11 @@ class LocalS3Server:
 
     def start(self, attempts: int = 3) -> "LocalS3Server":
         """Start the server and wait until it answers its readiness probe; a lost port race retries."""
-        self.base_dir = Path(tempfile.mkdtemp(prefix="fruits-s3-"))
+        if self.home is not None:
+            self.home.mkdir(parents=True, exist_ok=True)
+            self.base_dir = self.home
+        else:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="fruits-s3-"))
         for attempt in range(1, attempts + 1):
             self._spawn()
             if self._wait_ready():
@@ -123,9 +139,9 @@ class LocalS3Server:
         )
 
     def stop(self) -> None:
-        """Stop the process and delete its data folder (idempotent)."""
+        """Stop the process and delete its data folder unless it is a kept `home` (idempotent)."""
         self._terminate()
-        if self.base_dir is not None:
+        if self.base_dir is not None and self.home is None:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = None
 
@@ -155,7 +171,7 @@ class LocalS3Server:
         }
         if self.kms_key_name:
             name = self.kms_key_name.removeprefix(KMS_ARN_PREFIX)
-            env["MINIO_KMS_SECRET_KEY"] = f"{name}:{base64.b64encode(secrets.token_bytes(32)).decode()}"
+            env["MINIO_KMS_SECRET_KEY"] = f"{name}:{self.kms_secret}"
         command = [
             str(self.binary), "server", "--quiet", "--anonymous",
             "--address", f"{self.host}:{self.port}",

@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from deploy.settings import load_settings
-from rehearsal import rehearse
+from rehearsal import stand_ins
 from rehearsal.s3_server import BUCKET_ENV, ENDPOINT_ENV, LocalS3Server, new_bucket_name
 from tests.s3_binary import server_binary_or_skip
 
@@ -26,9 +26,9 @@ def job(aws_env_module):
         bucket = new_bucket_name()
         aws_env_module.setenv(BUCKET_ENV, bucket)
         aws_env_module.setenv(ENDPOINT_ENV, server.endpoint)
-        s = load_settings(rehearse.AWS_CONFS)
+        s = load_settings(stand_ins.AWS_CONFS)
         server.create_bucket(bucket)
-        keys = server.add_user(rehearse.JOB_USER, rehearse.job_user_policy(s))
+        keys = server.add_user(stand_ins.JOB_USER, stand_ins.job_user_policy(s))
         root = server.client()
         root.put_object(Bucket=bucket, Key=f"{s.input_prefix}/Training/Apple 1/a.jpg", Body=b"jpeg")
         root.put_object(Bucket=bucket, Key=f"{s.code_prefix}/entry.py", Body=b"print()")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deploy import cluster, serverless
-from rehearsal import rehearse
+from rehearsal import stand_ins
 from rehearsal.submit import SubmitError, from_job_run, from_step, platform_conf
 
 PLATFORM = platform_conf("spark://127.0.0.1:7077", "http://127.0.0.1:9000", "eu-west-3", ["/jars/hadoop-aws.jar", "/jars/bundle.jar"])
@@ -63,14 +63,14 @@ def test_job_user_policy_is_the_job_roles_s3_statements_plus_the_bucket_denies(s
     from deploy import iam, storage
 
     s = settings()
-    policy = rehearse.job_user_policy(s)
-    s3_sids = {st.get("Sid") for st in iam.data_policy(s, rehearse.ACCOUNT)["Statement"] if st["Effect"] == "Allow"}
+    policy = stand_ins.job_user_policy(s)
+    s3_sids = {st.get("Sid") for st in iam.data_policy(s, stand_ins.ACCOUNT)["Statement"] if st["Effect"] == "Allow"}
     statements = policy["Statement"]
     # The role's own statements, unchanged (the same JSON deploy/iam.py builds)...
-    role = [st for st in iam.data_policy(s, rehearse.ACCOUNT)["Statement"] if rehearse._is_s3(st)]
+    role = [st for st in iam.data_policy(s, stand_ins.ACCOUNT)["Statement"] if stand_ins._is_s3(st)]
     assert statements[: len(role)] == role and {st.get("Sid") for st in role} <= s3_sids
     # ...no Glue or KMS statement (the server only speaks S3)...
-    assert all(rehearse._is_s3(st) for st in statements)
+    assert all(stand_ins._is_s3(st) for st in statements)
     # ...and the bucket policy's denies without Principal, except the TLS one (plain HTTP on loopback).
     denies = statements[len(role):]
     bucket_sids = {st["Sid"] for st in storage.bucket_policy(s)["Statement"]}
@@ -97,7 +97,7 @@ def test_the_local_executor_names_what_the_server_lacks_and_raises_any_other_ref
 
         def put_bucket_lifecycle_configuration(self, **params):
             rules = params["LifecycleConfiguration"]["Rules"]
-            if any(rehearse.UNSUPPORTED_LIFECYCLE_ACTION in rule for rule in rules):
+            if any(stand_ins.UNSUPPORTED_LIFECYCLE_ACTION in rule for rule in rules):
                 raise refusal("InvalidArgument")
             lifecycles.append(rules)
 
@@ -105,11 +105,11 @@ def test_the_local_executor_names_what_the_server_lacks_and_raises_any_other_ref
         def client(self, service):
             return Client()
 
-    ex = rehearse.LocalExecutor(Server(), "eu-west-3", io.StringIO())
+    ex = stand_ins.LocalExecutor(Server(), "eu-west-3", io.StringIO())
     assert ex.call("s3", "put_public_access_block", Bucket="b") is None
-    rules = [{"ID": "logs", "Expiration": {"Days": 1}}, {"ID": "mpu", rehearse.UNSUPPORTED_LIFECYCLE_ACTION: {"DaysAfterInitiation": 2}}]
+    rules = [{"ID": "logs", "Expiration": {"Days": 1}}, {"ID": "mpu", stand_ins.UNSUPPORTED_LIFECYCLE_ACTION: {"DaysAfterInitiation": 2}}]
     ex.call("s3", "put_bucket_lifecycle_configuration", Bucket="b", LifecycleConfiguration={"Rules": rules})
     assert lifecycles == [[rules[0]]]
-    assert ex.not_supported == ["s3.put_public_access_block", f"{rehearse.UNSUPPORTED_LIFECYCLE_ACTION} lifecycle rules (1)"]
+    assert ex.not_supported == ["s3.put_public_access_block", f"{stand_ins.UNSUPPORTED_LIFECYCLE_ACTION} lifecycle rules (1)"]
     with pytest.raises(ClientError, match="AccessDenied"):
         ex.call("s3", "put_bucket_policy", Bucket="b", Policy="{}")
