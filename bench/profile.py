@@ -48,7 +48,7 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("staging writes (the batch computed)", ("stage_batch (pipelines/lake.py:",)),
     ("publish commits (MERGE, overwrite)", ("publish (pipelines/lake.py:", "overwrite (pipelines/lake.py:")),
     ("bronze: input listing", ("list_input (pipelines/bronze.py:",)),
-    ("exports, plots, predictor", ("sync (pipelines/exports.py:", "plot_gold (", "plot_confusion (", "write_predictor (")),
+    ("exports, plots, predictor", ("sync (pipelines/exports.py:", "plot_model (pipelines/gold_plots.py:", "plot_confusion (", "write_predictor (")),
 )
 REST = "the rest (table reads, counts, model loads, imports)"
 MAIN_THREAD = "_run_module_as_main (<frozen runpy>"

@@ -4,7 +4,7 @@ read conf -> read silver -> either fit (first run, or --refit): center (and opti
 features, fit a PCA, choose k from the explained variance, save the model, rewrite gold in one
 commit; or project only the silver rows that have no gold row yet with the current model ->
 bring the CSV and Parquet exports in line with gold, one part per run (pipelines/exports.py) ->
-plot the explained variance and PC1/PC2 of a few fruits, once per model.
+plot the explained variance and PC1/PC2 of a few fruits, once per model (pipelines/gold_plots.py).
 
 Decisions (see docs/gold.md):
 - The PCA is exact (pipelines/pca.py): Spark computes the covariance in a distributed pass, NumPy
@@ -37,24 +37,21 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 from pyspark.ml import PipelineModel
 from pyspark.ml.feature import StandardScaler, VectorSlicer
 from pyspark.ml.functions import array_to_vector, vector_to_array
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import exports, lake, pca, runtimes
+from pipelines import exports, gold_plots, lake, pca, runtimes
 from pipelines.cli import execute_stage, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.stages import ModelCheck, ModelFacts
@@ -106,7 +103,6 @@ _FEATURE_MODEL_COL = "feature_model"
 _VECTOR_COL, _CENTERED_COL, _COMPONENTS_COL, _PCA_COL = "features_vector", "features_centered", "components", "pca_vector"
 # Rounding slack above 1.0 for a sum of explained-variance ratios (shares of one total).
 VARIANCE_TOLERANCE = 1e-6
-_PLOT_FILES = {"variance": "cumulative_variance.png", "scatter": "pc1_pc2_scatter.png"}
 
 
 class GoldStateError(RuntimeError):
@@ -309,17 +305,6 @@ def quarantine_rows(checked: DataFrame, run_id: str) -> DataFrame:
     )
 
 
-def scatter_sample(gold: DataFrame, labels: Sequence[str], per_label: int) -> DataFrame:
-    """PC1 and PC2 of at most `per_label` rows per label, chosen by a hash of image_id (stable across runs)."""
-    order = Window.partitionBy("label").orderBy(F.xxhash64("image_id"), "image_id")
-    return (
-        gold.where(F.col("label").isin(list(labels)))
-        .select("label", F.col("pca")[0].alias("pc1"), F.col("pca")[1].alias("pc2"), F.row_number().over(order).alias("n"))
-        .where(F.col("n") <= per_label)
-        .drop("n")
-    )
-
-
 # ---------------------------------------------------------------- model: fit, save, load
 
 
@@ -506,7 +491,8 @@ def run(spark: SparkSession, conf: Conf, run_id: str, refit: bool = False, audit
     )
     stats["refit_reasons"] = _refit_reasons(silver, gold, model, stats["gold_rows"], settings)
     stats["exports"] = exports.sync(spark, conf, run_id, gold, model.k, runs)
-    stats["plots"] = plot_gold(spark, conf, gold, model)
+    reports = lake.lake_location(conf, conf["lake.reports"], STAGE, model.record["run_id"])
+    stats["plots"] = gold_plots.plot_model(spark, conf, gold, model, reports)
     stats["seconds"] = round(time.monotonic() - started, 1)
     return stats
 
@@ -632,77 +618,6 @@ def _refit_reasons(silver: DataFrame, gold: DataFrame, model: GoldModel, gold_ro
 
 
 # ---------------------------------------------------------------- exports and plots
-
-
-def plot_gold(spark: SparkSession, conf: Conf, gold: DataFrame, model: GoldModel) -> dict[str, str]:
-    """The current model's PNGs, beside the reports of the run that fitted it: drawn when absent
-    (after a fit, or when the fitting run stopped before drawing them), else only found.
-
-    Both describe the model (its variance curve; PC1/PC2 of a sample of its rows, which an
-    increment barely moves), so a refit redraws them and an increment does not. They are drawn
-    locally, then copied (local folder or S3A alike); the variance plot is copied last, so its
-    presence says both are done.
-    """
-    reports = lake.lake_location(conf, conf["lake.reports"], STAGE, model.record["run_id"])
-    files = {name: f"{reports}/{file}" for name, file in _PLOT_FILES.items()}
-    if lake.exists(spark, files["variance"]):
-        return {name: path for name, path in files.items() if name == "variance" or lake.exists(spark, path)}
-    figures = {}
-    labels = _scatter_labels(gold, conf["gold.plot_labels"], conf["gold.plot_max_labels"])
-    if model.k >= 2 and labels:
-        points = scatter_sample(gold, labels, conf["gold.plot_points_per_label"]).collect()
-        figures["scatter"] = scatter_figure(points, labels, model.version)
-    figures["variance"] = variance_figure(model.explained_variance, model.k, model.record["variance_target"], model.version)
-    with tempfile.TemporaryDirectory(prefix="gold-plots-") as scratch:
-        for name, figure in figures.items():
-            local = Path(scratch) / _PLOT_FILES[name]
-            figure.savefig(local, dpi=110)
-            fs, path = lake.filesystem(spark, files[name])
-            fs.copyFromLocalFile(False, True, lake.filesystem(spark, local.as_uri())[1], path)
-    return {name: files[name] for name in ("variance", "scatter") if name in figures}
-
-
-def _scatter_labels(gold: DataFrame, wanted: Sequence[str], max_labels: int) -> list[str]:
-    """The configured labels present in gold, or else the most frequent ones (at most max_labels)."""
-    present = {r["label"] for r in gold.where(F.col("label").isin(list(wanted))).select("label").distinct().collect()}
-    chosen = [label for label in wanted if label in present][:max_labels]
-    if chosen:
-        return chosen
-    frequent = gold.groupBy("label").count().orderBy(F.desc("count"), "label").limit(max_labels).collect()
-    return [r["label"] for r in frequent if r["label"] is not None]
-
-
-def variance_figure(explained: np.ndarray, k: int, target: float | None, model_version: str) -> Figure:
-    cumulative = np.cumsum(explained)
-    figure = Figure(figsize=(7, 4.5))
-    axes = figure.add_subplot()
-    axes.plot(np.arange(1, len(cumulative) + 1), cumulative, color="tab:blue", label="cumulative explained variance")
-    if target is not None:
-        axes.axhline(target, color="tab:red", linestyle="--", label=f"target {target:g}")
-    axes.axvline(k, color="tab:green", linestyle=":", label=f"k = {k} ({cumulative[k - 1]:.3f})")
-    axes.scatter([k], [cumulative[k - 1]], color="tab:green", zorder=3)
-    axes.set_xscale("log" if len(cumulative) > 50 else "linear")
-    axes.set(xlabel="number of components", ylabel="share of total variance", ylim=(0, 1.02),
-             title=f"Gold PCA: cumulative explained variance\nmodel {model_version}")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
-    figure.tight_layout()
-    return figure
-
-
-def scatter_figure(points: Sequence, labels: Sequence[str], model_version: str) -> Figure:
-    figure = Figure(figsize=(7.5, 6))
-    axes = figure.add_subplot()
-    colors = [f"C{i % 10}" for i in range(len(labels))]
-    for label, color in zip(labels, colors):
-        xs = [p["pc1"] for p in points if p["label"] == label]
-        ys = [p["pc2"] for p in points if p["label"] == label]
-        axes.scatter(xs, ys, s=12, alpha=0.7, color=color, label=f"{label} ({len(xs)})")
-    axes.set(xlabel="PC1", ylabel="PC2", title=f"Gold PCA: PC1 vs PC2 for {len(labels)} fruits\nmodel {model_version}")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", markerscale=1.5, loc="best")
-    figure.tight_layout()
-    return figure
 
 
 # ---------------------------------------------------------------- command line

@@ -5,7 +5,7 @@ import math
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import exports, gold, lake
+from pipelines import exports, gold, gold_plots, lake
 from tests.gold.conftest import SILVER_SCHEMA, silver_records
 
 pytestmark = pytest.mark.spark
@@ -88,16 +88,16 @@ def test_scatter_sample_is_bounded_per_label_and_stable(spark):
     rows = [(f"id{i}", "Kiwi" if i % 2 else "Lemon", "Training", [float(i), -float(i)], "v1", "r1") for i in range(40)]
     rows.append(("other", "Apple", "Training", [0.0, 0.0], "v1", "r1"))
     frame = spark.createDataFrame(rows, gold.GOLD_SCHEMA)
-    first = gold.scatter_sample(frame, ["Kiwi", "Lemon"], 5).collect()
+    first = gold_plots.scatter_sample(frame, ["Kiwi", "Lemon"], 5).collect()
     assert sorted(r["label"] for r in first) == ["Kiwi"] * 5 + ["Lemon"] * 5
     assert all(r["pc2"] == -r["pc1"] for r in first)
-    again = gold.scatter_sample(frame.repartition(3), ["Kiwi", "Lemon"], 5).collect()
+    again = gold_plots.scatter_sample(frame.repartition(3), ["Kiwi", "Lemon"], 5).collect()
     assert sorted(map(tuple, first)) == sorted(map(tuple, again))
 
 
 def test_scatter_labels_prefer_configured_labels_then_the_most_frequent(spark):
     frame = spark.createDataFrame(GOLD_ROWS, gold.GOLD_SCHEMA)
-    assert gold._scatter_labels(frame, ["Lemon", "Mango", "Kiwi"], 8) == ["Lemon", "Kiwi"]
-    assert gold._scatter_labels(frame, ["Lemon", "Kiwi"], 1) == ["Lemon"]
-    assert gold._scatter_labels(frame, ["Mango"], 8) == ["Kiwi", "Lemon"]
-    assert gold._scatter_labels(frame.where(F.col("label") == "x"), ["Mango"], 8) == []
+    assert gold_plots.scatter_labels(frame, ["Lemon", "Mango", "Kiwi"], 8) == ["Lemon", "Kiwi"]
+    assert gold_plots.scatter_labels(frame, ["Lemon", "Kiwi"], 1) == ["Lemon"]
+    assert gold_plots.scatter_labels(frame, ["Mango"], 8) == ["Kiwi", "Lemon"]
+    assert gold_plots.scatter_labels(frame.where(F.col("label") == "x"), ["Mango"], 8) == []
