@@ -58,7 +58,7 @@ def distance(a, b) -> float:
 
 def test_the_readme_and_the_notebook_hold_the_queries_this_file_checks():
     assert len(readme_queries()) == 5
-    assert len(notebook_queries()) == 3
+    assert len(notebook_queries()) == 2  # labels per split, nearest neighbours (the variance query is the README's)
 
 
 def test_readme_images_per_fruit(spark, registered):
@@ -109,12 +109,3 @@ def test_notebook_nearest_neighbours_are_ordered_by_euclidean_distance_in_pca_sp
     assert [r.path for r in rows] == [path_of[i] for i, _ in EXPECTED_NEIGHBOURS]
     assert [r.distance for r in rows] == pytest.approx([d for _, d in EXPECTED_NEIGHBOURS])
     assert TARGET_PATH not in [r.path for r in rows]
-
-
-def test_notebook_variance_by_component_shows_the_current_model_only_and_the_kept_components(spark, registered):
-    spark.catalog.setCurrentDatabase(registered["catalog.database"])
-    rows = spark.sql(one(notebook_queries(), "gold_variance")).collect()
-    assert [r.component for r in rows] == [1, 2, 3, 4]
-    assert [float(r.explained_variance_ratio) for r in rows] == pytest.approx(CURRENT_VARIANCE)
-    assert float(rows[-1].cumulative) == pytest.approx(1.0)
-    assert [r.kept_in_gold for r in rows] == [True, True, True, False]
