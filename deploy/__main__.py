@@ -63,10 +63,6 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-# The bucket name `deploy cost` loads the conf with when FRUITS_BUCKET is unset (never used: no AWS call).
-COST_ONLY_BUCKET = "cost-model-only"
-
-
 def main(
     argv: list[str] | None = None,
     out: TextIO | None = None,
@@ -79,9 +75,8 @@ def main(
     out = out or sys.stdout
     ex = None
     if args.command == "cost":
-        # The cost model reads no bucket, but conf/aws.yaml builds every location from FRUITS_BUCKET,
-        # whose absence stops the other commands: a stand-in name lets `deploy cost` run without it.
-        os.environ.setdefault("FRUITS_BUCKET", COST_ONLY_BUCKET)
+        # FRUITS_BUCKET's absence stops the other commands; the cost model reads no bucket.
+        os.environ.setdefault("FRUITS_BUCKET", cost.COST_ONLY_BUCKET)
     try:
         s = load_settings(args.conf, args.overrides, args.region, args.allow_non_eu)
         ex = Executor(s.region, args.dry_run, out, client_factory)

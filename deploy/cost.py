@@ -32,6 +32,9 @@ from pipelines.config import resolve_location
 
 BENCH_KEY = ("silver", "images_per_s_per_vcpu")
 SERVERLESS_FREE_DISK_GB = 20
+# The bucket name the cost model's callers load conf/aws.yaml with when FRUITS_BUCKET is unset: the
+# model reads no bucket, but the conf builds every location from it (never used: no AWS call).
+COST_ONLY_BUCKET = "cost-model-only"
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,12 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from deploy import package, storage
+from deploy import package
 from deploy.serverless import spark_settings
 from deploy.spark_args import ENV_PYTHON, environment_conf
 from pipelines.config import PROJECT_ROOT, Conf, load_conf, resolve_location
 from rehearsal import environment, sample, stand_ins
-from rehearsal.s3_server import BUCKET_ENV, ENDPOINT_ENV, LocalS3Server, new_bucket_name, patched_environ
-from rehearsal.spark_cluster import StandaloneCluster
+from rehearsal.s3_server import LocalS3Server, new_bucket_name, patched_environ
 from rehearsal.submit import platform_conf
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "fruits_walkthrough.ipynb"
@@ -89,26 +88,21 @@ def _run(args, local: Conf, scratch: Path, logs: Path, stack: ExitStack) -> floa
     sample.copy_subset(files, source, subset)
     jars = stand_ins.platform_jars(local)
     bucket = new_bucket_name()
-    with patched_environ({BUCKET_ENV: bucket, ENDPOINT_ENV: "http://127.0.0.1:1"}):
-        aws = load_conf(stand_ins.AWS_CONFS)
+    aws = stand_ins.aws_conf(bucket)
 
     server = stack.enter_context(LocalS3Server(aws["s3.region"], kms_key_name=aws["s3.encryption_key"]))
     stack.enter_context(patched_environ(server.location_environment(bucket)))
     s = stand_ins.aws_settings(subset, scratch / 'dist', jars)
-    ex = stand_ins.LocalExecutor(server, s.region, io.StringIO())
-    storage.provision_bucket(ex, s)
-    credentials = server.add_user(stand_ins.JOB_USER, stand_ins.job_user_policy(s))
+    stand_ins.provision(server, s)
+    credentials, _ = stand_ins.add_job_user(server, s, logs)
     archive, built = environment.cached_archive(Path(resolve_location(local["rehearsal.env_cache_dir"])), logs / "build-env.log")
     s = stand_ins.aws_settings(subset, scratch / 'dist', jars, archive)
-    package.package(ex, s, with_env=True, with_data=True)
+    package.package(stand_ins.LocalExecutor(server, s.region, io.StringIO()), s, with_env=True, with_data=True)
     print(f"notebook: {server.endpoint}, bucket {bucket}, {len(files)} images of {len(labels)} fruits uploaded, "
           f"environment {archive.name} ({'built now' if built else 'cached'})", flush=True)
 
     job_env = stand_ins.job_environment(credentials, s.region)
-    spark_cluster = stack.enter_context(
-        StandaloneCluster(scratch / "cluster", log_dir=logs, memory_per_worker=local["rehearsal.worker_memory"],
-                          worker_env={**stand_ins.base_environment(), **job_env})
-    )
+    spark_cluster = stand_ins.start_cluster(stack, s, local, scratch / "cluster", logs, job_env)
     print(f"notebook: {spark_cluster.master_url}, {spark_cluster.alive_workers()} workers; executing {NOTEBOOK.name}", flush=True)
     kernel_env = _kernel_environment(s, spark_cluster.master_url, server.endpoint, jars, job_env, args.images, scratch)
     return _execute(args, kernel_env, logs)

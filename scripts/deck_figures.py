@@ -72,9 +72,7 @@ def cost_figures() -> dict:
     from deploy import cost
     from deploy.settings import settings_from_conf
 
-    # The cost model reads no bucket, but conf/aws.yaml interpolates FRUITS_BUCKET in every location:
-    # when it is unset, a name that is only a stand-in lets the conf load (nothing calls AWS).
-    os.environ.setdefault("FRUITS_BUCKET", "cost-model-only")
+    os.environ.setdefault("FRUITS_BUCKET", cost.COST_ONLY_BUCKET)  # the model reads no bucket (see there)
     out: dict = {}
     for name, (what, overrides) in COST_SCENARIOS.items():
         conf = load_conf([PROJECT_ROOT / "conf" / "aws.yaml"], overrides)
