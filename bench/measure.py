@@ -255,7 +255,7 @@ def measure_silver(spark, conf: Conf) -> dict:
 
 def run_chain(spark, conf: Conf) -> dict:
     """bronze -> silver -> gold, each refusing a failed upstream layer and auditing its batch; seconds per stage."""
-    from pipelines import stages as registry
+    from pipelines import marks, stages as registry
     from quality import gates
 
     stages = {}
@@ -265,17 +265,18 @@ def run_chain(spark, conf: Conf) -> dict:
 
         def stage(module=declared.module(), name=name, run_id=run_id):
             gates.require_upstream_passed(spark, conf, name)
-            return module.run(spark, conf, run_id, audit=gates.auditor(spark, conf, name, run_id))
+            audit = gates.auditor(spark, conf, name, run_id)
+            return marks.run_unless_unchanged(spark, conf, name, run_id, lambda: module.run(spark, conf, run_id, audit=audit))
 
         stats, seconds = timed(stage)
         stages[name] = round(seconds, 2)
         counts[name] = stats
     return {
-        "images": counts["bronze"]["new_rows"],
+        "images": counts["bronze"].get("new_rows", 0),
         "seconds": round(sum(stages.values()), 2),
         "stages": stages,
-        "silver_images": counts["silver"]["new"],
-        "gold_mode": counts["gold"].get("mode"),
+        "silver_images": counts["silver"].get("new", 0),
+        "gold_mode": "unchanged" if marks.unchanged(counts["gold"]) else counts["gold"].get("mode"),
     }
 
 

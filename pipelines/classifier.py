@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     code, _ = execute_stage(
         STAGE, args, lambda spark, conf, run_id, audit: run(spark, conf, run_id, retrain=args.retrain, audit=audit),
-        summary_line, input_errors=(ClassifierStateError, gold_stage.GoldStateError), context=lambda conf: {"retrain": args.retrain},
+        summary_line, input_errors=(ClassifierStateError, gold_stage.GoldStateError), context=lambda conf: {"retrain": args.retrain}, force=args.retrain,
     )
     return code
 

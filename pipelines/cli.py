@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from urllib.parse import unquote, urlparse
 
-from pipelines import lake
+from pipelines import lake, marks
 from pipelines.config import Conf, ConfError, load_conf
 from pipelines.session import build_spark_session
 from quality import gates
@@ -115,11 +115,14 @@ def execute_stage(
     summary: Callable[[dict, str], str],
     input_errors: tuple[type[BaseException], ...] = (),
     context: Callable[[Conf], Mapping[str, object]] | None = None,
+    force: bool = False,
 ) -> tuple[int, dict | None]:
     """The body every stage's main() shares: conf, session, upstream check, run with its gate, summary.
 
-    `run(spark, conf, run_id, audit)` does the stage's work; a run that never calls `audit` (nothing
-    new) leaves one outcome row saying so (gates.record_unvalidated). Exit codes: 0 done, 1 a quality gate
+    `run(spark, conf, run_id, audit)` does the stage's work, unless the lake, the conf and the input
+    are as the stage's last complete run left them (pipelines/marks.py; `force`, e.g. gold's
+    --refit, runs it anyway); a run that never calls `audit` (nothing new) leaves one outcome row
+    saying so (gates.record_unvalidated). Exit codes: 0 done, 1 a quality gate
     failed or the upstream layer's last validation failed (nothing published), 2 missing or bad
     input, weights, setting or lake file (INPUT_ERRORS plus the stage's `input_errors`; the message
     says what to do), 3 the storage did not answer. Returns the stats for stage-specific advice.
@@ -135,7 +138,7 @@ def execute_stage(
         lake.check_root(spark, conf)
         gates.require_upstream_passed(spark, conf, stage)
         audit = gates.auditor(spark, conf, stage, run_id, context(conf) if context else None)
-        stats = run(spark, conf, run_id, audit)
+        stats = marks.run_unless_unchanged(spark, conf, stage, run_id, lambda: run(spark, conf, run_id, audit), force)
         if not audit.called:  # nothing new: the run is recorded, nothing is validated
             gates.record_unvalidated(spark, conf, audit)
     except (*INPUT_ERRORS, *input_errors) as exc:
@@ -164,5 +167,5 @@ def execute_stage(
             file=sys.stderr,
         )
         return 3, None
-    print(summary(stats, run_id))
+    print(marks.summary_line(stage, stats, run_id) if marks.unchanged(stats) else summary(stats, run_id))
     return 0, stats

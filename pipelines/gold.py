@@ -643,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     code, stats = execute_stage(
         STAGE, args, lambda spark, conf, run_id, audit: run(spark, conf, run_id, refit=args.refit, audit=audit),
-        summary_line, input_errors=(GoldStateError, GoldInputError, pca.DecompositionError, exports.ExportError), context=lambda conf: {"refit": args.refit},
+        summary_line, input_errors=(GoldStateError, GoldInputError, pca.DecompositionError, exports.ExportError), context=lambda conf: {"refit": args.refit}, force=args.refit,
     )
     if stats and stats.get("refit_reasons"):
         print(f"gold: refit recommended ({'; '.join(stats['refit_reasons'])}): run python -m pipelines.gold --refit")

@@ -17,6 +17,7 @@ the rows whose key is absent. Why this shape:
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -338,3 +340,71 @@ def read_small_file(spark: SparkSession, location: str) -> bytes | None:
         local = Path(scratch) / "file"
         fs.copyToLocalFile(False, path, filesystem(spark, local.as_uri())[1], True)
         return local.read_bytes()
+
+
+def _local_path(location: str) -> Path | None:
+    """The local path of a location on this machine's disk, None for a remote one (s3a://...)."""
+    if location.startswith("file:"):
+        return Path(urlparse(location).path)
+    return None if "://" in location else Path(location)
+
+
+def latest_commit(spark: SparkSession, location: str) -> list[int] | None:
+    """[version, modification time in ms] of the newest commit file in the `_delta_log` of the table
+    at `location`, or None when it has none: one folder listing, no log replay (pipelines/marks.py)."""
+    log = f"{location}/_delta_log"
+    local = _local_path(log)
+    if local is not None:
+        try:
+            entries = [(e.name, e.stat().st_mtime_ns // 1_000_000) for e in os.scandir(local)]
+        except FileNotFoundError:
+            return None
+    else:
+        fs, path = filesystem(spark, log)
+        if not fs.exists(path):
+            return None
+        entries = [(s.getPath().getName(), s.getModificationTime()) for s in fs.listStatus(path)]
+    commits = [(int(name[:-5]), modified) for name, modified in entries if name.endswith(".json") and name[:-5].isdigit()]
+    return list(max(commits)) if commits else None
+
+
+def commit_user_metadata(spark: SparkSession, location: str, version: int) -> str | None:
+    """The `userMetadata` of commit `version` of the table at `location` (None: none, or no such commit)."""
+    raw = read_small_file(spark, f"{location}/_delta_log/{version:020d}.json")
+    for line in (raw or b"").decode("utf-8", "replace").splitlines():
+        if '"commitInfo"' in line:
+            return json.loads(line)["commitInfo"].get("userMetadata")
+    return None
+
+
+def list_files(spark: SparkSession, root: str) -> list[tuple[str, int, int]]:
+    """(path relative to `root`, size, modification time in ms) of every file below the folder `root`,
+    following links on local disk as Hadoop's local file system does; OSError when `root` is no
+    folder or, on local disk, holds a folder loop."""
+    local = _local_path(root)
+    if local is not None:
+        return _local_files(local)
+    fs, path = filesystem(spark, root)
+    if not fs.exists(path) or fs.getFileStatus(path).isFile():
+        raise NotADirectoryError(f"{root} is not a folder")
+    prefix = fs.makeQualified(path).toString().rstrip("/") + "/"
+    files, found = [], fs.listFiles(path, True)
+    while found.hasNext():
+        status = found.next()
+        files.append((status.getPath().toString().removeprefix(prefix), status.getLen(), status.getModificationTime()))
+    return files
+
+
+def _local_files(top: Path) -> list[tuple[str, int, int]]:
+    if not top.is_dir():
+        raise NotADirectoryError(f"{top} is not a folder")
+    files, seen = [], set()
+    for folder, _, names in os.walk(top, followlinks=True):
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen:
+            raise OSError(f"{folder}: a folder loop (a link to a folder above it)")
+        seen.add((info.st_dev, info.st_ino))
+        for name in names:
+            info = os.stat(os.path.join(folder, name))
+            files.append((os.path.relpath(os.path.join(folder, name), top), info.st_size, info.st_mtime_ns // 1_000_000))
+    return files

@@ -99,6 +99,10 @@ class Stage:
     upstream: str | None
     keys: tuple[str, ...]
     suite: Suite
+    # The lake tables (names in conf lake.tables) whose rows decide what the stage does, its own
+    # included: when none has a new commit since its last complete run (and the conf and, without
+    # an upstream stage, the input folder are the same), the stage does nothing (pipelines/marks.py).
+    reads: tuple[str, ...] = ()
     # "module:function" returning ModelFacts(spark, conf, staged), for a versioned suite; `staged`
     # is the lake.Staged of the run: the batch and every table staged beside it.
     facts: str | None = None
@@ -121,6 +125,7 @@ STAGES: tuple[Stage, ...] = (
         "bronze",
         upstream=None,
         keys=(ROW_ID,),
+        reads=("bronze", "quarantine"),
         suite=Suite(
             columns=(
                 Column("path", unique=True),
@@ -133,6 +138,7 @@ STAGES: tuple[Stage, ...] = (
         "silver",
         upstream="bronze",
         keys=(ROW_ID,),
+        reads=("bronze", "silver", "quarantine"),
         suite=Suite(
             array=Array(
                 "features", "MobileNetV2 pooled features: {length} values, each an average of ReLU6 outputs",
@@ -144,6 +150,9 @@ STAGES: tuple[Stage, ...] = (
         "gold",
         upstream="silver",
         keys=(ROW_ID,),
+        # bronze: the exports carry each image's path; gold's model registry is not read here: a fit
+        # always commits gold (and its variance rows) too.
+        reads=("bronze", "silver", "gold", "gold_variance", "quarantine"),
         suite=Suite(
             columns=(Column("model_version"),),
             array=Array("pca", "k={length} principal components of model {version}"),
@@ -155,6 +164,7 @@ STAGES: tuple[Stage, ...] = (
         "classifier",
         upstream="gold",
         keys=(ROW_ID,),
+        reads=("gold", "classifier", "classifier_metrics"),
         suite=Suite(
             columns=(Column("model_version"), Column("prediction")),
             array=Array("probabilities", "probability of each of the {length} labels of model {version}", low=0.0, high=1.0),
