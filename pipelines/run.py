@@ -24,10 +24,13 @@ import os
 import sys
 import time
 
+from pyspark.sql import SparkSession
+
 from pipelines import lock, stages
 from pipelines.cli import EXIT_INPUT, load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.session import build_spark_session
+from quality import outcomes
 
 CATALOG = "catalog"
 
@@ -75,15 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.watch:
         from pipelines import watch
 
-        return watch.watch(spark, conf, lambda: run_chain(conf, jobs, options, not args.no_report))
-    return run_chain(conf, jobs, options, not args.no_report)
+        return watch.watch(spark, conf, lambda: run_chain(spark, conf, jobs, options, not args.no_report))
+    return run_chain(spark, conf, jobs, options, not args.no_report)
 
 
-def run_chain(conf: Conf, jobs: list[str], options: list[str], report: bool) -> int:
-    """The jobs in order under the lake lock, then the quality report; the first failing job's exit code."""
+def run_chain(spark: SparkSession, conf: Conf, jobs: list[str], options: list[str], report: bool) -> int:
+    """The jobs in order under the lake lock, then the quality report; the first failing job's exit code.
+
+    The outcome rows of stages that found nothing to validate are appended in one commit at the
+    end (quality.outcomes.held_until_end), not one per stage.
+    """
     try:
         run_id = new_run_id(conf)
-        with lock.held(conf, "run", run_id):
+        with lock.held(conf, "run", run_id), outcomes.held_until_end(spark, conf):
             started = time.monotonic()
             for job in jobs:
                 code = importlib.import_module(f"pipelines.{job}").main(options)

@@ -10,6 +10,8 @@ under Delta's optimistic concurrency, the same code reads it on local disk and o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -69,20 +71,69 @@ def outcomes_location(conf: Conf) -> str:
     return lake.lake_location(conf, conf["lake.reports"], conf["quality.outcomes_table"])
 
 
+# Rows of runs that validated nothing, held while a chain runs (`held_until_end`), by table location.
+_held: dict[str, list[Outcome]] = {}
+
+
 def record(spark: SparkSession, conf: Conf, outcome: Outcome) -> None:
-    """Append one outcome (a single-row Delta commit)."""
-    row = spark.createDataFrame([outcome.as_row()], OUTCOME_SCHEMA)
-    row.write.format("delta").mode("append").save(outcomes_location(conf))
+    """Append one outcome (a single-row Delta commit), or hold it until the end of the chain
+    (`held_until_end`) when it is the row of a run that validated nothing."""
+    location = outcomes_location(conf)
+    if not outcome.validated and location in _held:
+        _held[location].append(outcome)
+        return
+    _append(spark, location, [outcome])
+
+
+def _append(spark: SparkSession, location: str, rows: list[Outcome]) -> None:
+    frame = spark.createDataFrame([outcome.as_row() for outcome in rows], OUTCOME_SCHEMA)
+    frame.write.format("delta").mode("append").save(location)
+
+
+@contextmanager
+def held_until_end(spark: SparkSession, conf: Conf) -> Iterator[None]:
+    """Within the block, the rows of runs that validated nothing are held and appended in one commit
+    when it ends, failed or not: a chain of stages with nothing new commits once, not once per stage
+    (each commit of a small Delta table costs about a second). Validations are appended at once:
+    the next stage's upstream check reads them. A process killed in the block loses only the held
+    rows, which say that a run found nothing to validate."""
+    location = outcomes_location(conf)
+    if location in _held:  # already holding (a chain inside a chain): the outer block appends
+        yield
+        return
+    _held[location] = []
+    try:
+        yield
+    finally:
+        rows = _held.pop(location)
+        if rows:
+            _append(spark, location, rows)
+
+
+# The last answers of `latest`, by (location, validated), with the table's commit they were read at.
+_latest_read: dict[tuple[str, bool], tuple[list[int], dict[str, Outcome]]] = {}
 
 
 def latest(spark: SparkSession, conf: Conf, validated: bool = True) -> dict[str, Outcome]:
     """The most recent validation of each layer that has one; with validated=False, the most
-    recent row, a run that validated nothing included."""
-    table = lake.read_table(spark, outcomes_location(conf))
+    recent row, a run that validated nothing included.
+
+    Read again only when the table has a commit since the last read in this process (one listing
+    of its log): the stages of a chain each check their upstream layer's outcome.
+    """
+    location = outcomes_location(conf)
+    commit = lake.latest_commit(spark, location)
+    remembered = _latest_read.get((location, validated))
+    if commit is not None and remembered is not None and remembered[0] == commit:
+        return dict(remembered[1])
+    table = lake.read_table(spark, location)
     if table is None:
         return {}
     if validated:
         table = table.where(F.col("evaluated_expectations") > 0)
     newest_first = Window.partitionBy("layer").orderBy(F.col("validated_at").desc(), F.col("run_id").desc())
     rows = table.withColumn("_rank", F.row_number().over(newest_first)).where("_rank = 1").drop("_rank").collect()
-    return {row["layer"]: Outcome(**row.asDict(recursive=True)) for row in rows}
+    found = {row["layer"]: Outcome(**row.asDict(recursive=True)) for row in rows}
+    if commit is not None:
+        _latest_read[(location, validated)] = (commit, dict(found))
+    return found
