@@ -150,7 +150,8 @@ def run_unless_unchanged(
     """
     started = time.monotonic()
     before = lake_state(spark, conf, stage) if conf["run.skip_unchanged"] else None
-    if before is not None and not force:
+    listed = before is not None and (before.input is not None or stages.get(stage).upstream is not None)
+    if listed and not force:
         mark = read_mark(spark, conf, stage)
         if mark is not None and mark["state"] == before.as_dict():
             return {UNCHANGED_SINCE: mark.get("run_id"), "marked_at": mark.get("written_at"),

@@ -156,3 +156,32 @@ def test_a_run_with_nothing_new_is_recorded_but_never_replaces_the_last_validati
     gates.record_unvalidated(spark, conf, gates.auditor(spark, conf, "silver", "silver-nothing-new-2"))
     assert gates.require_upstream_passed(spark, conf, "gold") is None
     assert outcomes.latest(spark, conf)["silver"].run_id == "silver-passed"
+
+
+def test_a_chain_appends_its_rows_of_nothing_new_in_one_commit(spark, make_conf):
+    conf = make_conf()
+    location = outcomes.outcomes_location(conf)
+    passed = outcomes.Outcome(
+        layer="bronze", run_id="bronze-passed", success=True, validated_at=NOW, batch_rows=3, evaluated_expectations=5,
+        failed_expectations=[], metrics={}, report_path="page.html", result_paths=[], docs_index="index.html",
+    )
+    outcomes.record(spark, conf, passed)
+    assert outcomes.latest(spark, conf)["bronze"].run_id == "bronze-passed"
+    with outcomes.held_until_end(spark, conf):
+        for layer in ("bronze", "silver"):
+            gates.record_unvalidated(spark, conf, gates.auditor(spark, conf, layer, f"{layer}-nothing-new"))
+        assert lake.latest_commit(spark, location)[0] == 0  # held, not appended
+        # A validation inside the block is appended at once: the next stage's upstream check reads it.
+        outcomes.record(spark, conf, dataclasses.replace(passed, layer="gold", run_id="gold-failed", success=False))
+        assert lake.latest_commit(spark, location)[0] == 1
+        with pytest.raises(gates.UpstreamNotValidated, match="run gold-failed"):
+            gates.require_upstream_passed(spark, conf, "classifier")
+    assert lake.latest_commit(spark, location)[0] == 2  # both held rows, one commit
+    last_runs = outcomes.latest(spark, conf, validated=False)
+    assert {layer: last_runs[layer].run_id for layer in ("bronze", "silver")} == {
+        "bronze": "bronze-nothing-new", "silver": "silver-nothing-new",
+    }
+    # A commit made by another process is seen by the next read (latest() remembers per commit).
+    spark.createDataFrame([dataclasses.replace(passed, run_id="bronze-elsewhere", validated_at=datetime.now(timezone.utc)).as_row()],
+                          outcomes.OUTCOME_SCHEMA).write.format("delta").mode("append").save(location)
+    assert outcomes.latest(spark, conf)["bronze"].run_id == "bronze-elsewhere"

@@ -99,10 +99,13 @@ def test_changed_touched_renamed_files_are_recorded_once_and_never_block_ingesti
     assert last.success and last.metrics["batch_quarantined_known"] == 6 and last.metrics["batch_quarantine_rate"] == 0.0
     gates.require_upstream_passed(spark, conf, "silver")  # silver may run
 
-    # A rerun finds nothing new: the recorded files are no candidates again.
-    rerun = run_bronze(lake_root, source)
+    # A rerun finds nothing new: the recorded files are no candidates again (read in full, marks
+    # off), and by default the input and the tables are as the last run left them: no read at all.
+    rerun = run_bronze(lake_root, source, "run.skip_unchanged=false")
     assert rerun.code == 0 and "new rows 0, already present 10" in rerun.out, rerun.out
     assert quarantine_reasons(spark, conf) == reasons
+    skipped = run_bronze(lake_root, source)
+    assert skipped.code == 0 and "nothing new since run" in skipped.out, skipped.out
 
     # Touched once more: one more record, still no block.
     os.utime(kiwis[0], (kiwis[0].stat().st_atime, kiwis[0].stat().st_mtime + 60))
