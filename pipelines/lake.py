@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import tempfile
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from delta.tables import DeltaTable
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.types import StructType
@@ -114,25 +115,44 @@ class ConcurrentWriteError(RuntimeError):
     """Another writer kept winning Delta's commit race for the same table; nothing was published."""
 
 
-_DELTA_CONFLICT = re.compile(
-    r"Concurrent\w*Exception|MetadataChangedException|ProtocolChangedException|DELTA_CONCURRENT|"
-    r"DELTA_METADATA_CHANGED|DELTA_PROTOCOL_CHANGED"
-)
-
+# The public base class of Delta's commit conflicts: ConcurrentAppendException,
+# ConcurrentDeleteReadException, ConcurrentDeleteDeleteException, ConcurrentTransactionException,
+# ConcurrentWriteException, MetadataChangedException, ProtocolChangedException (io.delta.exceptions).
+# delta-spark's Python package names them in `delta.exceptions`, but the 4.0.0 wheel lacks that module
+# (delta-io/delta#4755), and PySpark leaves JVM exceptions it does not know as py4j's Py4JJavaError:
+# so the Java exception's class is checked, through its superclasses, never the message text.
+_DELTA_CONFLICT_CLASS = "io.delta.exceptions.DeltaConcurrentModificationException"
 
 # Seen while another process creates the same table: its `_delta_log` folder exists but version 0
 # is not committed yet (TABLE_NOT_FOUND), or Delta read "no table" and then found the other run's
-# files in the folder (CREATE_TABLE_WITH_NON_EMPTY_LOCATION).
-_HALF_CREATED = re.compile(r"DELTA_TABLE_NOT_FOUND|DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION")
+# files in the folder (CREATE_TABLE_WITH_NON_EMPTY_LOCATION). No exception type tells these apart
+# (both are DeltaAnalysisException, raised in Python as AnalysisException): Spark's error condition,
+# a stable identifier, does.
+_HALF_CREATED_CONDITIONS = {"DELTA_TABLE_NOT_FOUND", "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION"}
 
 
 def is_commit_conflict(exc: BaseException, creating: bool = False) -> bool:
     """True for Delta's optimistic-concurrency conflicts (another writer committed first).
 
-    While this run creates a table, finding it half-created is one too (see _HALF_CREATED).
+    While this run creates a table, finding it half-created is one too (see _HALF_CREATED_CONDITIONS).
     """
-    text = f"{type(exc).__name__}: {exc}"
-    return bool(_DELTA_CONFLICT.search(text)) or (creating and bool(_HALF_CREATED.search(text)))
+    if isinstance(exc, Py4JJavaError) and _DELTA_CONFLICT_CLASS in _java_classes(exc.java_exception):
+        return True
+    return creating and isinstance(exc, PySparkException) and exc.getCondition() in _HALF_CREATED_CONDITIONS
+
+
+def _java_classes(throwable) -> set[str]:
+    """The class names of a JVM exception, its superclasses and those of its first causes (asked of the JVM)."""
+    names: set[str] = set()
+    for _ in range(8):  # a cause chain can loop; a conflict is the exception itself or close below it
+        if throwable is None:
+            break
+        java_class = throwable.getClass()
+        while java_class is not None:
+            names.add(java_class.getName())
+            java_class = java_class.getSuperclass()
+        throwable = throwable.getCause()
+    return names
 
 
 def publish(
