@@ -21,7 +21,6 @@ import json
 import os
 import random
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -35,7 +34,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.types import StructType
 
+from pipelines import lakefs
 from pipelines.config import Conf
+
+# The file operations gold and the classifier call as `lake.exists(...)`, kept under those names;
+# they live in the Hadoop FileSystem facade, pipelines/lakefs.py (new code calls lakefs directly).
+from pipelines.lakefs import exists, put_file, read_small_file  # noqa: F401  (re-exported)
 
 
 
@@ -310,56 +314,14 @@ def drop_staging(spark: SparkSession, conf: Conf, stage: str, run_id: str) -> No
     inside = location[len(root):].split("/") if location.startswith(root) else []
     if inside[: len(staging)] != staging or len(inside) <= len(staging) or {".", ".."} & set(inside):
         raise ValueError(f"refusing to delete '{location}': it is not a staging folder under '{root}{conf['lake.staging']}'")
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(location)
-    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
-
-
-def filesystem(spark: SparkSession, location: str):
-    """(Hadoop FileSystem, Path) of `location`: local disk, HDFS or S3A alike, with the session's settings."""
-    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(location)
-    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
-
-
-def exists(spark: SparkSession, location: str) -> bool:
-    fs, path = filesystem(spark, location)
-    return bool(fs.exists(path))
-
-
-def delete(spark: SparkSession, location: str, inside: str) -> None:
-    """Delete `location` (recursively) when it is strictly below the folder `inside`; refuse anything else."""
-    parts = location[len(inside.rstrip("/")) + 1:].split("/") if location.startswith(inside.rstrip("/") + "/") else []
-    if not parts or "" in parts or {".", ".."} & set(parts):
-        raise ValueError(f"refusing to delete '{location}': it is not below '{inside}'")
-    fs, path = filesystem(spark, location)
-    fs.delete(path, True)
+    lakefs.delete(spark, location, inside=lake_location(conf, conf["lake.staging"]))
 
 
 def check_root(spark: SparkSession, conf: Conf) -> None:
     """Raise NotADirectoryError when `lake.root` exists but is a file (before any input is read)."""
-    jvm = spark.sparkContext._jvm
     root = conf.path("lake.root")
-    path = jvm.org.apache.hadoop.fs.Path(root)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    if fs.exists(path) and fs.getFileStatus(path).isFile():
+    if lakefs.is_file(spark, root):
         raise NotADirectoryError(f"lake.root '{root}' is a file, not a folder: set lake.root to a folder (new or a lake)")
-
-
-def put_file(spark: SparkSession, local: Path, location: str) -> None:
-    """Copy the local file `local` to `location` (local disk or S3A), replacing what is there."""
-    fs, path = filesystem(spark, location)
-    fs.copyFromLocalFile(False, True, filesystem(spark, local.resolve().as_uri())[1], path)
-
-
-def read_small_file(spark: SparkSession, location: str) -> bytes | None:
-    """The bytes of the (small) file at `location`, or None when it does not exist."""
-    fs, path = filesystem(spark, location)
-    if not fs.exists(path):
-        return None
-    with tempfile.TemporaryDirectory(prefix="fruits-read-") as scratch:
-        local = Path(scratch) / "file"
-        fs.copyToLocalFile(False, path, filesystem(spark, local.as_uri())[1], True)
-        return local.read_bytes()
 
 
 def _local_path(location: str) -> Path | None:
@@ -380,10 +342,7 @@ def latest_commit(spark: SparkSession, location: str) -> list[int] | None:
         except FileNotFoundError:
             return None
     else:
-        fs, path = filesystem(spark, log)
-        if not fs.exists(path):
-            return None
-        entries = [(s.getPath().getName(), s.getModificationTime()) for s in fs.listStatus(path)]
+        entries = [(e.name, e.modified_ms) for e in lakefs.children(spark, log)]
     commits = [(int(name[:-5]), modified) for name, modified in entries if name.endswith(".json") and name[:-5].isdigit()]
     return list(max(commits)) if commits else None
 
@@ -404,15 +363,10 @@ def list_files(spark: SparkSession, root: str) -> list[tuple[str, int, int]]:
     local = _local_path(root)
     if local is not None:
         return _local_files(local)
-    fs, path = filesystem(spark, root)
-    if not fs.exists(path) or fs.getFileStatus(path).isFile():
+    if not lakefs.exists(spark, root) or lakefs.is_file(spark, root):
         raise NotADirectoryError(f"{root} is not a folder")
-    prefix = fs.makeQualified(path).toString().rstrip("/") + "/"
-    files, found = [], fs.listFiles(path, True)
-    while found.hasNext():
-        status = found.next()
-        files.append((status.getPath().toString().removeprefix(prefix), status.getLen(), status.getModificationTime()))
-    return files
+    prefix = lakefs.qualified(spark, root).rstrip("/") + "/"
+    return [(e.location.removeprefix(prefix), e.size, e.modified_ms) for e in lakefs.files(spark, root)]
 
 
 def _local_files(top: Path) -> list[tuple[str, int, int]]:
