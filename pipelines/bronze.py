@@ -32,7 +32,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import lake
+from pipelines import lake, lakefs
 from pipelines.cli import execute_stage, stage_parser
 from pipelines.config import Conf, is_remote
 from pipelines.images import inspect_image, sha256_hex
@@ -277,22 +277,19 @@ def list_input(spark: SparkSession, root: str) -> tuple[DataFrame, str]:
     case), no second scan and join look for them. Spark's file listing skips names starting with
     '_' or '.' as hidden files (documented limit).
     """
-    jvm = spark.sparkContext._jvm
-    hadoop_root = jvm.org.apache.hadoop.fs.Path(root)
-    fs = hadoop_root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    if not fs.exists(hadoop_root):
+    if not lakefs.exists(spark, root):
         raise FileNotFoundError(
             f"input folder '{root}' does not exist: set input.path in your conf overlay, --set input.path=..., "
             f"or FRUITS_INPUT (README, section 'Data', says how to download Fruits-360)"
         )
-    if fs.getFileStatus(hadoop_root).isFile():
+    if lakefs.is_file(spark, root):
         raise NotADirectoryError(
             f"input.path '{root}' is a file, not a folder: set input.path to the folder holding "
             f"<split>/<label>/<image> (README, section 'Data')"
         )
     if not is_remote(root):
         check_no_folder_loop(Path(urlparse(root).path if root.startswith("file:") else root))
-    root_uri = fs.makeQualified(hadoop_root).toString()
+    root_uri = lakefs.qualified(spark, root)
     scan = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(root)
     listing = scan.select("path", "length", "modificationTime").cache()
     input_files = scan.inputFiles()
@@ -301,9 +298,9 @@ def list_input(spark: SparkSession, root: str) -> tuple[DataFrame, str]:
     indexed = spark.createDataFrame([(_hadoop_path_string(u),) for u in input_files], "path string")
     missing = [r.path for r in indexed.join(listing, "path", "left_anti").collect()]
     if missing:
-        statuses = [fs.getFileStatus(jvm.org.apache.hadoop.fs.Path(p)) for p in missing]
+        statuses = [lakefs.status(spark, p) for p in missing]
         empties = spark.createDataFrame(
-            [(p, s.getLen(), datetime.fromtimestamp(s.getModificationTime() / 1000, timezone.utc)) for p, s in zip(missing, statuses)],
+            [(p, s.size, datetime.fromtimestamp(s.modified_ms / 1000, timezone.utc)) for p, s in zip(missing, statuses)],
             listing.schema,
         )
         with_empties = listing.unionByName(empties).cache()

@@ -32,7 +32,7 @@ from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
-from pipelines import lake
+from pipelines import lake, lakefs
 from pipelines.cli import load_stage_conf, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.session import build_spark_session, catalog_settings, session_settings, submit_args
@@ -167,9 +167,7 @@ class Registration:
 
 def qualified(spark: SparkSession, location: str) -> str:
     """The location as Hadoop qualifies it (file:/..., s3a://...): how the metastore records it."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(location)
-    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).makeQualified(path).toString()
+    return lakefs.qualified(spark, location)
 
 
 def published_tables(spark: SparkSession, conf: Conf, tables: Sequence[str]) -> dict[str, str]:

@@ -45,7 +45,7 @@ from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import exports, lake, lock
+from pipelines import exports, lake, lakefs, lock
 from pipelines.cli import EXIT_INPUT, load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.session import build_spark_session
@@ -192,13 +192,10 @@ def vacuum_now(spark: SparkSession, conf: Conf, tables: Sequence[str]) -> list[s
 def _drop_staging_holding(spark: SparkSession, conf: Conf, ids: Sequence[str], paths: Sequence[str]) -> int:
     """Drop the staging tables (<staging>/<stage>/<table>/<run_id>) a stopped run left that hold the
     image; the gold CSV scratch folders are dropped whole (a stopped export's copy of gold)."""
-    fs, _ = lake.filesystem(spark, lake.lake_location(conf))
-    pattern = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(lake.lake_location(conf, conf["lake.staging"], "*", "*", "*"))
     dropped = 0
-    for status in fs.globStatus(pattern) or []:
-        location = status.getPath().toString()
-        stage, table, run_id = location.rstrip("/").split("/")[-3:]
-        frame = lake.read_table(spark, location) if status.isDirectory() else None
+    for entry in lakefs.glob(spark, lake.lake_location(conf, conf["lake.staging"], "*", "*", "*")):
+        stage, table, run_id = entry.location.rstrip("/").split("/")[-3:]
+        frame = lake.read_table(spark, entry.location) if entry.is_dir else None
         holds = table == "csv" or (
             frame is not None and "image_id" in frame.columns and frame.where(_matches(frame.columns, ids, paths)).limit(1).count()
         )
@@ -212,8 +209,7 @@ def _rewrite_exports(spark: SparkSession, conf: Conf, erasure_id: str) -> None:
     """The exports without the erased rows: every part is dropped, then written again from gold
     (exports.sync), so no part can keep a row gold no longer holds. An erasure is rare: rewriting
     the whole matrix is simpler than finding the parts that held the image."""
-    fs, path = lake.filesystem(spark, lake.lake_location(conf, conf["lake.exports"]))
-    fs.delete(path, True)
+    lakefs.delete(spark, lake.lake_location(conf, conf["lake.exports"]), inside=lake.lake_location(conf))
     gold = lake.read_table(spark, lake.table_location(conf, "gold"))
     first = gold.select(F.size("pca").alias("k")).first() if gold is not None else None
     if first is not None:
@@ -223,10 +219,10 @@ def _rewrite_exports(spark: SparkSession, conf: Conf, erasure_id: str) -> None:
 def _sources(spark: SparkSession, conf: Conf, paths: Sequence[str], delete: bool) -> tuple[list[str], int]:
     """Source files still in the input: deleted with `delete`, else returned (the next run would ingest them again)."""
     left, deleted = [], 0
+    root = conf.path("input.path").rstrip("/")
     for relative in paths:
-        fs, path = lake.filesystem(spark, f"{conf.path('input.path')}/{relative}")
-        if fs.exists(path):
-            if delete and fs.delete(path, False):
+        if lakefs.exists(spark, f"{root}/{relative}"):
+            if delete and lakefs.delete(spark, f"{root}/{relative}", inside=root, recursive=False):
                 deleted += 1
             else:
                 left.append(relative)

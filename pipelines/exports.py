@@ -37,7 +37,7 @@ from urllib.parse import quote, unquote
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import lake
+from pipelines import lake, lakefs
 from pipelines.config import Conf
 
 STAGE = "gold"
@@ -140,17 +140,14 @@ def _remove_other_parts(spark: SparkSession, where: dict[str, str], keep: set[tu
             runs = [] if version is None else _list(spark, entry, hidden=True)
             stale = [f for f in runs if (version, _partition_value(f, "run_id")) not in keep]
             for target in [entry] if version is None or len(stale) == len(runs) else stale:
-                lake.delete(spark, target, root)
+                lakefs.delete(spark, target, inside=root)
                 removed.append(target)
     return removed
 
 
 def _list(spark: SparkSession, folder: str, hidden: bool = False) -> list[str]:
     """Entries of `folder` (none when absent), without names starting with '_' or '.' unless `hidden`."""
-    fs, path = lake.filesystem(spark, folder)
-    if not fs.exists(path):
-        return []
-    entries = [f"{folder}/{status.getPath().getName()}" for status in fs.listStatus(path)]
+    entries = [f"{folder}/{entry.name}" for entry in lakefs.children(spark, folder)]
     return sorted(e for e in entries if hidden or not e.rsplit("/", 1)[-1].startswith(("_", ".")))
 
 
@@ -167,13 +164,12 @@ def write_single_csv(spark: SparkSession, frame: DataFrame, target: str, scratch
     reader parses it.
     """
     frame.write.mode("overwrite").option("header", True).option("escape", '"').csv(scratch)
-    fs, scratch_path = lake.filesystem(spark, scratch)
-    parts = fs.globStatus(lake.filesystem(spark, f"{scratch}/part-*")[1])
+    parts = lakefs.glob(spark, f"{scratch}/part-*")
     if len(parts) != 1:
         raise ExportError(f"expected one part file in '{scratch}', found {len(parts)}: the CSV export needs coalesce(1)")
-    _, target_path = lake.filesystem(spark, target)
-    fs.mkdirs(target_path.getParent())
-    fs.delete(target_path, False)
-    if not fs.rename(parts[0].getPath(), target_path):
+    folder = target.rsplit("/", 1)[0]
+    lakefs.mkdirs(spark, folder)
+    lakefs.delete(spark, target, inside=folder, recursive=False)
+    if not lakefs.rename(spark, parts[0].location, target):
         raise ExportError(f"could not move the CSV export to '{target}' (check write access to that folder)")
-    fs.delete(scratch_path, True)
+    lakefs.delete(spark, scratch, inside=scratch.rsplit("/", 1)[0])

@@ -20,9 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -30,11 +28,18 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from delta.tables import DeltaTable
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.types import StructType
 
+from pipelines import lakefs
 from pipelines.config import Conf
+
+# The file operations gold and the classifier call as `lake.exists(...)`, kept under those names;
+# they live in the Hadoop FileSystem facade, pipelines/lakefs.py (new code calls lakefs directly).
+from pipelines.lakefs import exists, put_file, read_small_file  # noqa: F401  (re-exported)
 
 
 
@@ -114,25 +119,44 @@ class ConcurrentWriteError(RuntimeError):
     """Another writer kept winning Delta's commit race for the same table; nothing was published."""
 
 
-_DELTA_CONFLICT = re.compile(
-    r"Concurrent\w*Exception|MetadataChangedException|ProtocolChangedException|DELTA_CONCURRENT|"
-    r"DELTA_METADATA_CHANGED|DELTA_PROTOCOL_CHANGED"
-)
-
+# The public base class of Delta's commit conflicts: ConcurrentAppendException,
+# ConcurrentDeleteReadException, ConcurrentDeleteDeleteException, ConcurrentTransactionException,
+# ConcurrentWriteException, MetadataChangedException, ProtocolChangedException (io.delta.exceptions).
+# delta-spark's Python package names them in `delta.exceptions`, but the 4.0.0 wheel lacks that module
+# (delta-io/delta#4755), and PySpark leaves JVM exceptions it does not know as py4j's Py4JJavaError:
+# so the Java exception's class is checked, through its superclasses, never the message text.
+_DELTA_CONFLICT_CLASS = "io.delta.exceptions.DeltaConcurrentModificationException"
 
 # Seen while another process creates the same table: its `_delta_log` folder exists but version 0
 # is not committed yet (TABLE_NOT_FOUND), or Delta read "no table" and then found the other run's
-# files in the folder (CREATE_TABLE_WITH_NON_EMPTY_LOCATION).
-_HALF_CREATED = re.compile(r"DELTA_TABLE_NOT_FOUND|DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION")
+# files in the folder (CREATE_TABLE_WITH_NON_EMPTY_LOCATION). No exception type tells these apart
+# (both are DeltaAnalysisException, raised in Python as AnalysisException): Spark's error condition,
+# a stable identifier, does.
+_HALF_CREATED_CONDITIONS = {"DELTA_TABLE_NOT_FOUND", "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION"}
 
 
 def is_commit_conflict(exc: BaseException, creating: bool = False) -> bool:
     """True for Delta's optimistic-concurrency conflicts (another writer committed first).
 
-    While this run creates a table, finding it half-created is one too (see _HALF_CREATED).
+    While this run creates a table, finding it half-created is one too (see _HALF_CREATED_CONDITIONS).
     """
-    text = f"{type(exc).__name__}: {exc}"
-    return bool(_DELTA_CONFLICT.search(text)) or (creating and bool(_HALF_CREATED.search(text)))
+    if isinstance(exc, Py4JJavaError) and _DELTA_CONFLICT_CLASS in _java_classes(exc.java_exception):
+        return True
+    return creating and isinstance(exc, PySparkException) and exc.getCondition() in _HALF_CREATED_CONDITIONS
+
+
+def _java_classes(throwable) -> set[str]:
+    """The class names of a JVM exception, its superclasses and those of its first causes (asked of the JVM)."""
+    names: set[str] = set()
+    for _ in range(8):  # a cause chain can loop; a conflict is the exception itself or close below it
+        if throwable is None:
+            break
+        java_class = throwable.getClass()
+        while java_class is not None:
+            names.add(java_class.getName())
+            java_class = java_class.getSuperclass()
+        throwable = throwable.getCause()
+    return names
 
 
 def publish(
@@ -290,56 +314,14 @@ def drop_staging(spark: SparkSession, conf: Conf, stage: str, run_id: str) -> No
     inside = location[len(root):].split("/") if location.startswith(root) else []
     if inside[: len(staging)] != staging or len(inside) <= len(staging) or {".", ".."} & set(inside):
         raise ValueError(f"refusing to delete '{location}': it is not a staging folder under '{root}{conf['lake.staging']}'")
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(location)
-    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
-
-
-def filesystem(spark: SparkSession, location: str):
-    """(Hadoop FileSystem, Path) of `location`: local disk, HDFS or S3A alike, with the session's settings."""
-    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(location)
-    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
-
-
-def exists(spark: SparkSession, location: str) -> bool:
-    fs, path = filesystem(spark, location)
-    return bool(fs.exists(path))
-
-
-def delete(spark: SparkSession, location: str, inside: str) -> None:
-    """Delete `location` (recursively) when it is strictly below the folder `inside`; refuse anything else."""
-    parts = location[len(inside.rstrip("/")) + 1:].split("/") if location.startswith(inside.rstrip("/") + "/") else []
-    if not parts or "" in parts or {".", ".."} & set(parts):
-        raise ValueError(f"refusing to delete '{location}': it is not below '{inside}'")
-    fs, path = filesystem(spark, location)
-    fs.delete(path, True)
+    lakefs.delete(spark, location, inside=lake_location(conf, conf["lake.staging"]))
 
 
 def check_root(spark: SparkSession, conf: Conf) -> None:
     """Raise NotADirectoryError when `lake.root` exists but is a file (before any input is read)."""
-    jvm = spark.sparkContext._jvm
     root = conf.path("lake.root")
-    path = jvm.org.apache.hadoop.fs.Path(root)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    if fs.exists(path) and fs.getFileStatus(path).isFile():
+    if lakefs.is_file(spark, root):
         raise NotADirectoryError(f"lake.root '{root}' is a file, not a folder: set lake.root to a folder (new or a lake)")
-
-
-def put_file(spark: SparkSession, local: Path, location: str) -> None:
-    """Copy the local file `local` to `location` (local disk or S3A), replacing what is there."""
-    fs, path = filesystem(spark, location)
-    fs.copyFromLocalFile(False, True, filesystem(spark, local.resolve().as_uri())[1], path)
-
-
-def read_small_file(spark: SparkSession, location: str) -> bytes | None:
-    """The bytes of the (small) file at `location`, or None when it does not exist."""
-    fs, path = filesystem(spark, location)
-    if not fs.exists(path):
-        return None
-    with tempfile.TemporaryDirectory(prefix="fruits-read-") as scratch:
-        local = Path(scratch) / "file"
-        fs.copyToLocalFile(False, path, filesystem(spark, local.as_uri())[1], True)
-        return local.read_bytes()
 
 
 def _local_path(location: str) -> Path | None:
@@ -360,10 +342,7 @@ def latest_commit(spark: SparkSession, location: str) -> list[int] | None:
         except FileNotFoundError:
             return None
     else:
-        fs, path = filesystem(spark, log)
-        if not fs.exists(path):
-            return None
-        entries = [(s.getPath().getName(), s.getModificationTime()) for s in fs.listStatus(path)]
+        entries = [(e.name, e.modified_ms) for e in lakefs.children(spark, log)]
     commits = [(int(name[:-5]), modified) for name, modified in entries if name.endswith(".json") and name[:-5].isdigit()]
     return list(max(commits)) if commits else None
 
@@ -384,15 +363,10 @@ def list_files(spark: SparkSession, root: str) -> list[tuple[str, int, int]]:
     local = _local_path(root)
     if local is not None:
         return _local_files(local)
-    fs, path = filesystem(spark, root)
-    if not fs.exists(path) or fs.getFileStatus(path).isFile():
+    if not lakefs.exists(spark, root) or lakefs.is_file(spark, root):
         raise NotADirectoryError(f"{root} is not a folder")
-    prefix = fs.makeQualified(path).toString().rstrip("/") + "/"
-    files, found = [], fs.listFiles(path, True)
-    while found.hasNext():
-        status = found.next()
-        files.append((status.getPath().toString().removeprefix(prefix), status.getLen(), status.getModificationTime()))
-    return files
+    prefix = lakefs.qualified(spark, root).rstrip("/") + "/"
+    return [(e.location.removeprefix(prefix), e.size, e.modified_ms) for e in lakefs.files(spark, root)]
 
 
 def _local_files(top: Path) -> list[tuple[str, int, int]]:

@@ -31,7 +31,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import erase, lake, lock
+from pipelines import erase, lake, lakefs, lock
 from pipelines.cli import EXIT_INPUT, load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.session import build_spark_session
@@ -86,14 +86,7 @@ def retention_days(conf: Conf) -> int | None:
 
 def stored_files(spark: SparkSession, location: str) -> int:
     """Parquet data files in the table's folder, whatever version they belong to (not the log)."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(location)
-    files = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(path, True)
-    count = 0
-    while files.hasNext():
-        name = files.next().getPath().toString()
-        count += name.endswith(".parquet") and "/_delta_log/" not in name
-    return count
+    return sum(f.location.endswith(".parquet") and "/_delta_log/" not in f.location for f in lakefs.files(spark, location))
 
 
 def maintain_table(spark: SparkSession, table: str, location: str, hours: int, vacuum: bool = True) -> TableReport:

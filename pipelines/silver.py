@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import pandas as pd
 from pyspark import StorageLevel
@@ -43,7 +44,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.functions import pandas_udf
 
-from pipelines import features, lake, runtimes
+from pipelines import features, lake, lakefs, runtimes
 from pipelines.cli import execute_stage, stage_parser
 from pipelines.config import Conf, ConfError
 
@@ -169,12 +170,9 @@ def weights_settings(conf: Conf) -> features.WeightsSettings:
 def fetch_weights_file(spark: SparkSession, uri: str) -> str:
     """Copy a weights file named by a URI (s3a:// on EMR, where `deploy package` put it) to a local
     temporary file through the session's Hadoop file system, for Keras, which reads local files only."""
-    jvm = spark.sparkContext._jvm
-    source = jvm.org.apache.hadoop.fs.Path(uri)
-    target = f"{tempfile.mkdtemp(prefix='fruits-weights-')}/{source.getName()}"
+    target = f"{tempfile.mkdtemp(prefix='fruits-weights-')}/{uri.rstrip('/').rsplit('/', 1)[-1]}"
     try:
-        file_system = source.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        file_system.copyToLocalFile(False, source, jvm.org.apache.hadoop.fs.Path(f"file://{target}"), True)
+        lakefs.download(spark, uri, Path(target))
     except Exception as exc:  # noqa: BLE001 - a Py4J error: named in one line, not traced
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise features.WeightsUnavailable(

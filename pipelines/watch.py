@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from pyspark.sql import SparkSession
 
+from pipelines import lakefs
 from pipelines.config import Conf, is_remote
 
 Listing = dict[str, tuple[int, int]]
@@ -37,17 +38,9 @@ def listing(spark: SparkSession, conf: Conf) -> Listing:
     extensions = tuple(f".{e.lower()}" for e in conf["input.extensions"])
     found: Listing = {}
     if is_remote(root):
-        jvm = spark.sparkContext._jvm
-        path = jvm.org.apache.hadoop.fs.Path(root)
-        fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        if not fs.exists(path):
-            return found
-        files = fs.listFiles(path, True)
-        while files.hasNext():
-            status = files.next()
-            name = status.getPath().toString()
-            if name.lower().endswith(extensions):
-                found[name[len(root):]] = (status.getLen(), status.getModificationTime())
+        for entry in lakefs.files(spark, root):
+            if entry.location.lower().endswith(extensions):
+                found[entry.location[len(root):]] = (entry.size, entry.modified_ms)
         return found
     for folder, _, names in os.walk(root):
         for name in names:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from pipelines import lakefs
+
 ASSETS_PACKAGE = "quality"
 ASSETS_DIR = "data_docs_assets"
 VENDOR_DIR = "static/vendor"
@@ -116,52 +118,31 @@ def localise_site(site_root: Path, changed_since: float) -> list[Path]:
 # ---------------------------------------------------------------- Hadoop FileSystem copies
 
 
-def _filesystems(spark: SparkSession, location: str):
-    """(jvm, Hadoop conf, the Path and FileSystem of `location`, the raw local FileSystem: no .crc files)."""
-    jvm = spark.sparkContext._jvm
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
-    path = jvm.org.apache.hadoop.fs.Path(location)
-    local = jvm.org.apache.hadoop.fs.FileSystem.getLocal(hadoop_conf).getRawFileSystem()
-    return jvm, hadoop_conf, path, path.getFileSystem(hadoop_conf), local
-
-
 def download_tree(spark: SparkSession, remote: str, local: Path, skip_prefixes: tuple[str, ...] = ()) -> int:
     """Copy every file under `remote` into `local`, except those whose relative path starts with one
     of `skip_prefixes`; returns the number of files copied (0 when `remote` does not exist)."""
-    jvm, hadoop_conf, root, fs, local_fs = _filesystems(spark, remote)
-    if not fs.exists(root):
-        return 0
-    base = fs.makeQualified(root).toString().rstrip("/") + "/"
-    files = fs.listFiles(root, True)
+    base = lakefs.qualified(spark, remote).rstrip("/") + "/"
     copied = 0
-    while files.hasNext():
-        source = files.next().getPath()
-        relative = source.toString()[len(base):]
+    for entry in lakefs.files(spark, remote):
+        relative = entry.location[len(base):]
         if any(relative.startswith(prefix) for prefix in skip_prefixes):
             continue
         target = local / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        jvm.org.apache.hadoop.fs.FileUtil.copy(fs, source, local_fs, jvm.org.apache.hadoop.fs.Path(target.as_uri()), False, hadoop_conf)
+        lakefs.download(spark, entry.location, target)
         copied += 1
     return copied
 
 
 def upload_tree(spark: SparkSession, local: Path, remote: str, changed_since: float) -> int:
-    """Copy the files under `local` modified since `changed_since` to the same relative paths under `remote`.
-
-    FileUtil.copy streams each file, overwriting what is there (hadoop-aws 3.4.1's S3A
-    copyFromLocalFile fails on a single file with "Cannot get relative path for URI").
-    """
-    jvm, hadoop_conf, root, fs, local_fs = _filesystems(spark, remote)
+    """Copy the files under `local` modified since `changed_since` to the same relative paths under
+    `remote` (lakefs.upload: streamed, replacing what is there)."""
     copied = 0
     for directory, _, names in os.walk(local):
         for name in names:
             source = Path(directory) / name
             if source.stat().st_mtime < changed_since:
                 continue
-            target = jvm.org.apache.hadoop.fs.Path(root, source.relative_to(local).as_posix())
-            jvm.org.apache.hadoop.fs.FileUtil.copy(
-                local_fs, jvm.org.apache.hadoop.fs.Path(source.as_uri()), fs, target, False, True, hadoop_conf
-            )
+            lakefs.upload(spark, source, f"{remote.rstrip('/')}/{source.relative_to(local).as_posix()}")
             copied += 1
     return copied

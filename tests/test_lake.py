@@ -4,6 +4,10 @@ import shutil
 import threading
 
 import pytest
+from delta.tables import DeltaTable
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import AnalysisException
+from pyspark.errors.exceptions.captured import convert_exception
 
 from pipelines import lake
 
@@ -46,17 +50,36 @@ def test_concurrent_publishers_never_duplicate(spark, tmp_path):
     assert attempts[-1][0] == 1 and attempts[-1][-1] > 1, f"no commit conflict in {RACES} races: attempts {attempts}"
 
 
-def test_conflict_detection():
-    assert lake.is_commit_conflict(RuntimeError("[DELTA_CONCURRENT_APPEND.WITHOUT_HINT] ConcurrentAppendException: x"))
-    assert not lake.is_commit_conflict(RuntimeError("[PATH_NOT_FOUND] Path does not exist"))
-    # A table another writer is creating (log folder there, version 0 not yet) is a conflict only
-    # while this run creates the table too.
-    half_created = RuntimeError("[DELTA_TABLE_NOT_FOUND] Delta table `/lake/_models/pca/_registry` doesn't exist.")
-    assert lake.is_commit_conflict(half_created, creating=True)
-    assert not lake.is_commit_conflict(half_created)
-    files_seen = RuntimeError("[DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION] Cannot create table ... is not empty")
+def test_conflict_detection_goes_by_delta_exception_types(spark):
+    """Delta's conflicts reach Python as py4j errors holding the Java exception; its class decides,
+    whatever the message says (a Python error quoting one is not a conflict)."""
+    jvm = spark.sparkContext._jvm
+
+    def raised(java_exception):
+        return Py4JJavaError("An error occurred while calling o1.execute.\n", java_exception)
+
+    for name in ("ConcurrentAppendException", "MetadataChangedException", "ProtocolChangedException", "ConcurrentTransactionException"):
+        assert lake.is_commit_conflict(raised(getattr(jvm.io.delta.exceptions, name)("x"))), name
+    wrapped = jvm.org.apache.spark.SparkException("job aborted", jvm.io.delta.exceptions.ConcurrentDeleteReadException("x"))
+    assert lake.is_commit_conflict(raised(wrapped))
+    assert not lake.is_commit_conflict(raised(jvm.java.io.FileNotFoundException("ConcurrentAppendException")))
+    assert not lake.is_commit_conflict(RuntimeError("[DELTA_CONCURRENT_APPEND.WITHOUT_HINT] ConcurrentAppendException: x"))
+
+
+def test_a_half_created_table_is_a_conflict_only_while_creating(spark, tmp_path):
+    """A table another writer is creating (log folder there, version 0 not yet) is a conflict only
+    while this run creates the table too."""
+    (tmp_path / "t" / "_delta_log").mkdir(parents=True)
+    with pytest.raises(AnalysisException) as half_created:
+        DeltaTable.forPath(spark, str(tmp_path / "t"))
+    assert lake.is_commit_conflict(half_created.value, creating=True)
+    assert not lake.is_commit_conflict(half_created.value)
+    files_seen = convert_exception(spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaErrors.createTableWithNonEmptyLocation("t", "/lake/t"))
     assert lake.is_commit_conflict(files_seen, creating=True)
     assert not lake.is_commit_conflict(files_seen)
+    with pytest.raises(AnalysisException) as absent:
+        spark.read.format("delta").load(str(tmp_path / "absent"))
+    assert not lake.is_commit_conflict(absent.value, creating=True)
 
 
 def two_runs_batches(spark, ids):
