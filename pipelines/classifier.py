@@ -41,6 +41,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines import gold as gold_stage
+from pipelines import gold_model as gold_pca
 from pipelines import lake, scores
 from pipelines.cli import execute_stage, stage_parser
 from pipelines.config import Conf, ConfError
@@ -260,7 +261,7 @@ def run(spark: SparkSession, conf: Conf, run_id: str, retrain: bool = False, aud
     settings = ClassifierSettings.from_conf(conf)
     gold_location = lake.table_location(conf, "gold")
     gold = lake.read_table(spark, gold_location)
-    gold_model = None if gold is None else gold_stage.current_model(spark, conf, gold)
+    gold_model = None if gold is None else gold_pca.current_model(spark, conf, gold)
     if gold_model is None:
         raise ClassifierStateError(f"gold table '{gold_location}' has no rows to learn from: run `python -m pipelines.gold` first")
     location = lake.table_location(conf, STAGE)
@@ -388,7 +389,7 @@ def predictor_arrays(gold_pipeline, k: int, model: LogisticRegressionModel) -> d
     }
 
 
-def predictor_description(metrics: dict, gold_model: gold_stage.GoldModel) -> dict:
+def predictor_description(metrics: dict, gold_model: gold_pca.GoldModel) -> dict:
     """predictor.json: what the arrays belong to, for the predict command to check before use."""
     feature_models = list(gold_model.record["fit_feature_models"])
     feature_model = feature_models[0] if len(feature_models) == 1 else ",".join(feature_models)
@@ -400,7 +401,7 @@ def predictor_description(metrics: dict, gold_model: gold_stage.GoldModel) -> di
     }
 
 
-def write_predictor(spark: SparkSession, conf: Conf, metrics: dict, gold_model: gold_stage.GoldModel) -> str:
+def write_predictor(spark: SparkSession, conf: Conf, metrics: dict, gold_model: gold_pca.GoldModel) -> str:
     """Write the current model's predictor bundle when absent, then point current.json at it.
 
     After the commit, like gold's exports: a run killed before this leaves the bundle or the pointer
@@ -474,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     code, _ = execute_stage(
         STAGE, args, lambda spark, conf, run_id, audit: run(spark, conf, run_id, retrain=args.retrain, audit=audit),
-        summary_line, input_errors=(ClassifierStateError, gold_stage.GoldStateError), context=lambda conf: {"retrain": args.retrain},
+        summary_line, input_errors=(ClassifierStateError, gold_pca.GoldStateError), context=lambda conf: {"retrain": args.retrain},
     )
     return code
 

@@ -16,7 +16,7 @@ import great_expectations as gx
 import pytest
 
 from pipelines.config import load_conf
-from pipelines import gold
+from pipelines import gold_model
 from quality import gates, suites
 
 pytestmark = pytest.mark.spark
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.spark
 RATIOS = [0.6, 0.3, 0.07, 0.03]
 
 POISONS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-GOLD_CHOSEN = gold.model_facts("v1", RATIOS, None, 0.95)
-GOLD_FIXED = gold.model_facts("v1", RATIOS, 3, 0.95)
+GOLD_CHOSEN = gold_model.model_facts("v1", RATIOS, None, 0.95)
+GOLD_FIXED = gold_model.model_facts("v1", RATIOS, 3, 0.95)
 
 # layer -> (gold facts, a valid per-row record: numeric columns as doubles so they can hold NaN)
 ROWS = {
