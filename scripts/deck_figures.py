@@ -134,7 +134,7 @@ def sample_counts(folder: Path) -> dict:
 
 def run_figures(conf) -> tuple[dict, dict[str, Path]]:
     """The gold model and classifier of the conf's lake, and the plots of the runs that made them."""
-    from pipelines import classifier, gold_model
+    from pipelines import classifier_predictor, gold_model
     from pipelines.session import build_spark_session
 
     lake = Path(conf.path("lake.root"))
@@ -150,12 +150,12 @@ def run_figures(conf) -> tuple[dict, dict[str, Path]]:
         rows = spark.read.format("delta").load(metrics_path).orderBy("trained_at", ascending=False).collect()
     finally:
         spark.stop()
-    current = json.loads(Path(classifier.models_location(conf), "current.json").read_text())["classifier_version"]
+    current = json.loads(Path(classifier_predictor.models_location(conf), "current.json").read_text())["classifier_version"]
     metric = next((r for r in rows if r["model_version"] == current), None)
     if metric is None:
         raise ConfError(f"no metrics row for the classifier in use {current} in {metrics_path}: run `make run`")
     plots = {name: lake / conf["lake.reports"] / "gold" / fit["run_id"] / name for name in GOLD_PLOTS}
-    plots["confusion_matrix.png"] = Path(classifier.plot_location(conf, metric["run_id"]))
+    plots["confusion_matrix.png"] = Path(classifier_predictor.plot_location(conf, metric["run_id"]))
     figures = {
         "conf": [source for source in conf.sources if not source.startswith("--set")],
         "gold": {
