@@ -154,9 +154,9 @@ def measure_runtimes(spark, conf: Conf) -> dict:
 def accuracies(spark, conf: Conf, matrix: np.ndarray, labels: list[str], splits: list[str]) -> dict:
     """Test-split accuracy of a logistic regression fitted on the Training split, on two projections:
 
-    - gold_accuracy: gold's own fit (pipelines.gold.fit_model, the conf's variance target) on every
+    - gold_accuracy: gold's own fit (pipelines.gold_model.fit_model, the conf's variance target) on every
       image, as the gold stage does;
-    - exact_pca_accuracy: the same centring and k rule (gold.select_pca_k) with an exact SVD in
+    - exact_pca_accuracy: the same centring and k rule (gold_model.select_pca_k) with an exact SVD in
       numpy, a check on the first: on the bench's MobileNetV2 features Spark ML's PCA was seen to
       return components that are not the leading ones, and not the same ones from run to run
       (docs/benchmarks.md): the first figure swings under changes far below the feature
@@ -165,7 +165,7 @@ def accuracies(spark, conf: Conf, matrix: np.ndarray, labels: list[str], splits:
     """
     from pyspark.ml.functions import array_to_vector
 
-    from pipelines import gold
+    from pipelines import gold, gold_model
 
     keep = [i for i, vector in enumerate(matrix) if np.isfinite(vector).all()]
     rows = [(str(i), labels[i], splits[i], [float(x) for x in matrix[i]], "m") for i in keep]
@@ -173,13 +173,13 @@ def accuracies(spark, conf: Conf, matrix: np.ndarray, labels: list[str], splits:
         rows, "image_id string, label string, split string, features array<float>, model_weights_sha256 string"
     )
     vectors = gold.with_feature_vectors(gold.check_features(silver_rows, features.FEATURE_SIZE))
-    pipeline, _, _ = gold.fit_model(vectors, gold.GoldSettings.from_conf(conf), features.FEATURE_SIZE, len(rows))
+    pipeline, _, _ = gold_model.fit_model(vectors, gold_model.GoldSettings.from_conf(conf), features.FEATURE_SIZE, len(rows))
     projected = gold.gold_rows(pipeline.transform(vectors), "bench", "bench").select(
         "label", "split", array_to_vector("pca").alias("x")
     )
     centred = matrix[keep].astype(np.float64) - matrix[keep].astype(np.float64).mean(axis=0)
     _, singular, components = np.linalg.svd(centred, full_matrices=False)
-    k = gold.select_pca_k(singular**2 / np.sum(singular**2), conf["gold.variance_target"])
+    k = gold_model.select_pca_k(singular**2 / np.sum(singular**2), conf["gold.variance_target"])
     exact = spark.createDataFrame(
         [(labels[i], splits[i], [float(x) for x in vector]) for i, vector in zip(keep, centred @ components[:k].T)],
         "label string, split string, pca array<double>",

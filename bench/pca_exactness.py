@@ -4,7 +4,7 @@
 
 Reads the valid silver rows of `lake.root` (gold's own checks), computes the exact reference on
 the driver with NumPy (covariance of the centered rows, `eigvalsh`), then fits `--fits` times
-gold's PCA (`gold.fit_model`, what a gold run saves) and `--spark-fits` times Spark's own `StandardScaler` + `pyspark.ml.feature.PCA.fit` (what gold used before, docs/gold.md).
+gold's PCA (`gold_model.fit_model`, what a gold run saves) and `--spark-fits` times Spark's own `StandardScaler` + `pyspark.ml.feature.PCA.fit` (what gold used before, docs/gold.md).
 Each fit is checked for what a PCA promises: max |V'V - I| over the fitted components (0:
 orthonormal), how many are not eigenvectors (|C v - (v'Cv) v| > 1e-6 lambda_1), the largest error
 of the explained-variance ratios against the eigenvalues' shares, the k gold would choose, and
@@ -32,7 +32,7 @@ from pyspark.mllib.common import _java2py
 from pyspark.mllib.linalg import Vectors as MLlibVectors
 from pyspark.mllib.linalg.distributed import RowMatrix
 
-from pipelines import gold, lake
+from pipelines import gold, gold_model, lake
 from pipelines.cli import load_stage_conf, stage_parser
 from pipelines.session import build_spark_session
 
@@ -57,7 +57,7 @@ def fit_report(cov: np.ndarray, eigenvalues: np.ndarray, components: np.ndarray,
         "not_eigenvectors": int(np.sum(residual > 1e-6)),
         "components": k,
         "ratio_error": float(np.abs(ratios - eigenvalues[:k] / eigenvalues.sum()).max()),
-        "k": gold.select_pca_k(ratios, target),
+        "k": gold_model.select_pca_k(ratios, target),
         "column_variance": scores[:, :SHOWN].var(axis=0, ddof=1).round(3).tolist(),
     }
 
@@ -79,27 +79,27 @@ def main(argv: list[str] | None = None) -> int:
     vectors = gold.with_feature_vectors(gold.check_features(candidates, dim)).cache()
     rows = vectors.orderBy("image_id").collect()
     ids = [r["image_id"] for r in rows]
-    features = np.stack([r[gold._VECTOR_COL].toArray() for r in rows])
+    features = np.stack([r[gold_model.VECTOR_COL].toArray() for r in rows])
     cov, eigenvalues = reference(features)
-    settings = gold.GoldSettings.from_conf(conf)
+    settings = gold_model.GoldSettings.from_conf(conf)
     target = settings.variance_target
     print(f"{len(ids)} rows x {dim} features, rank {np.linalg.matrix_rank(features - features.mean(axis=0))}; "
           f"exact: eigenvalues[:{SHOWN}] {eigenvalues[:SHOWN].round(3).tolist()}, "
-          f"k for {target:g} = {gold.select_pca_k(eigenvalues / eigenvalues.sum(), target)}")
+          f"k for {target:g} = {gold_model.select_pca_k(eigenvalues / eigenvalues.sum(), target)}")
     for kind, fits in (("gold", args.fits), ("spark PCA.fit", args.spark_fits)):
         for fit in range(1, fits + 1):
             started = time.monotonic()
             if kind == "gold":
-                model, _, _ = gold.fit_model(vectors, settings, dim, len(ids))
+                model, _, _ = gold_model.fit_model(vectors, settings, dim, len(ids))
                 scaler, pca_model = model.stages[0], model.stages[1]
             else:
                 scaler = StandardScaler(withMean=True, withStd=settings.standardize,
-                                        inputCol=gold._VECTOR_COL, outputCol=gold._CENTERED_COL).fit(vectors)
-                pca_model = PCA(k=min(dim, len(ids), settings.max_k), inputCol=gold._CENTERED_COL,
-                                outputCol=gold._COMPONENTS_COL).fit(scaler.transform(vectors))
+                                        inputCol=gold_model.VECTOR_COL, outputCol=gold_model.CENTERED_COL).fit(vectors)
+                pca_model = PCA(k=min(dim, len(ids), settings.max_k), inputCol=gold_model.CENTERED_COL,
+                                outputCol=gold_model.COMPONENTS_COL).fit(scaler.transform(vectors))
             seconds = time.monotonic() - started
-            projected = pca_model.transform(scaler.transform(vectors)).select("image_id", gold._COMPONENTS_COL).collect()
-            by_id = {r["image_id"]: r[gold._COMPONENTS_COL].toArray() for r in projected}
+            projected = pca_model.transform(scaler.transform(vectors)).select("image_id", gold_model.COMPONENTS_COL).collect()
+            by_id = {r["image_id"]: r[gold_model.COMPONENTS_COL].toArray() for r in projected}
             report = fit_report(cov, eigenvalues, pca_model.pc.toArray(), pca_model.explainedVariance.toArray(),
                                 np.stack([by_id[i] for i in ids]), target)
             print(f"{kind} fit {fit} ({seconds:.0f} s): max |V'V - I| = {report['orthonormality']:.3g}, "

@@ -41,8 +41,8 @@ SAMPLE_RATE = 20  # samples per second
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("JVM and Spark session start", ("build_spark_session (pipelines/session.py:",)),
     ("Great Expectations import", ("<module> (quality/suites.py:",)),
-    ("gate: GX checkpoint and Data Docs", ("_run_checkpoints (quality/gates.py:", "row_frame (quality/gates.py:")),
-    ("gate: totals and model facts (Spark)", ("_totals (quality/gates.py:", "model_facts (pipelines/stages.py:")),
+    ("gate: GX checkpoint and Data Docs", ("run_checkpoints (quality/gx_runner.py:", "row_frame (quality/metrics.py:")),
+    ("gate: totals and model facts (Spark)", ("totals (quality/metrics.py:", "model_facts (pipelines/stages.py:")),
     ("gate outcome rows (Delta append)", ("record (quality/outcomes.py:",)),
     ("upstream check and report (outcome reads)", ("require_upstream_passed (quality/gates.py:", "main (quality/report.py:")),
     ("staging writes (the batch computed)", ("stage_batch (pipelines/lake.py:",)),

@@ -8,7 +8,7 @@ classifier stage therefore writes, beside its Spark model, the few arrays the ar
 and what they were computed from (`predictor.json`); this module checks them and applies them in
 float64, the precision Spark ML computes in.
 
-Layout (the contract with pipelines/classifier.py, docs/serving.md):
+Layout (the contract with pipelines/classifier_predictor.py, docs/serving.md):
     <lake.root>/<lake.models>/<classifier.models_dir>/current.json        {"classifier_version": v}
     <lake.root>/<lake.models>/<classifier.models_dir>/<v>/predictor.json  versions, runtime, labels, k
     <lake.root>/<lake.models>/<classifier.models_dir>/<v>/predictor.npz   mean, scale, components,

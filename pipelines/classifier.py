@@ -5,7 +5,8 @@ rows, changed classifier settings, or --retrain): compare the candidate regulari
 held-out part of the Training rows, train the best on every Training row, score every gold row,
 evaluate on the Test rows, save the model; or score only the gold rows without a classifier row
 with the current model -> the quality gate -> publish -> write the predictor bundle for
-`python -m pipelines.predict` and the service, and the confusion-matrix plot, once per model.
+`python -m pipelines.predict` and the service, and the confusion-matrix plot, once per model
+(pipelines/classifier_predictor.py, which also lays out the model folders).
 
 Decisions (docs/classifier.md):
 - Spark ML's LogisticRegression (family multinomial): one softmax over every label, whose
@@ -27,13 +28,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
-import numpy as np
 from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame, SparkSession
@@ -41,7 +39,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines import gold as gold_stage
+from pipelines import gold_model as gold_pca
 from pipelines import lake, scores
+from pipelines.classifier_predictor import model_location, plot_confusion, write_predictor
 from pipelines.cli import execute_stage, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.stages import ModelCheck, ModelFacts
@@ -92,7 +92,6 @@ METRICS_SCHEMA = T.StructType(
     ]
 )
 _FEATURES, LABEL_INDEX = "pca_vector", "label_index"
-PLOT_FILE = "confusion_matrix.png"
 
 
 class ClassifierStateError(RuntimeError):
@@ -227,15 +226,7 @@ def model_facts(
     )
 
 
-# ---------------------------------------------------------------- locations and the current model
-
-
-def models_location(conf: Conf) -> str:
-    return lake.lake_location(conf, conf["lake.models"], conf["classifier.models_dir"])
-
-
-def model_location(conf: Conf, model_version: str) -> str:
-    return f"{models_location(conf)}/{model_version}"
+# ---------------------------------------------------------------- the current model
 
 
 def current_metrics(spark: SparkSession, conf: Conf, table: DataFrame) -> dict | None:
@@ -260,7 +251,7 @@ def run(spark: SparkSession, conf: Conf, run_id: str, retrain: bool = False, aud
     settings = ClassifierSettings.from_conf(conf)
     gold_location = lake.table_location(conf, "gold")
     gold = lake.read_table(spark, gold_location)
-    gold_model = None if gold is None else gold_stage.current_model(spark, conf, gold)
+    gold_model = None if gold is None else gold_pca.current_model(spark, conf, gold)
     if gold_model is None:
         raise ClassifierStateError(f"gold table '{gold_location}' has no rows to learn from: run `python -m pipelines.gold` first")
     location = lake.table_location(conf, STAGE)
@@ -370,88 +361,6 @@ def _score_new_rows(
     return results[STAGE].inserted_rows
 
 
-# ---------------------------------------------------------------- after the commit: predictor and plot
-
-
-def predictor_arrays(gold_pipeline, k: int, model: LogisticRegressionModel) -> dict[str, np.ndarray]:
-    """The numbers `python -m pipelines.predict` needs to score a photo's features without Spark:
-    pca = ((x - mean) / scale) @ components (a 0 scale gives 0, as Spark's StandardScaler does);
-    probabilities = softmax(coefficients @ pca + intercepts), in the order of the model's labels."""
-    scaler, pca = gold_pipeline.stages[0], gold_pipeline.stages[1]
-    mean = scaler.mean.toArray()
-    scale = scaler.std.toArray() if scaler.getWithStd() else np.ones_like(mean)
-    return {
-        "mean": mean.astype(np.float64), "scale": scale.astype(np.float64),
-        "components": pca.pc.toArray()[:, :k].astype(np.float64),
-        "coefficients": model.coefficientMatrix.toArray().astype(np.float64),
-        "intercepts": model.interceptVector.toArray().astype(np.float64),
-    }
-
-
-def predictor_description(metrics: dict, gold_model: gold_stage.GoldModel) -> dict:
-    """predictor.json: what the arrays belong to, for the predict command to check before use."""
-    feature_models = list(gold_model.record["fit_feature_models"])
-    feature_model = feature_models[0] if len(feature_models) == 1 else ",".join(feature_models)
-    sha, _, runtime = feature_model.partition("@")
-    return {
-        "classifier_version": metrics["model_version"], "gold_model_version": metrics["gold_model_version"],
-        "feature_model": feature_model, "weights_sha256": sha, "runtime": runtime or "keras",
-        "labels": list(metrics["labels"]), "k": gold_model.k, "trained_at": metrics["trained_at"].isoformat(),
-    }
-
-
-def write_predictor(spark: SparkSession, conf: Conf, metrics: dict, gold_model: gold_stage.GoldModel) -> str:
-    """Write the current model's predictor bundle when absent, then point current.json at it.
-
-    After the commit, like gold's exports: a run killed before this leaves the bundle or the pointer
-    behind, and the next run (a no-op included) writes them. The pointer is written last, so a
-    reader following it always finds a complete bundle. Returns the bundle's folder.
-    """
-    version = metrics["model_version"]
-    folder = model_location(conf, version)
-    pointer = f"{models_location(conf)}/current.json"
-    current = lake.read_small_file(spark, pointer)
-    if current is not None and json.loads(current).get("classifier_version") == version:
-        return folder
-    with tempfile.TemporaryDirectory(prefix="fruits-predictor-") as scratch:
-        if not lake.exists(spark, f"{folder}/predictor.json"):
-            model = LogisticRegressionModel.load(f"{folder}/spark")
-            arrays = Path(scratch) / "predictor.npz"
-            np.savez(arrays, **predictor_arrays(gold_model.pipeline, gold_model.k, model))
-            lake.put_file(spark, arrays, f"{folder}/predictor.npz")
-            description = Path(scratch) / "predictor.json"
-            description.write_text(json.dumps(predictor_description(metrics, gold_model), indent=1))
-            lake.put_file(spark, description, f"{folder}/predictor.json")
-        local_pointer = Path(scratch) / "current.json"
-        local_pointer.write_text(json.dumps({"classifier_version": version}))
-        lake.put_file(spark, local_pointer, pointer)
-    return folder
-
-
-def plot_location(conf: Conf, training_run_id: str) -> str:
-    """The confusion-matrix plot of the model a run trained, beside that run's reports."""
-    return lake.lake_location(conf, conf["lake.reports"], STAGE, training_run_id, PLOT_FILE)
-
-
-def plot_confusion(spark: SparkSession, conf: Conf, metrics: dict) -> str:
-    """The model's Test confusion matrix, beside the reports of the run that trained it: drawn once
-    per model (when absent). Returns its location."""
-    target = plot_location(conf, metrics["run_id"])
-    if lake.exists(spark, target) or not metrics["test_rows"]:
-        return target
-    evaluation = scores.Evaluation(
-        metrics["test_rows"], metrics["test_accuracy"], metrics["test_macro_f1"],
-        tuple(scores.ClassScores(**c) for c in metrics["classes"]),
-        tuple((c["label"], c["predicted"], c["count"]) for c in metrics["confusion"]),
-    )
-    figure = scores.confusion_figure(evaluation, metrics["model_version"], conf["classifier.plot_max_labels"])
-    with tempfile.TemporaryDirectory(prefix="fruits-confusion-") as scratch:
-        local = Path(scratch) / PLOT_FILE
-        figure.savefig(local, dpi=110)
-        lake.put_file(spark, local, target)
-    return target
-
-
 # ---------------------------------------------------------------- command line
 
 
@@ -474,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     code, _ = execute_stage(
         STAGE, args, lambda spark, conf, run_id, audit: run(spark, conf, run_id, retrain=args.retrain, audit=audit),
-        summary_line, input_errors=(ClassifierStateError, gold_stage.GoldStateError), context=lambda conf: {"retrain": args.retrain}, force=args.retrain,
+        summary_line, input_errors=(ClassifierStateError, gold_pca.GoldStateError), context=lambda conf: {"retrain": args.retrain},
+        force=args.retrain,
     )
     return code
 

@@ -21,7 +21,7 @@ from pipelines import lake
 from pipelines.config import Conf
 
 if TYPE_CHECKING:
-    from pipelines.gold import GoldModel
+    from pipelines.gold_model import GoldModel
 
 PLOT_FILES = {"variance": "cumulative_variance.png", "scatter": "pc1_pc2_scatter.png"}
 

@@ -134,28 +134,28 @@ def sample_counts(folder: Path) -> dict:
 
 def run_figures(conf) -> tuple[dict, dict[str, Path]]:
     """The gold model and classifier of the conf's lake, and the plots of the runs that made them."""
-    from pipelines import classifier, gold
+    from pipelines import classifier_predictor, gold_model
     from pipelines.session import build_spark_session
 
     lake = Path(conf.path("lake.root"))
     spark = build_spark_session(conf, "deck-figures")
     try:
-        fits = spark.read.format("delta").load(gold.registry_location(conf)).orderBy("fitted_at", ascending=False)
+        fits = spark.read.format("delta").load(gold_model.registry_location(conf)).orderBy("fitted_at", ascending=False)
         fit = fits.first()
         if fit is None:
-            raise ConfError(f"no PCA model in {gold.registry_location(conf)}: run `make run` first")
+            raise ConfError(f"no PCA model in {gold_model.registry_location(conf)}: run `make run` first")
         variance = (spark.read.format("delta").load(f"{lake}/{conf['lake.tables.gold_variance']}")
                     .where(f"model_version = '{fit['model_version']}'").orderBy("component").collect())
         metrics_path = f"{lake}/{conf['lake.tables.classifier_metrics']}"
         rows = spark.read.format("delta").load(metrics_path).orderBy("trained_at", ascending=False).collect()
     finally:
         spark.stop()
-    current = json.loads(Path(classifier.models_location(conf), "current.json").read_text())["classifier_version"]
+    current = json.loads(Path(classifier_predictor.models_location(conf), "current.json").read_text())["classifier_version"]
     metric = next((r for r in rows if r["model_version"] == current), None)
     if metric is None:
         raise ConfError(f"no metrics row for the classifier in use {current} in {metrics_path}: run `make run`")
     plots = {name: lake / conf["lake.reports"] / "gold" / fit["run_id"] / name for name in GOLD_PLOTS}
-    plots["confusion_matrix.png"] = Path(classifier.plot_location(conf, metric["run_id"]))
+    plots["confusion_matrix.png"] = Path(classifier_predictor.plot_location(conf, metric["run_id"]))
     figures = {
         "conf": [source for source in conf.sources if not source.startswith("--set")],
         "gold": {
@@ -163,7 +163,7 @@ def run_figures(conf) -> tuple[dict, dict[str, Path]]:
             "feature_dim": fit["feature_dim"], "k": fit["k"], "variance_target": fit["variance_target"],
             "variance_reached": round(fit["variance_reached"], 4),
             # What another gold.variance_target would keep: the smallest k reaching it, from the fit's own ratios.
-            "k_for_target": {f"p{round(t * 100)}": gold.select_pca_k([r["explained_variance_ratio"] for r in variance], t) for t in VARIANCE_TARGETS},
+            "k_for_target": {f"p{round(t * 100)}": gold_model.select_pca_k([r["explained_variance_ratio"] for r in variance], t) for t in VARIANCE_TARGETS},
             "pc1_variance": round(variance[0]["explained_variance_ratio"], 4),
         },
         "classifier": {

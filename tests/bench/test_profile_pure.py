@@ -15,7 +15,7 @@ def test_each_main_thread_sample_counts_once_in_its_first_part_and_its_stage():
         line(f"{MAIN};main (pipelines/run.py:73);build_spark_session (pipelines/session.py:213);send (py4j/clientserver.py:1)", 40),
         # a gate inside write_audit_publish: the checkpoint part, not the staging one beside it
         line(f"{BRONZE};write_audit_publish (pipelines/lake.py:265);validate (quality/gates.py:206);"
-             "_run_checkpoints (quality/gates.py:359);run (great_expectations/x.py:1)", 10),
+             "run_checkpoints (quality/gx_runner.py:74);run (great_expectations/x.py:1)", 10),
         line(f"{BRONZE};write_audit_publish (pipelines/lake.py:261);stage_batch (pipelines/lake.py:103)", 30),
         line(f"{BRONZE};run (pipelines/bronze.py:365);first (pyspark/sql/dataframe.py:1)", 20),
         line("Thread-2 (py4j/clientserver.py:58);FinalizerWorker.run (py4j/clientserver.py:58)", 500),  # not the main thread

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import classifier, gold, lake
+from pipelines import classifier, classifier_predictor, gold, lake
 from pipelines.config import Conf, load_conf
 from quality import outcomes
 from tests.gold.conftest import append_silver, silver_records
@@ -93,14 +93,14 @@ def test_the_first_run_trains_scores_every_gold_row_and_records_its_metrics(spar
     assert {c["label"]: c["support"] for c in metrics["classes"]} == {label: 6 for label in LABELS}
     last = outcomes.latest(spark, trained)["classifier"]
     assert last.success and last.run_id == "first"
-    plot = Path(classifier.plot_location(trained, metrics["run_id"]))
+    plot = Path(classifier_predictor.plot_location(trained, metrics["run_id"]))
     assert plot.is_file() and plot.stat().st_size > 10_000
 
 
 def test_the_predictor_bundle_gives_the_batch_scores_without_spark(spark, trained):
     """pca = ((x - mean) / scale) @ components and softmax(coefficients @ pca + intercepts), from the
     bundle alone, equal gold's and the classifier's rows for the same features."""
-    models = Path(classifier.models_location(trained))
+    models = Path(classifier_predictor.models_location(trained))
     version = json.loads((models / "current.json").read_text())["classifier_version"]
     description = json.loads((models / version / "predictor.json").read_text())
     arrays = np.load(models / version / "predictor.npz")
@@ -146,7 +146,7 @@ def test_a_gold_refit_retrains_the_classifier_on_the_next_run(spark, trained, ca
     assert lake.read_table(spark, lake.table_location(trained, "classifier_metrics")).count() == 2
     [metrics] = lake.read_table(spark, lake.table_location(trained, "classifier_metrics")).where("run_id = 'after-refit'").collect()
     assert metrics["test_rows"] == 28 and metrics["test_accuracy"] == 1.0  # the increment's Test rows count now
-    current = json.loads((Path(classifier.models_location(trained)) / "current.json").read_text())
+    current = json.loads((Path(classifier_predictor.models_location(trained)) / "current.json").read_text())
     assert current["classifier_version"] == rows.first()["model_version"]
 
 
@@ -163,7 +163,7 @@ def test_the_gate_refuses_a_model_below_min_accuracy_or_blind_to_a_label_and_pub
     assert "gold holds 1 label(s) in no Training image (Walnut)" in err  # the warning names it
     assert lake.read_table(spark, lake.table_location(conf, "classifier")) is None
     assert lake.read_table(spark, lake.table_location(conf, "classifier_metrics")) is None
-    assert not (Path(classifier.models_location(conf)) / "current.json").exists()
+    assert not (Path(classifier_predictor.models_location(conf)) / "current.json").exists()
 
 
 def test_no_gold_yet_is_one_line_and_exit_2(make_conf, capsys):

@@ -15,7 +15,7 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from pipelines import gold, lake
+from pipelines import gold, gold_model, lake
 from tests.gold.conftest import append_silver, low_rank_features, silver_records
 
 pytestmark = pytest.mark.spark
@@ -39,7 +39,7 @@ def test_identical_feature_vectors_refuse_the_fit_with_exit_2_and_write_nothing(
     assert "at least 2 distinct feature vectors" in line and "rerun bronze and silver" in line, line
     for table in ("gold", "gold_variance"):
         assert lake.read_table(spark, lake.table_location(conf, table)) is None, f"{table} was written"
-    assert not Path(gold.models_location(conf)).exists(), "a model was saved"
+    assert not Path(gold_model.models_location(conf)).exists(), "a model was saved"
     assert not Path(lake.staging_location(conf, "gold/quarantine", "no-variance")).exists()
 
 

@@ -12,7 +12,7 @@ from pyspark.ml import PipelineModel
 from pyspark.ml.feature import PCAModel, StandardScalerModel, VectorSlicer
 from pyspark.sql import functions as F
 
-from pipelines import exports, gold, lake
+from pipelines import exports, gold, gold_model, lake
 from pipelines.config import ConfError, load_conf
 from tests.gold.conftest import LABELS, append_silver, low_rank_features, silver_records
 
@@ -138,12 +138,12 @@ def test_gold_holds_centered_component_scores_equal_to_numpy_up_to_sign(spark, f
 
 def test_model_is_saved_under_the_lake_and_registered(spark, fitted):
     conf, _, stats = fitted
-    model = PipelineModel.load(gold.model_location(conf, stats["model_version"]))
+    model = PipelineModel.load(gold_model.model_location(conf, stats["model_version"]))
     scaler, pca, slicer = model.stages
     assert isinstance(scaler, StandardScalerModel) and scaler.getWithMean() and not scaler.getWithStd()
     assert isinstance(pca, PCAModel) and pca.pc.numRows == DIM and pca.pc.numCols == DIM
     assert isinstance(slicer, VectorSlicer) and slicer.getIndices() == list(range(stats["k"]))
-    [record] = spark.read.format("delta").load(gold.registry_location(conf)).collect()
+    [record] = spark.read.format("delta").load(gold_model.registry_location(conf)).collect()
     assert record["model_version"] == stats["model_version"]
     assert (record["fit_rows"], record["k"], record["feature_dim"]) == (ROWS, stats["k"], DIM)
     assert sorted(record["fit_labels"]) == sorted(LABELS)
@@ -268,12 +268,12 @@ def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark,
     assert [Path(p).name for p in refit["exports"]["removed"]] == [f"model_version={fit['model_version']}"] * 2
     assert_exports_equal_gold(spark, conf, refit["k"])
     assert refit["plots"]["variance"].endswith("/gold/run-5/cumulative_variance.png")
-    registry = spark.read.format("delta").load(gold.registry_location(conf))
+    registry = spark.read.format("delta").load(gold_model.registry_location(conf))
     assert sorted(r["model_version"] for r in registry.collect()) == sorted([fit["model_version"], refit["model_version"]])
 
     # A gold table whose model folder is gone is refused with the way out, not silently refitted.
-    shutil.rmtree(gold.model_location(conf, refit["model_version"]))
-    with pytest.raises(gold.GoldStateError, match="--refit"):
+    shutil.rmtree(gold_model.model_location(conf, refit["model_version"]))
+    with pytest.raises(gold_model.GoldStateError, match="--refit"):
         gold.run(spark, conf, "run-6")
 
 

@@ -1,6 +1,6 @@
 """Gold's PCA against NumPy where Spark's PCA.fit went wrong: fewer rows than features (n < d).
 
-Each fit is gold's own (gold.fit_model, the saved PipelineModel), on the full MobileNetV2 width
+Each fit is gold's own (gold_model.fit_model, the saved PipelineModel), on the full MobileNetV2 width
 d = 1280 with features shaped like silver's (non-negative, clipped at 6 like ReLU6 activations,
 float32), and is checked for what a PCA promises: orthonormal components that are eigenvectors of
 the fit rows' covariance, explained-variance ratios equal to the eigenvalues' shares, and
@@ -15,7 +15,7 @@ import pytest
 from pyspark.ml import PipelineModel
 from pyspark.ml.feature import PCAModel, StandardScalerModel, VectorSlicer
 
-from pipelines import gold, lake, pca
+from pipelines import gold, gold_model, lake, pca
 from pipelines.config import load_conf
 from tests.gold.conftest import LABELS, SILVER_SCHEMA, append_silver, silver_records
 
@@ -50,9 +50,9 @@ def exact_pca(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fitted_scores(model, vectors, rows: int) -> np.ndarray:
     """The fit rows projected by the saved pipeline, in image_id order (silver_records numbers them)."""
-    projected = model.transform(vectors).select("image_id", gold._COMPONENTS_COL).orderBy("image_id").collect()
+    projected = model.transform(vectors).select("image_id", gold_model.COMPONENTS_COL).orderBy("image_id").collect()
     assert [r["image_id"] for r in projected] == [f"img{i:05d}" for i in range(rows)]
-    return np.stack([r[gold._COMPONENTS_COL].toArray() for r in projected])
+    return np.stack([r[gold_model.COMPONENTS_COL].toArray() for r in projected])
 
 
 def assert_exact_pca(model, k: int, k_fitted: int, features: np.ndarray, spark, target: float) -> None:
@@ -71,7 +71,7 @@ def assert_exact_pca(model, k: int, k_fitted: int, features: np.ndarray, spark, 
     np.testing.assert_allclose(
         fitted_pca.explainedVariance.toArray(), eigenvalues[:k_fitted] / eigenvalues.sum(), atol=1e-12
     )
-    assert k == gold.select_pca_k(eigenvalues / eigenvalues.sum(), target)
+    assert k == gold_model.select_pca_k(eigenvalues / eigenvalues.sum(), target)
     scores = fitted_scores(model, fit_vectors(spark, features, partitions=2), rows)
     np.testing.assert_allclose(scores.mean(axis=0), 0.0, atol=1e-9 * np.sqrt(eigenvalues[0]))
     np.testing.assert_allclose(scores.var(axis=0, ddof=1), eigenvalues[:k_fitted], atol=1e-9 * eigenvalues[0])
@@ -87,8 +87,8 @@ def test_fits_with_fewer_rows_than_features_are_exact_and_the_same_in_any_partit
     (eigenvalue 0), where any orthonormal basis is exact.
     """
     features = activation_like_features(400, seed=11)
-    settings = gold.GoldSettings.from_conf(make_conf(None))
-    fits = [gold.fit_model(fit_vectors(spark, features, partitions), settings, DIM, 400) for partitions in (1, 2, 3, 4)]
+    settings = gold_model.GoldSettings.from_conf(make_conf(None))
+    fits = [gold_model.fit_model(fit_vectors(spark, features, partitions), settings, DIM, 400) for partitions in (1, 2, 3, 4)]
     for model, k, k_fitted in fits:
         assert_exact_pca(model, k, k_fitted, features, spark, settings.variance_target)
     first, k, _ = fits[0]
@@ -99,8 +99,8 @@ def test_fits_with_fewer_rows_than_features_are_exact_and_the_same_in_any_partit
 
 def test_a_fit_with_more_rows_than_features_is_exact(spark, make_conf):
     features = activation_like_features(1500, seed=1500)
-    settings = gold.GoldSettings.from_conf(make_conf(None))
-    model, k, k_fitted = gold.fit_model(fit_vectors(spark, features, partitions=3), settings, DIM, 1500)
+    settings = gold_model.GoldSettings.from_conf(make_conf(None))
+    model, k, k_fitted = gold_model.fit_model(fit_vectors(spark, features, partitions=3), settings, DIM, 1500)
     assert_exact_pca(model, k, k_fitted, features, spark, settings.variance_target)
 
 
@@ -112,12 +112,12 @@ def test_an_incremental_run_refuses_a_saved_model_whose_components_are_not_ortho
     options = [a for s in sets for a in ("--set", s)]
     assert gold.main([*options, "--set", "run.id=fit"]) == 0, capsys.readouterr().err[-2000:]
     version = spark.read.format("delta").load(lake.table_location(conf, "gold")).first()["model_version"]
-    location = gold.model_location(conf, version)
+    location = gold_model.model_location(conf, version)
     saved = PipelineModel.load(location)
     scaler, exact, slicer = saved.stages
     stretched = exact.pc.toArray() * np.linspace(1.0, 2.0, exact.pc.numCols)  # as Spark's wrong fits were
     decomposition = pca.Decomposition(stretched, np.zeros(exact.pc.numRows))
-    wrong = pca.pca_model(spark, decomposition, gold._CENTERED_COL, gold._COMPONENTS_COL)
+    wrong = pca.pca_model(spark, decomposition, gold_model.CENTERED_COL, gold_model.COMPONENTS_COL)
     PipelineModel([scaler, wrong, slicer]).write().overwrite().save(location)
     append_silver(spark, conf, silver_records(activation_like_features(5, seed=2, dim=64), start=100, labels=LABELS))
     capsys.readouterr()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipelines.config import ConfError, load_conf
-from pipelines.gold import (
+from pipelines.gold_model import (
     GoldSettings,
     changed_settings,
     k_and_variance,

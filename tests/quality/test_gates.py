@@ -12,7 +12,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines import lake
-from quality import gates, outcomes
+from quality import gates, metrics, outcomes
 from tests.quality.conftest import IMAGE_IDS, NOW, bronze_rows, gated_publish, report_output
 
 pytestmark = pytest.mark.spark
@@ -129,7 +129,7 @@ def test_a_layer_never_validated_is_not_refused_and_unknown_layers_are_errors(sp
 
 
 def test_totals_frame_keeps_counts_integral_and_unknowns_as_missing_floats():
-    frame = gates.totals_frame({"batch_rows": 40, "batch_quarantine_rate": 0.025, "variance_reached": None, "k": 7})
+    frame = metrics.totals_frame({"batch_rows": 40, "batch_quarantine_rate": 0.025, "variance_reached": None, "k": 7})
     assert frame.shape == (1, 4)
     assert str(frame["batch_rows"].dtype) == "int64" and frame["batch_rows"][0] == 40
     assert str(frame["k"].dtype) == "int64"

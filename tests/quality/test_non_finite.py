@@ -3,8 +3,8 @@
 GX's between check skips missing values (null, and NaN on pandas) and Spark orders NaN above every
 number, so a NaN once passed gold's variance target (issue 21, item 3). Each suite is validated
 here as the gate validates it: its frame through `suites.non_finite_as_null` (the per-row frame on
-Spark, the one row of totals built by `gates.totals_frame` on pandas), failures described by
-`gates.describe_failure`. The valid frames pass, so a failure is the poisoned value's doing.
+Spark, the one row of totals built by `metrics.totals_frame` on pandas), failures described by
+`gx_runner.describe_failure`. The valid frames pass, so a failure is the poisoned value's doing.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import great_expectations as gx
 import pytest
 
 from pipelines.config import load_conf
-from pipelines import gold
-from quality import gates, suites
+from pipelines import gold_model
+from quality import gx_runner, metrics, suites
 
 pytestmark = pytest.mark.spark
 
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.spark
 RATIOS = [0.6, 0.3, 0.07, 0.03]
 
 POISONS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-GOLD_CHOSEN = gold.model_facts("v1", RATIOS, None, 0.95)
-GOLD_FIXED = gold.model_facts("v1", RATIOS, 3, 0.95)
+GOLD_CHOSEN = gold_model.model_facts("v1", RATIOS, None, 0.95)
+GOLD_FIXED = gold_model.model_facts("v1", RATIOS, 3, 0.95)
 
 # layer -> (gold facts, a valid per-row record: numeric columns as doubles so they can hold NaN)
 ROWS = {
@@ -84,7 +84,7 @@ def validate(context, suite, frame) -> list[str]:
     if "image_id" in frame.columns:  # the per-row frames, as the gate validates them
         result_format["unexpected_index_column_names"] = ["image_id"]
     result = batch.validate(suite, result_format=result_format)
-    return [gates.describe_failure(suite.name, r) for r in result.results if not r.success]
+    return [gx_runner.describe_failure(suite.name, r) for r in result.results if not r.success]
 
 
 def bounded_columns(suite) -> set[str]:
@@ -116,7 +116,7 @@ def test_rows_suites_fail_each_numeric_column_holding_nan_or_infinity(spark, con
 @pytest.mark.parametrize("layer", list(ROWS))
 def test_rows_suites_say_the_same_on_the_pandas_and_the_spark_engine(spark, context, layer):
     """The gate validates a small batch's per-row frame on pandas, a large one on Spark
-    (gates.row_frame, quality.pandas_max_rows): both must pass and fail the same rows alike."""
+    (metrics.row_frame, quality.pandas_max_rows): both must pass and fail the same rows alike."""
     conf = load_conf(["conf/local.yaml"])
     gold, valid = ROWS[layer]
     suite = suites.rows_suite(layer, conf, gold)
@@ -127,8 +127,8 @@ def test_rows_suites_say_the_same_on_the_pandas_and_the_spark_engine(spark, cont
         bad[column] = -1.0  # out of every bound (lengths, counts, sizes and feature values alike)
     rows = [tuple(valid.values()), tuple(bad.values()), tuple({**bad, "image_id": "twice"}.values()), tuple({**valid, "image_id": None}.values())]
     frame = spark.createDataFrame(rows, schema)
-    on_spark = gates.row_frame(frame, len(rows), pandas_max_rows=0)
-    on_pandas = gates.row_frame(frame, len(rows), pandas_max_rows=len(rows))
+    on_spark = metrics.row_frame(frame, len(rows), pandas_max_rows=0)
+    on_pandas = metrics.row_frame(frame, len(rows), pandas_max_rows=len(rows))
     assert not hasattr(on_spark, "iloc") and hasattr(on_pandas, "iloc")
     failures = validate(context, suite, on_spark)
     assert any("to_be_unique" in f for f in failures) and any("to_be_between" in f for f in failures), failures
@@ -144,10 +144,10 @@ def test_totals_suites_fail_each_numeric_column_holding_nan_or_infinity(context,
     _, valid = TOTALS[layer]
     suite = suites.totals_suite(layer, conf, gold)
     assert bounded_columns(suite) == BOUNDED_TOTALS[layer]
-    assert validate(context, suite, gates.totals_frame(valid)) == []
+    assert validate(context, suite, metrics.totals_frame(valid)) == []
 
     for column, (name, value) in itertools.product(sorted(BOUNDED_TOTALS[layer]), POISONS.items()):
-        failures = validate(context, suite, gates.totals_frame({**valid, column: value}))
+        failures = validate(context, suite, metrics.totals_frame({**valid, column: value}))
         assert failures, f"{layer}_totals passed with {column}={name}"
         assert f"{layer}_totals: expect_column_values_to_not_be_null on {column}: observed null, NaN or infinite" in failures, (
             f"{column}={name}: {failures}"
@@ -163,6 +163,6 @@ def test_non_finite_as_null_maps_only_floating_point_nan_and_infinity(spark):
     assert rows == [("a", 1, 1.5, None), ("b", 2, None, None), ("c", None, None, 0.0)]
     assert suites.non_finite_as_null(frame).schema == frame.schema
 
-    totals = suites.non_finite_as_null(gates.totals_frame({"rows": 3, "rate": math.inf, "low": -math.inf, "ok": 0.5}))
+    totals = suites.non_finite_as_null(metrics.totals_frame({"rows": 3, "rate": math.inf, "low": -math.inf, "ok": 0.5}))
     assert totals["rows"][0] == 3 and totals["ok"][0] == 0.5
     assert totals["rate"].isna()[0] and totals["low"].isna()[0]

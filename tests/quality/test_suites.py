@@ -7,7 +7,7 @@ import math
 import pytest
 
 from pipelines.config import load_conf
-from pipelines import gold
+from pipelines import gold_model
 from quality import suites
 
 pytestmark = pytest.mark.spark
@@ -126,20 +126,20 @@ def test_suites_take_their_thresholds_from_conf():
 
 def test_gold_suites_check_k_and_the_variance_target_only_when_k_is_chosen_by_it():
     conf = load_conf(["conf/local.yaml"])
-    chosen = gold.model_facts("v1", RATIOS, None, 0.95)
-    fixed = gold.model_facts("v1", RATIOS, 3, 0.95)
+    chosen = gold_model.model_facts("v1", RATIOS, None, 0.95)
+    fixed = gold_model.model_facts("v1", RATIOS, 3, 0.95)
 
     pca = _checks(suites.rows_suite("gold", conf, chosen))[("expect_column_values_to_be_between", "pca_length")]
     assert (pca.min_value, pca.max_value) == (3, 3)
     assert _checks(suites.totals_suite("gold", conf, chosen))[("expect_column_values_to_be_between", "variance_reached")].min_value == 0.95
     fixed_variance = _checks(suites.totals_suite("gold", conf, fixed))[("expect_column_values_to_be_between", "variance_reached")]
-    assert (fixed_variance.min_value, fixed_variance.max_value) == (0.0, 1.0 + gold.VARIANCE_TOLERANCE)  # a share, even when k is fixed
+    assert (fixed_variance.min_value, fixed_variance.max_value) == (0.0, 1.0 + gold_model.VARIANCE_TOLERANCE)  # a share, even when k is fixed
 
 
 def test_every_bounded_column_is_also_expected_not_null():
     """GX's between check skips nulls (and NaN on pandas): the not-null expectation is what fails them."""
     conf = load_conf(["conf/local.yaml"])
-    facts = gold.model_facts("v1", RATIOS, None, 0.95)
+    facts = gold_model.model_facts("v1", RATIOS, None, 0.95)
     for layer in ("bronze", "silver", "gold"):
         for suite in (suites.rows_suite(layer, conf, facts), suites.totals_suite(layer, conf, facts)):
             checks = _checks(suite)

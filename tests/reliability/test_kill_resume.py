@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipelines import gold, lake
+from pipelines import gold, gold_model, lake
 from tests.reliability.conftest import (
     assert_bronze_equal,
     assert_gold_equal,
@@ -98,7 +98,7 @@ def test_gold_killed_mid_write_then_rerun_equals_clean_run(spark, reference, tmp
     assert_gold_equal(spark, scenario.conf, reference.conf.conf)
     # The model of the published gold rows is registered (the killed fit's model is an orphan at worst).
     version = spark.read.format("delta").load(str(scenario.table_dir("gold"))).select("model_version").first()[0]
-    registry = spark.read.format("delta").load(gold.registry_location(scenario.conf))
+    registry = spark.read.format("delta").load(gold_model.registry_location(scenario.conf))
     assert registry.where(registry.model_version == version).count() == 1
 
 

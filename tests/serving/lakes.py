@@ -1,7 +1,7 @@
 """Lakes for the prediction tests, written file by file through the classifier stage's contract.
 
 Why not the Spark stages: the prediction side is tested on its own, in seconds, with every file it
-reads written as pipelines/classifier.py and pipelines/exports.py write them (predictor.json,
+reads written as pipelines/classifier_predictor.py and pipelines/exports.py write them (predictor.json,
 predictor.npz, current.json, gold's Parquet parts with _SUCCESS). The numbers are real: features of
 real sample photos computed by the same FeatureModel the predictor uses, a PCA of them (numpy SVD
 of the centred features) and a linear classifier in softmax form whose logits are minus the squared
