@@ -43,11 +43,15 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Great Expectations import", ("<module> (quality/suites.py:",)),
     ("gate: GX checkpoint and Data Docs", ("run_checkpoints (quality/gx_runner.py:", "row_frame (quality/metrics.py:")),
     ("gate: totals and model facts (Spark)", ("totals (quality/metrics.py:", "model_facts (pipelines/stages.py:")),
-    ("gate outcome rows (Delta append)", ("record (quality/outcomes.py:",)),
+    ("gate outcome rows (Delta append)", ("record (quality/outcomes.py:", "held_until_end (quality/outcomes.py:")),
     ("upstream check and report (outcome reads)", ("require_upstream_passed (quality/gates.py:", "main (quality/report.py:")),
     ("staging writes (the batch computed)", ("stage_batch (pipelines/lake.py:",)),
     ("publish commits (MERGE, overwrite)", ("publish (pipelines/lake.py:", "overwrite (pipelines/lake.py:")),
     ("bronze: input listing", ("list_input (pipelines/bronze.py:",)),
+    ("stage marks (log listings, input fingerprint, mark files)", (
+        "lake_state (pipelines/marks.py:", "read_mark (pipelines/marks.py:", "state_after (pipelines/marks.py:",
+        "write_mark (pipelines/marks.py:",
+    )),
     ("exports, plots, predictor", ("sync (pipelines/exports.py:", "plot_model (pipelines/gold_plots.py:", "plot_confusion (", "write_predictor (")),
 )
 REST = "the rest (table reads, counts, model loads, imports)"
