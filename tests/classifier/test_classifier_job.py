@@ -122,8 +122,10 @@ def test_nothing_new_changes_nothing_and_new_gold_rows_are_only_scored(spark, tr
     capsys.readouterr()
     before = table_version(spark, trained, "classifier")
     [first_version] = [r[0] for r in lake.read_table(spark, lake.table_location(trained, "classifier")).select("model_version").distinct().collect()]
-    assert chain(trained, "again") == (0, 0)
-    assert "classifier run again: unchanged" in capsys.readouterr().out
+    assert chain(trained, "again") == (0, 0)  # gold and the classifier's tables as the last run left them
+    assert "classifier run again: nothing new since run " in capsys.readouterr().out
+    assert chain(trained, "looked", "run.skip_unchanged=false") == (0, 0)  # read in full: nothing to score
+    assert "classifier run looked: unchanged" in capsys.readouterr().out
     assert table_version(spark, trained, "classifier") == before
 
     add_images(spark, trained, 104, training=8, test=4, seed=5)
