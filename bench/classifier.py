@@ -31,7 +31,7 @@ from pyspark.sql import functions as F
 
 from bench.machine import describe_machine
 from pipelines import classifier, lake, scores
-from pipelines.cli import load_stage_conf, stage_parser
+from pipelines.options import load_stage_conf, stage_parser
 from pipelines.session import build_spark_session
 
 

@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 
 from pipelines import erase, lake, lock, maintain
 from pipelines.bronze import BRONZE_SCHEMA
-from pipelines.cli import load_stage_conf, stage_parser
+from pipelines.options import load_stage_conf, stage_parser
 from pipelines.config import Conf
 from pipelines.session import build_spark_session
 

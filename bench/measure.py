@@ -39,7 +39,7 @@ import numpy as np
 
 from bench.memory import MemorySampler, jvm_heap_probe
 from pipelines import features
-from pipelines.cli import load_stage_conf, new_run_id, stage_parser
+from pipelines.options import load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf
 
 KINDS = ("limit", "runtimes", "reference", "bronze", "silver", "chain")

@@ -33,7 +33,7 @@ from pyspark.mllib.linalg import Vectors as MLlibVectors
 from pyspark.mllib.linalg.distributed import RowMatrix
 
 from pipelines import gold, gold_model, lake
-from pipelines.cli import load_stage_conf, stage_parser
+from pipelines.options import load_stage_conf, stage_parser
 from pipelines.session import build_spark_session
 
 SHOWN = 4  # projected columns printed next to their eigenvalues

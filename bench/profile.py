@@ -33,7 +33,7 @@ from bench import dataset
 from bench.machine import describe_machine
 from bench.run import prepare_weights, source_folder
 from pipelines import features, stages
-from pipelines.cli import load_stage_conf, stage_parser
+from pipelines.options import load_stage_conf, stage_parser
 from pipelines.config import ConfError
 
 SAMPLE_RATE = 20  # samples per second

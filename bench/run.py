@@ -40,7 +40,7 @@ from pathlib import Path
 from bench import dataset, summary
 from bench.machine import describe_machine
 from pipelines import features, stages
-from pipelines.cli import load_stage_conf, stage_parser
+from pipelines.options import load_stage_conf, stage_parser
 from pipelines.config import PROJECT_ROOT, Conf, ConfError
 
 SCHEMA_VERSION = 1

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from bench.machine import describe_machine
 from bench.summary import judge
-from pipelines.cli import EXIT_INPUT, load_stage_conf, stage_parser
+from pipelines.options import EXIT_INPUT, load_stage_conf, stage_parser
 from pipelines.bundle import BundleError, NoClassifier
 from pipelines.config import PROJECT_ROOT, Conf, ConfError
 from pipelines.features import WeightsUnavailable

@@ -33,7 +33,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines import lake, lakefs
-from pipelines.cli import execute_stage, stage_parser
+from pipelines.cli import execute_stage
+from pipelines.options import stage_parser
 from pipelines.config import Conf, is_remote
 from pipelines.images import inspect_image, sha256_hex
 

@@ -33,7 +33,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 from pipelines import lake, lakefs
-from pipelines.cli import load_stage_conf, stage_parser
+from pipelines.options import load_stage_conf, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.session import build_spark_session, catalog_settings, session_settings, submit_args
 

@@ -42,7 +42,8 @@ from pipelines import gold as gold_stage
 from pipelines import gold_model as gold_pca
 from pipelines import lake, scores
 from pipelines.classifier_predictor import model_location, plot_confusion, write_predictor
-from pipelines.cli import execute_stage, stage_parser
+from pipelines.cli import execute_stage
+from pipelines.options import stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.stages import ModelCheck, ModelFacts
 

@@ -46,7 +46,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines import exports, lake, lakefs, lock
-from pipelines.cli import EXIT_INPUT, load_stage_conf, new_run_id, stage_parser
+from pipelines.options import EXIT_INPUT, load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.session import build_spark_session
 

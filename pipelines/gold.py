@@ -31,7 +31,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines import exports, gold_plots, lake, pca, runtimes
-from pipelines.cli import execute_stage, stage_parser
+from pipelines.cli import execute_stage
+from pipelines.options import stage_parser
 from pipelines.config import Conf
 from pipelines.gold_model import (
     PCA_COL,

@@ -32,7 +32,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipelines import erase, lake, lakefs, lock
-from pipelines.cli import EXIT_INPUT, load_stage_conf, new_run_id, stage_parser
+from pipelines.options import EXIT_INPUT, load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.session import build_spark_session
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from pipelines import bundle as bundles
 from pipelines import features, runtimes
-from pipelines.cli import EXIT_INPUT, load_stage_conf, stage_parser
+from pipelines.options import EXIT_INPUT, load_stage_conf, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.images import inspect_image, sha256_hex
 from pipelines.lakefiles import LakeFiles

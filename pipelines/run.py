@@ -27,7 +27,7 @@ import time
 from pyspark.sql import SparkSession
 
 from pipelines import lock, stages
-from pipelines.cli import EXIT_INPUT, load_stage_conf, new_run_id, stage_parser
+from pipelines.options import EXIT_INPUT, load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf, ConfError
 from pipelines.session import build_spark_session
 from quality import outcomes

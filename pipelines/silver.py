@@ -45,7 +45,8 @@ from pyspark.sql import types as T
 from pyspark.sql.functions import pandas_udf
 
 from pipelines import features, lake, lakefs, runtimes
-from pipelines.cli import execute_stage, stage_parser
+from pipelines.cli import execute_stage
+from pipelines.options import stage_parser
 from pipelines.config import Conf, ConfError
 
 STAGE = "silver"

@@ -34,7 +34,7 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame
 
 from pipelines import catalog
-from pipelines.cli import load_stage_conf, stage_parser
+from pipelines.options import load_stage_conf, stage_parser
 from pipelines.config import ConfError
 from pipelines.session import build_spark_session
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from pipelines.cli import load_stage_conf, stage_parser
+from pipelines.options import load_stage_conf, stage_parser
 from pipelines.session import build_spark_session
 from quality import gates, outcomes
 from pipelines.stages import names

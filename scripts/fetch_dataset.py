@@ -14,7 +14,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from pipelines.cli import load_stage_conf, stage_parser
+from pipelines.options import load_stage_conf, stage_parser
 from pipelines.config import is_remote, resolve_location
 
 

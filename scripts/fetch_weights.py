@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from pipelines import features
-from pipelines.cli import load_stage_conf, stage_parser
+from pipelines.options import load_stage_conf, stage_parser
 from pipelines.silver import weights_settings
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import sys
 
-from pipelines.cli import EXIT_INPUT, load_stage_conf, stage_parser
+from pipelines.options import EXIT_INPUT, load_stage_conf, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipelines.cli import EXIT_INPUT, INPUT_ERRORS, damaged_lake_file, new_run_id, storage_unreachable
+from pipelines.cli import INPUT_ERRORS, damaged_lake_file, storage_unreachable
+from pipelines.options import EXIT_INPUT, new_run_id
 
 JAVA_TRACE = """An error occurred while calling o412.save.
 : org.apache.spark.SparkException: Job aborted due to stage failure: Task 0 in stage 3.0 failed 1 times
@@ -51,3 +52,14 @@ def test_exit_codes_of_a_users_mistake_and_a_run_id_that_is_a_path():
             new_run_id(load_conf(["conf/local.yaml"], [f"run.id={bad}"]))
     for good in ("scheduled__2026-12-01T00:00:00+00:00", "manual-1", "20261201T000000Z-abc123"):
         assert new_run_id(load_conf(["conf/local.yaml"], [f"run.id={good}"])) == good
+
+
+def test_the_options_sit_below_quality():
+    """quality.report and the bench read their options from pipelines.options: importing it must not
+    bring in the gates (pipelines.cli, which runs them, sits above quality)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, pipelines.options; print(sorted(m for m in sys.modules if m.split('.')[0] == 'quality'))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
