@@ -40,7 +40,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from pipelines import lake, stages
-from pipelines.config import Conf
+from pipelines.config import Conf, resolve_location
 
 USER_METADATA_KEY = "spark.databricks.delta.commitInfo.userMetadata"
 # Stats key of a run that skipped: the run id of the mark it matched.
@@ -67,10 +67,22 @@ def tracked_tables(conf: Conf, stage: str) -> dict[str, str]:
 
 
 def conf_hash(conf: Conf) -> str:
-    """sha256 of the resolved conf, less `run.id` (which names a run, not what it computes)."""
+    """sha256 of the resolved conf, less `run.id` (which names a run, not what it computes), with
+    every local path made absolute: `${KERAS_HOME:-work/keras}` reads `work/keras` before silver
+    exports KERAS_HOME as the absolute folder and that folder after, the same place."""
     data = conf.as_dict()
     data.get("run", {}).pop("id", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(_located(data), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _located(value):
+    if isinstance(value, dict):
+        return {key: _located(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_located(item) for item in value]
+    if isinstance(value, str) and "/" in value and "://" not in value:
+        return resolve_location(value)
+    return value
 
 
 def input_fingerprint(spark: SparkSession, root: str) -> str | None:

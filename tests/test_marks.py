@@ -144,3 +144,15 @@ def test_a_folder_loop_is_no_fingerprint(spark, tmp_path):
     (tmp_path / "in" / "a" / "up").symlink_to(tmp_path / "in")
     assert marks.input_fingerprint(spark, str(tmp_path / "in")) is None
     assert marks.input_fingerprint(spark, str(tmp_path / "absent")) is None
+
+
+def test_the_conf_hash_sees_places_not_spellings(make_conf, tmp_path, monkeypatch):
+    """Silver exports KERAS_HOME (absolute) while it runs; a later stage of the same process reads
+    `${KERAS_HOME:-work/keras}` as that folder: the same place must give the same hash."""
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    relative = make_conf(tmp_path / "input")
+    monkeypatch.setenv("KERAS_HOME", relative.path("silver.keras_home"))
+    absolute = make_conf(tmp_path / "input")
+    assert relative["silver.keras_home"] != absolute["silver.keras_home"]
+    assert marks.conf_hash(relative) == marks.conf_hash(absolute)
+    assert marks.conf_hash(relative) != marks.conf_hash(relative.with_overrides(["silver.keras_home=elsewhere/keras"]))
