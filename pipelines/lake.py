@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlparse
 
 from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
@@ -324,18 +323,11 @@ def check_root(spark: SparkSession, conf: Conf) -> None:
         raise NotADirectoryError(f"lake.root '{root}' is a file, not a folder: set lake.root to a folder (new or a lake)")
 
 
-def _local_path(location: str) -> Path | None:
-    """The local path of a location on this machine's disk, None for a remote one (s3a://...)."""
-    if location.startswith("file:"):
-        return Path(urlparse(location).path)
-    return None if "://" in location else Path(location)
-
-
 def latest_commit(spark: SparkSession, location: str) -> list[int] | None:
     """[version, modification time in ms] of the newest commit file in the `_delta_log` of the table
     at `location`, or None when it has none: one folder listing, no log replay (pipelines/marks.py)."""
     log = f"{location}/_delta_log"
-    local = _local_path(log)
+    local = lakefs.local_path(log)
     if local is not None:
         try:
             entries = [(e.name, e.stat().st_mtime_ns // 1_000_000) for e in os.scandir(local)]
@@ -354,31 +346,3 @@ def commit_user_metadata(spark: SparkSession, location: str, version: int) -> st
         if '"commitInfo"' in line:
             return json.loads(line)["commitInfo"].get("userMetadata")
     return None
-
-
-def list_files(spark: SparkSession, root: str) -> list[tuple[str, int, int]]:
-    """(path relative to `root`, size, modification time in ms) of every file below the folder `root`,
-    following links on local disk as Hadoop's local file system does; OSError when `root` is no
-    folder or, on local disk, holds a folder loop."""
-    local = _local_path(root)
-    if local is not None:
-        return _local_files(local)
-    if not lakefs.exists(spark, root) or lakefs.is_file(spark, root):
-        raise NotADirectoryError(f"{root} is not a folder")
-    prefix = lakefs.qualified(spark, root).rstrip("/") + "/"
-    return [(e.location.removeprefix(prefix), e.size, e.modified_ms) for e in lakefs.files(spark, root)]
-
-
-def _local_files(top: Path) -> list[tuple[str, int, int]]:
-    if not top.is_dir():
-        raise NotADirectoryError(f"{top} is not a folder")
-    files, seen = [], set()
-    for folder, _, names in os.walk(top, followlinks=True):
-        info = os.stat(folder)
-        if (info.st_dev, info.st_ino) in seen:
-            raise OSError(f"{folder}: a folder loop (a link to a folder above it)")
-        seen.add((info.st_dev, info.st_ino))
-        for name in names:
-            info = os.stat(os.path.join(folder, name))
-            files.append((os.path.relpath(os.path.join(folder, name), top), info.st_size, info.st_mtime_ns // 1_000_000))
-    return files

@@ -16,9 +16,11 @@ The prediction path reads the lake without a JVM through pipelines/lakefiles.py 
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
@@ -159,3 +161,38 @@ def read_small_file(spark: SparkSession, location: str) -> bytes | None:
         local = Path(scratch) / "file"
         download(spark, location, local)
         return local.read_bytes()
+
+
+def local_path(location: str) -> Path | None:
+    """The local path of a location on this machine's disk, None for a remote one (s3a://...)."""
+    if location.startswith("file:"):
+        return Path(urlparse(location).path)
+    return None if "://" in location else Path(location)
+
+
+def list_files(spark: SparkSession, root: str) -> list[tuple[str, int, int]]:
+    """(path relative to `root`, size, modification time in ms) of every file below the folder `root`,
+    following links on local disk as Hadoop's local file system does; OSError when `root` is no
+    folder or, on local disk, holds a folder loop."""
+    local = local_path(root)
+    if local is not None:
+        return _local_files(local)
+    if not exists(spark, root) or is_file(spark, root):
+        raise NotADirectoryError(f"{root} is not a folder")
+    prefix = qualified(spark, root).rstrip("/") + "/"
+    return [(e.location.removeprefix(prefix), e.size, e.modified_ms) for e in files(spark, root)]
+
+
+def _local_files(top: Path) -> list[tuple[str, int, int]]:
+    if not top.is_dir():
+        raise NotADirectoryError(f"{top} is not a folder")
+    files, seen = [], set()
+    for folder, _, names in os.walk(top, followlinks=True):
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen:
+            raise OSError(f"{folder}: a folder loop (a link to a folder above it)")
+        seen.add((info.st_dev, info.st_ino))
+        for name in names:
+            info = os.stat(os.path.join(folder, name))
+            files.append((os.path.relpath(os.path.join(folder, name), top), info.st_size, info.st_mtime_ns // 1_000_000))
+    return files

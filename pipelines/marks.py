@@ -39,7 +39,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from pipelines import lake, stages
+from pipelines import lake, lakefs, stages
 from pipelines.config import Conf, resolve_location
 
 USER_METADATA_KEY = "spark.databricks.delta.commitInfo.userMetadata"
@@ -89,7 +89,7 @@ def input_fingerprint(spark: SparkSession, root: str) -> str | None:
     """Count and sha256 of (relative path, size, modification time) of every file under `root`,
     hidden ones included; None when the folder cannot be listed (the full run then says why)."""
     try:
-        files = sorted(lake.list_files(spark, root))
+        files = sorted(lakefs.list_files(spark, root))
     except OSError:
         return None
     digest = hashlib.sha256()
