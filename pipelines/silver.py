@@ -32,7 +32,7 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -148,8 +148,13 @@ def warm_up_workers(spark: SparkSession, workers: int, runtime_name: str, tf_thr
         runtimes.warm_worker(runtime_name, tf_threads)
         return pd.Series([True] * len(ids))
 
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silver-warm-up")
-    future = executor.submit(lambda: spark.range(0, workers, 1, workers).select(warm_worker("id")).collect())
+    return in_background("silver-warm-up", lambda: spark.range(0, workers, 1, workers).select(warm_worker("id")).collect())
+
+
+def in_background(name: str, job: Callable[[], object]) -> Future:
+    """Run `job` (Spark jobs: the session is thread-safe) in a thread of its own; returns its future."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+    future = executor.submit(job)
     executor.shutdown(wait=False)
     return future
 
@@ -276,19 +281,38 @@ def _featurize_and_publish(
 ) -> dict:
     batch_size = conf["silver.batch_size"]
     partitions = inference_partitions(stats["new"], slots, conf["silver.partitions_per_slot"], batch_size)
+    # Read ahead: the new images' bytes are read from bronze and spread over the inference
+    # partitions while the driver loads the model, instead of at the start of the inference pass,
+    # where the Python workers would wait for them. Submitted before the warm-up: its tasks come first.
+    to_featurize = new_images.repartition(partitions).persist(StorageLevel.MEMORY_AND_DISK)
+    read_ahead = in_background("silver-read-ahead", to_featurize.count)
     warm_up = warm_up_workers(spark, min(slots, partitions), chosen.name, stats["tf_threads"])
     try:
-        loaded = runtimes.load_driver_model(driver_weights_settings(spark, conf), chosen)
-    except BaseException:
-        warm_up.exception()  # wait for it; its own failure must not hide why the weights failed
-        raise
-    warm_up.result()
+        try:
+            loaded = runtimes.load_driver_model(driver_weights_settings(spark, conf), chosen)
+        except BaseException:
+            for job in (read_ahead, warm_up):
+                job.exception()  # wait for it; its own failure must not hide why the weights failed
+            raise
+        read_ahead.result()
+        warm_up.result()
+        return _infer_and_publish(spark, conf, run_id, to_featurize, partitions, loaded, chosen, stats, audit)
+    finally:
+        to_featurize.unpersist()
+
+
+def _infer_and_publish(
+    spark: SparkSession, conf: Conf, run_id: str, to_featurize: DataFrame, partitions: int,
+    loaded: runtimes.DriverModel, chosen: runtimes.Runtime, stats: dict, audit: lake.Audit | None,
+) -> dict:
+    """The inference pass over the read-ahead images, then write-audit-publish of silver and its quarantine."""
+    batch_size = conf["silver.batch_size"]
     existing = lake.read_table(spark, lake.table_location(conf, "silver"))
     other_models = feature_models(existing) if existing is not None else set()
     other_models.discard(runtimes.model_identity(loaded.weights_sha256, chosen.name))
     broadcast_payload = spark.sparkContext.broadcast(loaded.payload)
     feature_udf = make_feature_udf(broadcast_payload, loaded.weights_sha256, chosen.name, batch_size, stats["tf_threads"])
-    featurized = with_features(new_images.repartition(partitions), feature_udf).persist(StorageLevel.MEMORY_AND_DISK)
+    featurized = with_features(to_featurize, feature_udf).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         with arrow_batch_rows(spark, conf["silver.arrow_batch_rows"]):
             inference_started = time.monotonic()
