@@ -37,6 +37,7 @@ from pipelines.cli import execute_stage
 from pipelines.options import stage_parser
 from pipelines.config import Conf, is_remote
 from pipelines.images import inspect_image, sha256_hex
+from pipelines.layout import Layout
 
 STAGE = "bronze"
 # Quarantine reasons that record a change to a file bronze already ingested (not a rejection).
@@ -358,8 +359,9 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
     started = time.monotonic()
     listing, root_uri = list_input(spark, conf.path("input.path"))
     files = with_relative_paths(listing, root_uri, conf["input.extensions"], conf["input.splits"])
-    bronze = lake.read_table_or_empty(spark, lake.table_location(conf, "bronze"), BRONZE_SCHEMA)
-    quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
+    layout = Layout.from_conf(conf)
+    bronze = layout.read_or_empty(spark, "bronze")
+    quarantine = layout.read_or_empty(spark, "quarantine")
     marked = mark_seen(files, bronze, quarantine).cache()
     # One job counts everything: a run with nothing new costs one listing and one join.
     counts = marked.agg(
@@ -421,7 +423,7 @@ RENAMES_SHOWN = 10
 def _run_quarantine(spark: SparkSession, conf: Conf, run_id: str) -> tuple[dict[str, int], list[str]]:
     """This run's quarantine rows: count per reason code, and the first paths of RENAME_TO_INGEST rows."""
     rows = (
-        spark.read.format("delta").load(lake.table_location(conf, "quarantine"))
+        spark.read.format("delta").load(Layout.from_conf(conf).location("quarantine"))
         .where((F.col("run_id") == run_id) & (F.col("stage") == STAGE))
         .select("path", F.split("reason", ":").getItem(0).alias("code"))
     )

@@ -22,18 +22,11 @@ from pyspark.sql import SparkSession
 from pipelines import gold_model as gold_pca
 from pipelines import lake, scores
 from pipelines.config import Conf
+from pipelines.layout import Layout
 
 PLOT_FILE = "confusion_matrix.png"
 # The classifier stage's folder under lake.reports (pipelines/classifier.py: STAGE).
 REPORTS_DIR = "classifier"
-
-
-def models_location(conf: Conf) -> str:
-    return lake.lake_location(conf, conf["lake.models"], conf["classifier.models_dir"])
-
-
-def model_location(conf: Conf, model_version: str) -> str:
-    return f"{models_location(conf)}/{model_version}"
 
 
 def predictor_arrays(gold_pipeline, k: int, model: LogisticRegressionModel) -> dict[str, np.ndarray]:
@@ -71,8 +64,9 @@ def write_predictor(spark: SparkSession, conf: Conf, metrics: dict, gold_model: 
     reader following it always finds a complete bundle. Returns the bundle's folder.
     """
     version = metrics["model_version"]
-    folder = model_location(conf, version)
-    pointer = f"{models_location(conf)}/current.json"
+    layout = Layout.from_conf(conf)
+    folder = layout.classifier_model(version)
+    pointer = f"{layout.classifier_models}/current.json"
     current = lake.read_small_file(spark, pointer)
     if current is not None and json.loads(current).get("classifier_version") == version:
         return folder
@@ -93,7 +87,7 @@ def write_predictor(spark: SparkSession, conf: Conf, metrics: dict, gold_model: 
 
 def plot_location(conf: Conf, training_run_id: str) -> str:
     """The confusion-matrix plot of the model a run trained, beside that run's reports."""
-    return lake.lake_location(conf, conf["lake.reports"], REPORTS_DIR, training_run_id, PLOT_FILE)
+    return Layout.from_conf(conf).reports(REPORTS_DIR, training_run_id, PLOT_FILE)
 
 
 def plot_confusion(spark: SparkSession, conf: Conf, metrics: dict) -> str:

@@ -136,6 +136,10 @@ class Layout:
         """A folder of reports (plots, GX results) under lake.reports."""
         return _join(self.reports_root, *parts)
 
+    def folder(self, relative: str) -> str:
+        """Another folder under lake.root, named by a setting outside lake.* (bench.reference_dir)."""
+        return _join(self.root, relative)
+
     def pca_model(self, version: str) -> str:
         return f"{self.pca_models}/{version}"
 

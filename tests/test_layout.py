@@ -28,6 +28,7 @@ def test_locations_under_a_local_root(tmp_path):
     assert lake.pca_model("v1") == f"{root}/_models/pca/v1"
     assert lake.classifier_model("v2") == f"{root}/_models/classifier/v2"
     assert (lake.exports, lake.lock) == (f"{root}/exports", f"{root}/_lock/lake.lock")
+    assert lake.folder("bench_reference/") == f"{root}/bench_reference"
 
 
 def test_locations_under_an_s3a_root():
