@@ -21,6 +21,7 @@ from pyspark.sql import types as T
 
 from pipelines import lake
 from pipelines.config import Conf
+from pipelines.layout import Layout
 
 OUTCOME_SCHEMA = T.StructType(
     [
@@ -67,10 +68,6 @@ class Outcome:
         return {name: getattr(self, name) for name in OUTCOME_SCHEMA.fieldNames()}
 
 
-def outcomes_location(conf: Conf) -> str:
-    return lake.lake_location(conf, conf["lake.reports"], conf["quality.outcomes_table"])
-
-
 # Rows of runs that validated nothing, held while a chain runs (`held_until_end`), by table location.
 _held: dict[str, list[Outcome]] = {}
 
@@ -78,7 +75,7 @@ _held: dict[str, list[Outcome]] = {}
 def record(spark: SparkSession, conf: Conf, outcome: Outcome) -> None:
     """Append one outcome (a single-row Delta commit), or hold it until the end of the chain
     (`held_until_end`) when it is the row of a run that validated nothing."""
-    location = outcomes_location(conf)
+    location = Layout.from_conf(conf).location("quality_outcomes")
     if not outcome.validated and location in _held:
         _held[location].append(outcome)
         return
@@ -97,7 +94,7 @@ def held_until_end(spark: SparkSession, conf: Conf) -> Iterator[None]:
     (each commit of a small Delta table costs about a second). Validations are appended at once:
     the next stage's upstream check reads them. A process killed in the block loses only the held
     rows, which say that a run found nothing to validate."""
-    location = outcomes_location(conf)
+    location = Layout.from_conf(conf).location("quality_outcomes")
     if location in _held:  # already holding (a chain inside a chain): the outer block appends
         yield
         return
@@ -121,7 +118,7 @@ def latest(spark: SparkSession, conf: Conf, validated: bool = True) -> dict[str,
     Read again only when the table has a commit since the last read in this process (one listing
     of its log): the stages of a chain each check their upstream layer's outcome.
     """
-    location = outcomes_location(conf)
+    location = Layout.from_conf(conf).location("quality_outcomes")
     commit = lake.latest_commit(spark, location)
     remembered = _latest_read.get((location, validated))
     if commit is not None and remembered is not None and remembered[0] == commit:
