@@ -24,7 +24,6 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
@@ -71,25 +70,6 @@ QUARANTINE_SCHEMA = T.StructType(
     ]
 )
 QUARANTINE_KEYS = ("stage", "path", "image_id")
-
-
-def lake_location(conf: Conf, *parts: str) -> str:
-    """`lake.root` joined with sub-paths (works for local folders and s3a:// URIs alike)."""
-    return "/".join([conf.path("lake.root"), *(p.strip("/") for p in parts if p)])
-
-
-def table_location(conf: Conf, table: str) -> str:
-    """Location of a lake table named in `lake.tables` (bronze, silver, gold, quarantine, ...)."""
-    return lake_location(conf, conf[f"lake.tables.{table}"])
-
-
-def read_table_or_empty(spark: SparkSession, location: str, schema: StructType) -> DataFrame:
-    table = read_table(spark, location)
-    return table if table is not None else spark.createDataFrame([], schema)
-
-
-def staging_location(conf: Conf, stage: str, run_id: str) -> str:
-    return lake_location(conf, conf["lake.staging"], stage, run_id)
 
 
 def read_table(spark: SparkSession, location: str) -> DataFrame | None:
