@@ -39,7 +39,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines import gold_model as gold_pca
-from pipelines import lake, scores
+from pipelines import lake, lakefs, scores
 from pipelines.classifier_predictor import plot_confusion, write_predictor
 from pipelines.cli import execute_stage
 from pipelines.options import stage_parser
@@ -240,7 +240,7 @@ def current_metrics(spark: SparkSession, conf: Conf, table: DataFrame) -> dict |
     layout = Layout.from_conf(conf)
     metrics = layout.read(spark, METRICS_TABLE)
     record = None if metrics is None else metrics.where(F.col("model_version") == versions[0]).first()
-    if record is None or not lake.exists(spark, f"{layout.classifier_model(versions[0])}/spark"):
+    if record is None or not lakefs.exists(spark, f"{layout.classifier_model(versions[0])}/spark"):
         return None
     return record.asDict(recursive=True)
 

@@ -37,7 +37,7 @@ from urllib.parse import quote, unquote
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import lake, lakefs
+from pipelines import lakefs
 from pipelines.config import Conf
 from pipelines.layout import Layout
 
@@ -110,10 +110,10 @@ def sync(
 
 def _complete_parts(spark: SparkSession, conf: Conf, where: dict[str, str]) -> set[tuple[str, str]]:
     """(model_version, run_id) of the parts whose Parquet folder has _SUCCESS and whose CSV file exists."""
-    parquet = {key for key, folder in _part_folders(spark, where["parquet"]) if lake.exists(spark, f"{folder}/{SUCCESS}")}
+    parquet = {key for key, folder in _part_folders(spark, where["parquet"]) if lakefs.exists(spark, f"{folder}/{SUCCESS}")}
     csv = {
         key for key, folder in _part_folders(spark, where["csv"])
-        if lake.exists(spark, f"{folder}/{conf['gold.export_csv_name']}")
+        if lakefs.exists(spark, f"{folder}/{conf['gold.export_csv_name']}")
     }
     return parquet & csv
 

@@ -36,7 +36,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import lake, pca
+from pipelines import lakefs, pca
 from pipelines.config import Conf, ConfError
 from pipelines.layout import Layout
 from pipelines.stages import ModelCheck, ModelFacts
@@ -280,7 +280,7 @@ def current_model(spark: SparkSession, conf: Conf, gold: DataFrame) -> GoldModel
     registry = layout.read(spark, "pca_registry")
     record = None if registry is None else registry.where(F.col("model_version") == version).first()
     location = layout.pca_model(version)
-    if record is None or not lake.exists(spark, location):
+    if record is None or not lakefs.exists(spark, location):
         raise GoldStateError(
             f"model {version} used by gold is missing (registry '{layout.location('pca_registry')}', folder '{location}'); "
             f"run gold with --refit to fit a new model on all of silver"

@@ -36,12 +36,6 @@ from pipelines import lakefs
 from pipelines.config import Conf
 from pipelines.layout import Layout
 
-# The file operations gold and the classifier call as `lake.exists(...)`, kept under those names;
-# they live in the Hadoop FileSystem facade, pipelines/lakefs.py (new code calls lakefs directly).
-from pipelines.lakefs import exists, put_file, read_small_file  # noqa: F401  (re-exported)
-
-
-
 @dataclass(frozen=True)
 class Staged:
     """What an audit sees: every table of the run staged and read back, by lake table name, the
@@ -324,7 +318,7 @@ def latest_commit(spark: SparkSession, location: str) -> list[int] | None:
 
 def commit_user_metadata(spark: SparkSession, location: str, version: int) -> str | None:
     """The `userMetadata` of commit `version` of the table at `location` (None: none, or no such commit)."""
-    raw = read_small_file(spark, f"{location}/_delta_log/{version:020d}.json")
+    raw = lakefs.read_small_file(spark, f"{location}/_delta_log/{version:020d}.json")
     for line in (raw or b"").decode("utf-8", "replace").splitlines():
         if '"commitInfo"' in line:
             return json.loads(line)["commitInfo"].get("userMetadata")

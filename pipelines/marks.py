@@ -110,7 +110,7 @@ def lake_state(spark: SparkSession, conf: Conf, stage: str) -> LakeState:
 
 def read_mark(spark: SparkSession, conf: Conf, stage: str) -> dict | None:
     """The stage's mark, or None when absent or unreadable (a torn write: the full run rewrites it)."""
-    raw = lake.read_small_file(spark, Layout.from_conf(conf).mark(stage))
+    raw = lakefs.read_small_file(spark, Layout.from_conf(conf).mark(stage))
     if raw is None:
         return None
     try:
@@ -146,7 +146,7 @@ def write_mark(spark: SparkSession, conf: Conf, stage: str, run_id: str, state: 
     with tempfile.TemporaryDirectory(prefix="fruits-mark-") as scratch:
         local = Path(scratch) / f"{stage}.json"
         local.write_text(json.dumps(mark, indent=1), encoding="utf-8")
-        lake.put_file(spark, local, Layout.from_conf(conf).mark(stage))
+        lakefs.put_file(spark, local, Layout.from_conf(conf).mark(stage))
 
 
 def run_unless_unchanged(
