@@ -16,11 +16,9 @@ Decisions (see docs/bronze.md):
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -314,25 +312,17 @@ def list_input(spark: SparkSession, root: str) -> tuple[DataFrame, str]:
 def check_no_folder_loop(root: Path) -> None:
     """Raise NotADirectoryError when a folder link under a local `root` points back at one of its own parents.
 
-    Folder links are followed on purpose (an input assembled from links to other folders, or a
-    link to a shared dataset, is ingested like any folder); a link to a parent would make the
+    Folder links are followed on purpose (lakefs.local_walk); a link to a parent would make Spark's
     listing recurse until the OS refuses the path, ingesting the same images under ever longer paths.
     """
-    def walk(folder: Path, parents: tuple[tuple[int, int], ...]) -> None:
-        for entry in os.scandir(folder):
-            if not entry.is_dir(follow_symlinks=True):
-                continue
-            info = os.stat(entry.path)
-            identity = (info.st_dev, info.st_ino)
-            if identity in parents:
-                raise NotADirectoryError(
-                    f"input.path '{root}': the folder link '{entry.path}' points back at one of its own parent "
-                    f"folders ({os.path.realpath(entry.path)}), so the input has no end: remove or fix that link"
-                )
-            walk(Path(entry.path), (*parents, identity))
-
-    info = os.stat(root)
-    walk(root, ((info.st_dev, info.st_ino),))
+    try:
+        for _ in lakefs.local_walk(root):
+            pass
+    except lakefs.FolderLoop as loop:
+        raise NotADirectoryError(
+            f"input.path '{root}': the folder link '{loop.link}' points back at one of its own parent "
+            f"folders ({loop.target}), so the input has no end: remove or fix that link"
+        ) from None
 
 
 def _hadoop_path_string(uri: str) -> str:
