@@ -62,3 +62,11 @@ def test_schemas_and_keys_come_from_the_layout(tmp_path):
         assert set(table.keys) <= set(table.schema.fieldNames()), table.name
     for stage in stages.STAGES:
         assert lake.keys(stage.name) == stage.keys
+
+
+def test_the_keys_writers_still_name_agree_with_the_layout(tmp_path):
+    from pipelines import gold, lake as lake_module
+
+    lake = layout(str(tmp_path))
+    assert lake.keys("quarantine") == lake_module.QUARANTINE_KEYS
+    assert lake.keys("gold_variance") == gold.VARIANCE_KEYS
