@@ -30,9 +30,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from bench.machine import describe_machine
-from pipelines import classifier, lake, scores
+from pipelines import classifier, scores
 from pipelines.options import load_stage_conf, stage_parser
 from pipelines.session import build_spark_session
+from pipelines.layout import Layout
 
 
 def candidates(conf) -> list[tuple[str, int | None, object]]:
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
     conf = load_stage_conf(args)
     spark = build_spark_session(conf, "bench-classifier")
-    gold = lake.read_table(spark, lake.table_location(conf, "gold"))
+    gold = Layout.from_conf(conf).read(spark, "gold")
     if gold is None or gold.where(F.col("split") == "Test").isEmpty():
         print(f"bench.classifier: gold under {conf.path('lake.root')} has no Test rows: run `make run` first", file=sys.stderr)
         return 2

@@ -35,6 +35,7 @@ from pipelines import erase, lake, lock, maintain
 from pipelines.bronze import BRONZE_SCHEMA
 from pipelines.options import load_stage_conf, stage_parser
 from pipelines.config import Conf
+from pipelines.layout import Layout
 from pipelines.session import build_spark_session
 
 SILVER_SCHEMA = "image_id string, label string, split string, features array<float>, model_name string, model_weights_sha256 string, featurized_at timestamp, run_id string"
@@ -74,15 +75,16 @@ def increment(spark: SparkSession, conf: Conf, n: int, batch: list[Path]) -> Non
     if n % 5 == 0:
         frames["quarantine"] = (spark.createDataFrame([(None, f"Training/Broken/{n}.jpg", "bronze", "decode_error: bench", 10, now, run_id, now)],
                                                       lake.QUARANTINE_SCHEMA), lake.QUARANTINE_KEYS)
+    layout = Layout.from_conf(conf)
     for table, (frame, keys) in frames.items():
-        lake.publish(spark, frame, lake.table_location(conf, table), keys)
+        lake.publish(spark, frame, layout.location(table), keys)
 
 
 def gold_read_seconds(spark: SparkSession, conf: Conf) -> float:
     timings = []
     for _ in range(3):
         started = time.perf_counter()
-        spark.read.format("delta").load(lake.table_location(conf, "gold")).select(F.sum(F.aggregate("pca", F.lit(0.0), lambda a, x: a + x))).collect()
+        spark.read.format("delta").load(Layout.from_conf(conf).location("gold")).select(F.sum(F.aggregate("pca", F.lit(0.0), lambda a, x: a + x))).collect()
         timings.append(time.perf_counter() - started)
     return round(statistics.median(timings), 3)
 
@@ -90,9 +92,10 @@ def gold_read_seconds(spark: SparkSession, conf: Conf) -> float:
 def files(spark: SparkSession, conf: Conf) -> dict[str, dict[str, int]]:
     from delta.tables import DeltaTable
 
+    layout = Layout.from_conf(conf)
     return {
-        table: {"current": DeltaTable.forPath(spark, lake.table_location(conf, table)).detail().first()["numFiles"],
-                "stored": maintain.stored_files(spark, lake.table_location(conf, table))}
+        table: {"current": DeltaTable.forPath(spark, layout.location(table)).detail().first()["numFiles"],
+                "stored": maintain.stored_files(spark, layout.location(table))}
         for table in TABLES
     }
 
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     maintain_s = time.perf_counter() - started
     after = {"files": files(spark, conf), "gold_read_s": gold_read_seconds(spark, conf)}
     erase.vacuum_now(spark, conf, TABLES)
-    floor = {table: maintain.stored_files(spark, lake.table_location(conf, table)) for table in TABLES}
+    floor = {table: maintain.stored_files(spark, Layout.from_conf(conf).location(table)) for table in TABLES}
     result = {"increments": count, "images_per_increment": per, "build_s": round(built, 1), "maintain_s": round(maintain_s, 1),
               "before": before, "after": after, "stored_after_zero_retention_vacuum": floor,
               "retention_hours": {t: conf[f"maintenance.retention_hours.{t}"] for t in TABLES}, "lake": str(root / "lake"),

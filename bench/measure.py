@@ -207,14 +207,14 @@ def regression_accuracy(conf: Conf, projected) -> float | None:
 
 def measure_reference(spark, conf: Conf) -> dict:
     from bench.reference import run_reference
-    from pipelines import lake
+    from pipelines.layout import Layout
 
     weights = "imagenet" if conf["silver.weights"] == "imagenet" else None
     with MemorySampler(conf["bench.memory_poll_seconds"], jvm_heap_probe(spark)) as sampler:
         result = run_reference(
             spark,
             conf.path("input.path"),
-            lake.lake_location(conf, conf["bench.reference_dir"]),
+            Layout.from_conf(conf).folder(conf["bench.reference_dir"]),
             conf["bench.reference_partitions"],
             conf["bench.reference_arrow_batch_rows"],
             weights,

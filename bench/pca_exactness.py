@@ -32,9 +32,10 @@ from pyspark.mllib.common import _java2py
 from pyspark.mllib.linalg import Vectors as MLlibVectors
 from pyspark.mllib.linalg.distributed import RowMatrix
 
-from pipelines import gold, gold_model, lake
+from pipelines import gold, gold_model
 from pipelines.options import load_stage_conf, stage_parser
 from pipelines.session import build_spark_session
+from pipelines.layout import Layout
 
 SHOWN = 4  # projected columns printed next to their eigenvalues
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     conf = load_stage_conf(args)
     spark = build_spark_session(conf, "bench-pca")
-    silver = lake.read_table(spark, lake.table_location(conf, "silver"))
+    silver = Layout.from_conf(conf).read(spark, "silver")
     if silver is None:
         print(f"bench.pca_exactness: no silver table under lake.root={conf['lake.root']}: run bronze and silver first", file=sys.stderr)
         return 2

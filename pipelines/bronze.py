@@ -16,11 +16,9 @@ Decisions (see docs/bronze.md):
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +35,7 @@ from pipelines.cli import execute_stage
 from pipelines.options import stage_parser
 from pipelines.config import Conf, is_remote
 from pipelines.images import inspect_image, sha256_hex
+from pipelines.layout import Layout
 
 STAGE = "bronze"
 # Quarantine reasons that record a change to a file bronze already ingested (not a rejection).
@@ -313,25 +312,17 @@ def list_input(spark: SparkSession, root: str) -> tuple[DataFrame, str]:
 def check_no_folder_loop(root: Path) -> None:
     """Raise NotADirectoryError when a folder link under a local `root` points back at one of its own parents.
 
-    Folder links are followed on purpose (an input assembled from links to other folders, or a
-    link to a shared dataset, is ingested like any folder); a link to a parent would make the
+    Folder links are followed on purpose (lakefs.local_walk); a link to a parent would make Spark's
     listing recurse until the OS refuses the path, ingesting the same images under ever longer paths.
     """
-    def walk(folder: Path, parents: tuple[tuple[int, int], ...]) -> None:
-        for entry in os.scandir(folder):
-            if not entry.is_dir(follow_symlinks=True):
-                continue
-            info = os.stat(entry.path)
-            identity = (info.st_dev, info.st_ino)
-            if identity in parents:
-                raise NotADirectoryError(
-                    f"input.path '{root}': the folder link '{entry.path}' points back at one of its own parent "
-                    f"folders ({os.path.realpath(entry.path)}), so the input has no end: remove or fix that link"
-                )
-            walk(Path(entry.path), (*parents, identity))
-
-    info = os.stat(root)
-    walk(root, ((info.st_dev, info.st_ino),))
+    try:
+        for _ in lakefs.local_walk(root):
+            pass
+    except lakefs.FolderLoop as loop:
+        raise NotADirectoryError(
+            f"input.path '{root}': the folder link '{loop.link}' points back at one of its own parent "
+            f"folders ({loop.target}), so the input has no end: remove or fix that link"
+        ) from None
 
 
 def _hadoop_path_string(uri: str) -> str:
@@ -358,8 +349,9 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
     started = time.monotonic()
     listing, root_uri = list_input(spark, conf.path("input.path"))
     files = with_relative_paths(listing, root_uri, conf["input.extensions"], conf["input.splits"])
-    bronze = lake.read_table_or_empty(spark, lake.table_location(conf, "bronze"), BRONZE_SCHEMA)
-    quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
+    layout = Layout.from_conf(conf)
+    bronze = layout.read_or_empty(spark, "bronze")
+    quarantine = layout.read_or_empty(spark, "quarantine")
     marked = mark_seen(files, bronze, quarantine).cache()
     # One job counts everything: a run with nothing new costs one listing and one join.
     counts = marked.agg(
@@ -421,7 +413,7 @@ RENAMES_SHOWN = 10
 def _run_quarantine(spark: SparkSession, conf: Conf, run_id: str) -> tuple[dict[str, int], list[str]]:
     """This run's quarantine rows: count per reason code, and the first paths of RENAME_TO_INGEST rows."""
     rows = (
-        spark.read.format("delta").load(lake.table_location(conf, "quarantine"))
+        spark.read.format("delta").load(Layout.from_conf(conf).location("quarantine"))
         .where((F.col("run_id") == run_id) & (F.col("stage") == STAGE))
         .select("path", F.split("reason", ":").getItem(0).alias("code"))
     )

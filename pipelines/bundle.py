@@ -28,10 +28,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines import exports, lake
+from pipelines import exports
 from pipelines.config import Conf, ConfError
 from pipelines.features import FEATURE_SIZE
 from pipelines.lakefiles import LakeFiles
+from pipelines.layout import Layout
 
 CURRENT = "current.json"
 META = "predictor.json"
@@ -129,13 +130,9 @@ class Bundle:
         return pca, class_probabilities(pca, self.coefficients, self.intercepts)
 
 
-def classifier_root(conf: Conf) -> str:
-    return lake.lake_location(conf, conf["lake.models"], conf["classifier.models_dir"])
-
-
 def current_version(files: LakeFiles, conf: Conf) -> str:
     """The published classifier version named by current.json (NoClassifier when there is none)."""
-    location = f"{classifier_root(conf)}/{CURRENT}"
+    location = f"{Layout.from_conf(conf).classifier_models}/{CURRENT}"
     try:
         record = json.loads(files.read_bytes(location))
     except FileNotFoundError:
@@ -153,7 +150,7 @@ def current_version(files: LakeFiles, conf: Conf) -> str:
 
 def load_bundle(files: LakeFiles, conf: Conf, version: str) -> Bundle:
     """predictor.json and predictor.npz of `version`, every field and shape checked."""
-    folder = f"{classifier_root(conf)}/{version}"
+    folder = Layout.from_conf(conf).classifier_model(version)
     try:
         meta = json.loads(files.read_bytes(f"{folder}/{META}"))
         raw = files.read_bytes(f"{folder}/{ARRAYS}")

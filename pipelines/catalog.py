@@ -32,9 +32,10 @@ from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
-from pipelines import lake, lakefs
+from pipelines import lakefs
 from pipelines.options import load_stage_conf, stage_parser
 from pipelines.config import Conf, ConfError
+from pipelines.layout import Layout
 from pipelines.session import build_spark_session, catalog_settings, session_settings, submit_args
 
 STAGE = "catalog"
@@ -173,8 +174,9 @@ def qualified(spark: SparkSession, location: str) -> str:
 def published_tables(spark: SparkSession, conf: Conf, tables: Sequence[str]) -> dict[str, str]:
     """Table name -> qualified location, for the tables whose lake folder holds a Delta table."""
     found = {}
+    layout = Layout.from_conf(conf)
     for table in tables:
-        location = lake.table_location(conf, table)
+        location = layout.location(table)
         if DeltaTable.isDeltaTable(spark, location):
             found[table] = qualified(spark, location)
     return found
@@ -271,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"catalog: {exc}", file=sys.stderr)
         return 2
     print(summary_line(registration))
+    layout = Layout.from_conf(conf)
     for table in registration.tables:
-        print(f"  {registration.database}.{table} -> {lake.table_location(conf, table)}")
+        print(f"  {registration.database}.{table} -> {layout.location(table)}")
     return 0
 
 

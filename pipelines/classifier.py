@@ -38,13 +38,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import gold as gold_stage
 from pipelines import gold_model as gold_pca
-from pipelines import lake, scores
-from pipelines.classifier_predictor import model_location, plot_confusion, write_predictor
+from pipelines import lake, lakefs, scores
+from pipelines.classifier_predictor import plot_confusion, write_predictor
 from pipelines.cli import execute_stage
 from pipelines.options import stage_parser
 from pipelines.config import Conf, ConfError
+from pipelines.layout import Layout
 from pipelines.stages import ModelCheck, ModelFacts
 
 STAGE = "classifier"
@@ -193,11 +193,12 @@ def quality_facts(spark: SparkSession, conf: Conf, staged: lake.Staged) -> Model
     labels it does not cover."""
     versions = [r[0] for r in staged.batch.select("model_version").distinct().limit(2).collect()]
     version = versions[0] if len(versions) == 1 else None
+    layout = Layout.from_conf(conf)
     metrics = staged.tables.get(METRICS_TABLE)
     if metrics is None:
-        metrics = lake.read_table_or_empty(spark, lake.table_location(conf, METRICS_TABLE), METRICS_SCHEMA)
+        metrics = layout.read_or_empty(spark, METRICS_TABLE)
     rows = metrics.where(F.col("model_version") == version).collect() if version else []
-    gold = lake.read_table_or_empty(spark, lake.table_location(conf, "gold"), gold_stage.GOLD_SCHEMA)
+    gold = layout.read_or_empty(spark, "gold")
     gold_labels = {r[0] for r in gold.select("label").distinct().collect()} - {None}
     record = rows[0] if len(rows) == 1 else None
     labels = list(record["labels"]) if record else []
@@ -236,9 +237,10 @@ def current_metrics(spark: SparkSession, conf: Conf, table: DataFrame) -> dict |
     versions = [r[0] for r in table.select("model_version").distinct().limit(2).collect()]
     if len(versions) != 1:
         return None
-    metrics = lake.read_table(spark, lake.table_location(conf, METRICS_TABLE))
+    layout = Layout.from_conf(conf)
+    metrics = layout.read(spark, METRICS_TABLE)
     record = None if metrics is None else metrics.where(F.col("model_version") == versions[0]).first()
-    if record is None or not lake.exists(spark, f"{model_location(conf, versions[0])}/spark"):
+    if record is None or not lakefs.exists(spark, f"{layout.classifier_model(versions[0])}/spark"):
         return None
     return record.asDict(recursive=True)
 
@@ -250,13 +252,12 @@ def run(spark: SparkSession, conf: Conf, run_id: str, retrain: bool = False, aud
     """One classifier run; the stats say whether it trained, scored new rows, or had nothing to do."""
     started = time.monotonic()
     settings = ClassifierSettings.from_conf(conf)
-    gold_location = lake.table_location(conf, "gold")
-    gold = lake.read_table(spark, gold_location)
+    layout = Layout.from_conf(conf)
+    gold = layout.read(spark, "gold")
     gold_model = None if gold is None else gold_pca.current_model(spark, conf, gold)
     if gold_model is None:
-        raise ClassifierStateError(f"gold table '{gold_location}' has no rows to learn from: run `python -m pipelines.gold` first")
-    location = lake.table_location(conf, STAGE)
-    table = lake.read_table_or_empty(spark, location, CLASSIFIER_SCHEMA)
+        raise ClassifierStateError(f"gold table '{layout.location('gold')}' has no rows to learn from: run `python -m pipelines.gold` first")
+    table = layout.read_or_empty(spark, STAGE)
     labels_by_split = gold.groupBy("label").agg(F.max((F.col("split") == "Training").cast("int")).alias("training")).collect()
     training_labels = {r["label"] for r in labels_by_split if r["training"] == 1} - {None}
     untrainable = sorted({r["label"] for r in labels_by_split} - training_labels - {None})
@@ -280,7 +281,7 @@ def run(spark: SparkSession, conf: Conf, run_id: str, retrain: bool = False, aud
         "candidates": len(metrics["candidates"]), "labels": len(metrics["labels"]),
         "test_rows": metrics["test_rows"], "test_accuracy": metrics["test_accuracy"], "test_macro_f1": metrics["test_macro_f1"],
     }
-    published = spark.read.format("delta").load(location)
+    published = spark.read.format("delta").load(layout.location(STAGE))
     stats["classifier_rows"] = published.count()
     stats["rows_written"] = stats["classifier_rows"] if mode == "trained" else written
     stats["predictor"] = write_predictor(spark, conf, metrics, gold_model)
@@ -319,7 +320,7 @@ def _train_and_replace(
     model = _estimator(settings, reg_param).fit(training)
     trained_at = datetime.now(timezone.utc)
     version = model_version_for(trained_at, gold_version, run_id, settings.fingerprint())
-    model.write().overwrite().save(f"{model_location(conf, version)}/spark")
+    model.write().overwrite().save(f"{Layout.from_conf(conf).classifier_model(version)}/spark")
     scored = scored_rows(model.transform(rows), labels, version, gold_version, run_id)
     evaluation = scores.evaluate(confusion_counts(scored))
     record = {
@@ -355,7 +356,7 @@ def _score_new_rows(
     new = gold.join(table.select("image_id"), "image_id", "left_anti")
     if new.isEmpty():
         return 0
-    model = LogisticRegressionModel.load(f"{model_location(conf, metrics['model_version'])}/spark")
+    model = LogisticRegressionModel.load(f"{Layout.from_conf(conf).classifier_model(metrics['model_version'])}/spark")
     labels = list(metrics["labels"])
     scored = scored_rows(model.transform(with_label_index(new, labels)), labels, metrics["model_version"], metrics["gold_model_version"], run_id)
     results = lake.write_audit_publish(spark, conf, STAGE, run_id, {STAGE: (scored, ("image_id",))}, audit=audit)

@@ -20,20 +20,13 @@ from pyspark.ml.classification import LogisticRegressionModel
 from pyspark.sql import SparkSession
 
 from pipelines import gold_model as gold_pca
-from pipelines import lake, scores
+from pipelines import lakefs, scores
 from pipelines.config import Conf
+from pipelines.layout import Layout
 
 PLOT_FILE = "confusion_matrix.png"
 # The classifier stage's folder under lake.reports (pipelines/classifier.py: STAGE).
 REPORTS_DIR = "classifier"
-
-
-def models_location(conf: Conf) -> str:
-    return lake.lake_location(conf, conf["lake.models"], conf["classifier.models_dir"])
-
-
-def model_location(conf: Conf, model_version: str) -> str:
-    return f"{models_location(conf)}/{model_version}"
 
 
 def predictor_arrays(gold_pipeline, k: int, model: LogisticRegressionModel) -> dict[str, np.ndarray]:
@@ -71,36 +64,37 @@ def write_predictor(spark: SparkSession, conf: Conf, metrics: dict, gold_model: 
     reader following it always finds a complete bundle. Returns the bundle's folder.
     """
     version = metrics["model_version"]
-    folder = model_location(conf, version)
-    pointer = f"{models_location(conf)}/current.json"
-    current = lake.read_small_file(spark, pointer)
+    layout = Layout.from_conf(conf)
+    folder = layout.classifier_model(version)
+    pointer = f"{layout.classifier_models}/current.json"
+    current = lakefs.read_small_file(spark, pointer)
     if current is not None and json.loads(current).get("classifier_version") == version:
         return folder
     with tempfile.TemporaryDirectory(prefix="fruits-predictor-") as scratch:
-        if not lake.exists(spark, f"{folder}/predictor.json"):
+        if not lakefs.exists(spark, f"{folder}/predictor.json"):
             model = LogisticRegressionModel.load(f"{folder}/spark")
             arrays = Path(scratch) / "predictor.npz"
             np.savez(arrays, **predictor_arrays(gold_model.pipeline, gold_model.k, model))
-            lake.put_file(spark, arrays, f"{folder}/predictor.npz")
+            lakefs.put_file(spark, arrays, f"{folder}/predictor.npz")
             description = Path(scratch) / "predictor.json"
             description.write_text(json.dumps(predictor_description(metrics, gold_model), indent=1))
-            lake.put_file(spark, description, f"{folder}/predictor.json")
+            lakefs.put_file(spark, description, f"{folder}/predictor.json")
         local_pointer = Path(scratch) / "current.json"
         local_pointer.write_text(json.dumps({"classifier_version": version}))
-        lake.put_file(spark, local_pointer, pointer)
+        lakefs.put_file(spark, local_pointer, pointer)
     return folder
 
 
 def plot_location(conf: Conf, training_run_id: str) -> str:
     """The confusion-matrix plot of the model a run trained, beside that run's reports."""
-    return lake.lake_location(conf, conf["lake.reports"], REPORTS_DIR, training_run_id, PLOT_FILE)
+    return Layout.from_conf(conf).reports(REPORTS_DIR, training_run_id, PLOT_FILE)
 
 
 def plot_confusion(spark: SparkSession, conf: Conf, metrics: dict) -> str:
     """The model's Test confusion matrix, beside the reports of the run that trained it: drawn once
     per model (when absent). Returns its location."""
     target = plot_location(conf, metrics["run_id"])
-    if lake.exists(spark, target) or not metrics["test_rows"]:
+    if lakefs.exists(spark, target) or not metrics["test_rows"]:
         return target
     evaluation = scores.Evaluation(
         metrics["test_rows"], metrics["test_accuracy"], metrics["test_macro_f1"],
@@ -111,5 +105,5 @@ def plot_confusion(spark: SparkSession, conf: Conf, metrics: dict) -> str:
     with tempfile.TemporaryDirectory(prefix="fruits-confusion-") as scratch:
         local = Path(scratch) / PLOT_FILE
         figure.savefig(local, dpi=110)
-        lake.put_file(spark, local, target)
+        lakefs.put_file(spark, local, target)
     return target

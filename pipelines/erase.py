@@ -48,6 +48,7 @@ from pyspark.sql import types as T
 from pipelines import exports, lake, lakefs, lock
 from pipelines.options import EXIT_INPUT, load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf, ConfError
+from pipelines.layout import Layout
 from pipelines.session import build_spark_session
 
 # The tables holding image rows; bronze and quarantine also carry the source path.
@@ -105,7 +106,7 @@ def _matches(columns: Sequence[str], ids: Sequence[str], paths: Sequence[str]) -
 
 
 def _audited(spark: SparkSession, conf: Conf) -> tuple[set[str], set[str]]:
-    table = lake.read_table(spark, lake.lake_location(conf, conf["lake.erasures"]))
+    table = Layout.from_conf(conf).read(spark, "erasures")
     if table is None:
         return set(), set()
     rows = table.select("image_id", "path_sha256").collect()
@@ -119,7 +120,8 @@ def erase_images(
     """Erase the images named by id or source path (the caller holds the lake lock). UnknownImage
     when one is in no table and was never erased; then nothing is erased."""
     check_ids(ids)
-    frames = {t: lake.read_table(spark, lake.table_location(conf, t)) for t in IMAGE_TABLES}
+    layout = Layout.from_conf(conf)
+    frames = {t: layout.read(spark, t) for t in IMAGE_TABLES}
     frames = {t: f for t, f in frames.items() if f is not None}
     found = [
         f.where(_matches(f.columns, ids, paths)).select("image_id", (F.col("path") if "path" in f.columns else F.lit(None).cast("string")).alias("path"))
@@ -154,7 +156,7 @@ def erase_images(
         _record(spark, conf, erasure_id, per_image, requested_by, reason, vacuum)
     for table, frame in frames.items():
         if result.deleted[table]:
-            _delete(spark, lake.table_location(conf, table), _matches(frame.columns, target_ids, target_paths))
+            _delete(spark, layout.location(table), _matches(frame.columns, target_ids, target_paths))
     # An image erased before (perhaps by an erasure stopped half-way) is looked for again in staging
     # and the exports: rerunning an erasure completes it.
     every_id = sorted({*target_ids, *(i for i in ids if i in audited_ids)})
@@ -181,9 +183,10 @@ def vacuum_now(spark: SparkSession, conf: Conf, tables: Sequence[str]) -> list[s
     """VACUUM RETAIN 0 HOURS: every file no longer in the current version is deleted (module docstring)."""
     before = spark.conf.get(RETENTION_CHECK, "true")
     spark.conf.set(RETENTION_CHECK, "false")
+    layout = Layout.from_conf(conf)
     try:
         for table in tables:
-            DeltaTable.forPath(spark, lake.table_location(conf, table)).vacuum(0.0)
+            DeltaTable.forPath(spark, layout.location(table)).vacuum(0.0)
     finally:
         spark.conf.set(RETENTION_CHECK, before)
     return list(tables)
@@ -193,7 +196,7 @@ def _drop_staging_holding(spark: SparkSession, conf: Conf, ids: Sequence[str], p
     """Drop the staging tables (<staging>/<stage>/<table>/<run_id>) a stopped run left that hold the
     image; the gold CSV scratch folders are dropped whole (a stopped export's copy of gold)."""
     dropped = 0
-    for entry in lakefs.glob(spark, lake.lake_location(conf, conf["lake.staging"], "*", "*", "*")):
+    for entry in lakefs.glob(spark, Layout.from_conf(conf).staging("*/*", "*")):
         stage, table, run_id = entry.location.rstrip("/").split("/")[-3:]
         frame = lake.read_table(spark, entry.location) if entry.is_dir else None
         holds = table == "csv" or (
@@ -209,8 +212,9 @@ def _rewrite_exports(spark: SparkSession, conf: Conf, erasure_id: str) -> None:
     """The exports without the erased rows: every part is dropped, then written again from gold
     (exports.sync), so no part can keep a row gold no longer holds. An erasure is rare: rewriting
     the whole matrix is simpler than finding the parts that held the image."""
-    lakefs.delete(spark, lake.lake_location(conf, conf["lake.exports"]), inside=lake.lake_location(conf))
-    gold = lake.read_table(spark, lake.table_location(conf, "gold"))
+    layout = Layout.from_conf(conf)
+    lakefs.delete(spark, layout.exports, inside=layout.root)
+    gold = layout.read(spark, "gold")
     first = gold.select(F.size("pca").alias("k")).first() if gold is not None else None
     if first is not None:
         exports.sync(spark, conf, erasure_id, gold, int(first["k"]), exports.gold_runs(gold))
@@ -236,8 +240,8 @@ def _record(spark, conf, erasure_id, per_image, requested_by, reason, vacuum) ->
          reason, requested_by, now, {t: int(n) for t, n in counts.items()}, vacuum)
         for key, counts in sorted(per_image.items())
     ]
-    location = lake.lake_location(conf, conf["lake.erasures"])
-    lake.publish(spark, spark.createDataFrame(rows, AUDIT_SCHEMA), location, ("erasure_id", "image_id", "path_sha256"))
+    audit = Layout.from_conf(conf).table("erasures")
+    lake.publish(spark, spark.createDataFrame(rows, audit.schema), audit.location, audit.keys)
 
 
 def summary(result: Result) -> str:

@@ -37,8 +37,9 @@ from urllib.parse import quote, unquote
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import lake, lakefs
+from pipelines import lakefs
 from pipelines.config import Conf
+from pipelines.layout import Layout
 
 STAGE = "gold"
 SUCCESS = "_SUCCESS"
@@ -69,7 +70,7 @@ def gold_runs(gold: DataFrame) -> dict[tuple[str, str], int]:
 
 def roots(conf: Conf) -> dict[str, str]:
     """The Parquet and CSV export folders (conf lake.exports, gold.export_parquet_dir, gold.export_csv_dir)."""
-    exports = lake.lake_location(conf, conf["lake.exports"])
+    exports = Layout.from_conf(conf).exports
     return {"parquet": f"{exports}/{conf['gold.export_parquet_dir']}", "csv": f"{exports}/{conf['gold.export_csv_dir']}"}
 
 
@@ -90,7 +91,8 @@ def sync(
     """
     where = roots(conf)
     present = _complete_parts(spark, conf, where)
-    paths = lake.read_table(spark, lake.table_location(conf, "bronze"))
+    layout = Layout.from_conf(conf)
+    paths = layout.read(spark, "bronze")
     written = []
     for n, (version, part_run) in enumerate(sorted(key for key in runs if key not in present)):
         part = gold.where((F.col("model_version") == version) & (F.col("run_id") == part_run))
@@ -99,7 +101,7 @@ def sync(
         write_single_csv(
             spark, rows.coalesce(1).sortWithinPartitions("split", "label", "image_id"),
             f"{part_folder(where['csv'], version, part_run)}/{conf['gold.export_csv_name']}",
-            lake.staging_location(conf, f"{STAGE}/csv", f"{run_id}-{n}"),
+            layout.staging(f"{STAGE}/csv", f"{run_id}-{n}"),
         )
         written.append(f"{version}/{part_run}")
     removed = _remove_other_parts(spark, where, set(runs))
@@ -108,10 +110,10 @@ def sync(
 
 def _complete_parts(spark: SparkSession, conf: Conf, where: dict[str, str]) -> set[tuple[str, str]]:
     """(model_version, run_id) of the parts whose Parquet folder has _SUCCESS and whose CSV file exists."""
-    parquet = {key for key, folder in _part_folders(spark, where["parquet"]) if lake.exists(spark, f"{folder}/{SUCCESS}")}
+    parquet = {key for key, folder in _part_folders(spark, where["parquet"]) if lakefs.exists(spark, f"{folder}/{SUCCESS}")}
     csv = {
         key for key, folder in _part_folders(spark, where["csv"])
-        if lake.exists(spark, f"{folder}/{conf['gold.export_csv_name']}")
+        if lakefs.exists(spark, f"{folder}/{conf['gold.export_csv_name']}")
     }
     return parquet & csv
 

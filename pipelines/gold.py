@@ -46,12 +46,11 @@ from pipelines.gold_model import (
     current_model,
     fit_model,
     model_facts,
-    model_location,
     model_version_for,
     refit_reasons,
-    registry_location,
     variance_records,
 )
+from pipelines.layout import Layout
 from pipelines.stages import ModelFacts
 
 STAGE = "gold"
@@ -161,7 +160,7 @@ def quality_facts(spark: SparkSession, conf: Conf, staged: lake.Staged) -> Model
     versions = [r[0] for r in staged.batch.select("model_version").distinct().limit(2).collect()]
     version = versions[0] if len(versions) == 1 else None
     ratios: list[float] = []
-    variance = lake.read_table(spark, lake.table_location(conf, "gold_variance"))
+    variance = Layout.from_conf(conf).read(spark, "gold_variance")
     if version is not None and variance is not None:
         ratios = [
             r[0]
@@ -180,12 +179,11 @@ def run(spark: SparkSession, conf: Conf, run_id: str, refit: bool = False, audit
     """One gold run; the stats hold k, the variance reached and the target for the quality gate."""
     started = time.monotonic()
     settings = GoldSettings.from_conf(conf)
-    silver_location = lake.table_location(conf, "silver")
-    silver = lake.read_table(spark, silver_location)
+    layout = Layout.from_conf(conf)
+    silver = layout.read(spark, "silver")
     if silver is None:
-        raise FileNotFoundError(f"silver table '{silver_location}' does not exist: run `python -m pipelines.silver` first")
-    gold_location = lake.table_location(conf, "gold")
-    gold = lake.read_table_or_empty(spark, gold_location, GOLD_SCHEMA)
+        raise FileNotFoundError(f"silver table '{layout.location('silver')}' does not exist: run `python -m pipelines.silver` first")
+    gold = layout.read_or_empty(spark, "gold")
     model = None if refit else current_model(spark, conf, gold)
     if model is None:
         mode = "refit" if refit else "fit"
@@ -199,7 +197,7 @@ def run(spark: SparkSession, conf: Conf, run_id: str, refit: bool = False, audit
                      variance_target=settings.variance_target, note="not fitted: a PCA needs at least 2 valid silver rows")
         stats["seconds"] = round(time.monotonic() - started, 1)
         return stats
-    gold = spark.read.format("delta").load(gold_location)
+    gold = spark.read.format("delta").load(layout.location("gold"))
     runs = exports.gold_runs(gold)
     stats.update(
         rows_written=runs.get((model.version, run_id), 0),
@@ -215,7 +213,7 @@ def run(spark: SparkSession, conf: Conf, run_id: str, refit: bool = False, audit
     )
     stats["refit_reasons"] = _refit_reasons(silver, gold, model, stats["gold_rows"], settings)
     stats["exports"] = exports.sync(spark, conf, run_id, gold, model.k, runs)
-    reports = lake.lake_location(conf, conf["lake.reports"], STAGE, model.record["run_id"])
+    reports = layout.reports(STAGE, model.record["run_id"])
     stats["plots"] = gold_plots.plot_model(spark, conf, gold, model, reports)
     stats["seconds"] = round(time.monotonic() - started, 1)
     return stats
@@ -236,7 +234,8 @@ def _fit_and_replace(
     variance of the batch's version): a failed audit or a killed run leaves them as orphans, never
     a gold row without its model; a quarantine row lost by a kill is found again by the next run.
     """
-    quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
+    layout = Layout.from_conf(conf)
+    quarantine = layout.read_or_empty(spark, "quarantine")
     candidates = unquarantined_silver_rows(silver, quarantine)
     feature_dim = modal_dimension(candidates)
     checked = check_features(candidates, feature_dim).cache()
@@ -264,7 +263,7 @@ def _fit_and_replace(
         fitted_at = datetime.now(timezone.utc)
         fingerprint = f"{summary['ids_xor']}|{fit_rows}|{feature_dim}|{k}|{k_fitted}|{settings.standardize}"
         version = model_version_for(fitted_at, fit_rows, run_id, fingerprint)
-        pipeline.write().overwrite().save(model_location(conf, version))
+        pipeline.write().overwrite().save(layout.pca_model(version))
         explained = pipeline.stages[1].explainedVariance.toArray()
         record = {
             "model_version": version, "fitted_at": fitted_at, "run_id": run_id, "fit_rows": fit_rows,
@@ -274,13 +273,13 @@ def _fit_and_replace(
             "standardize": settings.standardize,
             "fit_labels": sorted(summary["labels"]), "fit_feature_models": sorted(summary["feature_models"]),
         }
-        lake.publish(spark, spark.createDataFrame([record], REGISTRY_SCHEMA), registry_location(conf), ("model_version",))
+        lake.publish(spark, spark.createDataFrame([record], REGISTRY_SCHEMA), layout.location("pca_registry"), ("model_version",))
         lake.publish(
             spark, spark.createDataFrame(variance_records(explained, version), VARIANCE_SCHEMA),
-            lake.table_location(conf, "gold_variance"), VARIANCE_KEYS,
+            layout.location("gold_variance"), VARIANCE_KEYS,
         )
         batches["gold"] = (gold_rows(pipeline.transform(vectors), version, run_id), ("image_id",))
-        model = GoldModel(version, model_location(conf, version), record, fitted=pipeline)
+        model = GoldModel(version, layout.pca_model(version), record, fitted=pipeline)
     if summary["rejected"]:
         batches["quarantine"] = (quarantine_rows(checked, run_id), lake.QUARANTINE_KEYS)
     if batches:  # gold is replaced, then its rejections inserted; without a model, only the rejections
@@ -302,7 +301,7 @@ def _project_new_rows(
     made exact (Spark's PCA.fit on fewer rows than features) can be, and their scores are not
     principal components, so adding rows to them would only spread the damage.
     """
-    quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
+    quarantine = Layout.from_conf(conf).read_or_empty(spark, "quarantine")
     new = new_silver_rows(silver, gold, quarantine)
     if new.isEmpty():
         return
@@ -324,7 +323,7 @@ def _project_new_rows(
 
 def _rejected_by_run(spark: SparkSession, conf: Conf, run_id: str) -> int:
     """Gold quarantine rows recorded under this run id (counted in the table: exact even on a resume)."""
-    quarantine = lake.read_table(spark, lake.table_location(conf, "quarantine"))
+    quarantine = Layout.from_conf(conf).read(spark, "quarantine")
     if quarantine is None:
         return 0
     return quarantine.where((F.col("stage") == STAGE) & (F.col("run_id") == run_id)).count()

@@ -36,8 +36,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import lake, pca
+from pipelines import lakefs, pca
 from pipelines.config import Conf, ConfError
+from pipelines.layout import Layout
 from pipelines.stages import ModelCheck, ModelFacts
 
 # One row per fit: what later runs need to project with the model and to judge when to refit.
@@ -264,35 +265,24 @@ def fit_model(vectors: DataFrame, settings: GoldSettings, feature_dim: int, fit_
     return PipelineModel([scaler_model, pca_model, keep_first_k]), k, k_fitted
 
 
-def models_location(conf: Conf) -> str:
-    return lake.lake_location(conf, conf["lake.models"], conf["gold.models_dir"])
-
-
-def model_location(conf: Conf, model_version: str) -> str:
-    return f"{models_location(conf)}/{model_version}"
-
-
-def registry_location(conf: Conf) -> str:
-    return f"{models_location(conf)}/{conf['gold.registry']}"
-
-
 def current_model(spark: SparkSession, conf: Conf, gold: DataFrame) -> GoldModel | None:
     """The model of the rows in gold (None when gold is empty: the next run fits)."""
     versions = [r["model_version"] for r in gold.select("model_version").distinct().limit(2).collect()]
     if not versions:
         return None
+    layout = Layout.from_conf(conf)
     if len(versions) > 1:
         raise GoldStateError(
-            f"gold table '{lake.table_location(conf, 'gold')}' holds rows of several model versions "
+            f"gold table '{layout.location('gold')}' holds rows of several model versions "
             f"({', '.join(versions)}); run gold with --refit to rewrite it with one model"
         )
     version = versions[0]
-    registry = lake.read_table(spark, registry_location(conf))
+    registry = layout.read(spark, "pca_registry")
     record = None if registry is None else registry.where(F.col("model_version") == version).first()
-    location = model_location(conf, version)
-    if record is None or not lake.exists(spark, location):
+    location = layout.pca_model(version)
+    if record is None or not lakefs.exists(spark, location):
         raise GoldStateError(
-            f"model {version} used by gold is missing (registry '{registry_location(conf)}', folder '{location}'); "
+            f"model {version} used by gold is missing (registry '{layout.location('pca_registry')}', folder '{location}'); "
             f"run gold with --refit to fit a new model on all of silver"
         )
     return GoldModel(version, location, record.asDict())

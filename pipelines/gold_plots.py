@@ -1,7 +1,7 @@
 """Gold's two plots of its PCA model: the cumulative explained variance and PC1/PC2 of a few fruits.
 
 Drawn with matplotlib's object API (no pyplot state, nothing shown), saved locally, then copied into
-the lake's reports (local folder or S3A alike) through `lake.put_file`; gold calls `plot_model` after
+the lake's reports (local folder or S3A alike) through `lakefs.put_file`; gold calls `plot_model` after
 each run, and it draws only for a model that has no plots yet.
 """
 
@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from pipelines import lake
+from pipelines import lakefs
 from pipelines.config import Conf
 
 if TYPE_CHECKING:
@@ -36,8 +36,8 @@ def plot_model(spark: SparkSession, conf: Conf, gold: DataFrame, model: "GoldMod
     presence says both are done.
     """
     files = {name: f"{reports}/{file}" for name, file in PLOT_FILES.items()}
-    if lake.exists(spark, files["variance"]):
-        return {name: path for name, path in files.items() if name == "variance" or lake.exists(spark, path)}
+    if lakefs.exists(spark, files["variance"]):
+        return {name: path for name, path in files.items() if name == "variance" or lakefs.exists(spark, path)}
     figures = {}
     labels = scatter_labels(gold, conf["gold.plot_labels"], conf["gold.plot_max_labels"])
     if model.k >= 2 and labels:
@@ -48,7 +48,7 @@ def plot_model(spark: SparkSession, conf: Conf, gold: DataFrame, model: "GoldMod
         for name, figure in figures.items():
             local = Path(scratch) / PLOT_FILES[name]
             figure.savefig(local, dpi=110)
-            lake.put_file(spark, local, files[name])
+            lakefs.put_file(spark, local, files[name])
     return {name: files[name] for name in ("variance", "scatter") if name in figures}
 
 

@@ -1,4 +1,4 @@
-"""Lake layout and the write-audit-publish protocol shared by every stage.
+"""The write-audit-publish protocol shared by every stage (the lake's locations: pipelines/layout.py).
 
 A stage never appends to a published table directly. It writes its new batch to a staging Delta
 table (`<lake.root>/<lake.staging>/<stage>/<run_id>`), reads it back, lets the audit (the quality
@@ -24,7 +24,6 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
@@ -35,12 +34,7 @@ from pyspark.sql.types import StructType
 
 from pipelines import lakefs
 from pipelines.config import Conf
-
-# The file operations gold and the classifier call as `lake.exists(...)`, kept under those names;
-# they live in the Hadoop FileSystem facade, pipelines/lakefs.py (new code calls lakefs directly).
-from pipelines.lakefs import exists, put_file, read_small_file  # noqa: F401  (re-exported)
-
-
+from pipelines.layout import Layout
 
 @dataclass(frozen=True)
 class Staged:
@@ -72,26 +66,11 @@ QUARANTINE_SCHEMA = T.StructType(
 QUARANTINE_KEYS = ("stage", "path", "image_id")
 
 
-def lake_location(conf: Conf, *parts: str) -> str:
-    """`lake.root` joined with sub-paths (works for local folders and s3a:// URIs alike)."""
-    return "/".join([conf.path("lake.root"), *(p.strip("/") for p in parts if p)])
-
-
-def table_location(conf: Conf, table: str) -> str:
-    """Location of a lake table named in `lake.tables` (bronze, silver, gold, quarantine, ...)."""
-    return lake_location(conf, conf[f"lake.tables.{table}"])
-
-
 def read_table(spark: SparkSession, location: str) -> DataFrame | None:
     """The Delta table at `location`, or None when no table was ever published there."""
     if not DeltaTable.isDeltaTable(spark, location):
         return None
     return spark.read.format("delta").load(location)
-
-
-def read_table_or_empty(spark: SparkSession, location: str, schema: StructType) -> DataFrame:
-    table = read_table(spark, location)
-    return table if table is not None else spark.createDataFrame([], schema)
 
 
 @dataclass(frozen=True)
@@ -105,13 +84,9 @@ class PublishResult:
 
 def stage_batch(spark: SparkSession, conf: Conf, stage: str, run_id: str, batch: DataFrame) -> DataFrame:
     """Materialise the batch once in this run's private staging table and return it read back."""
-    location = staging_location(conf, stage, run_id)
+    location = Layout.from_conf(conf).staging(stage, run_id)
     batch.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(location)
     return spark.read.format("delta").load(location)
-
-
-def staging_location(conf: Conf, stage: str, run_id: str) -> str:
-    return lake_location(conf, conf["lake.staging"], stage, run_id)
 
 
 class ConcurrentWriteError(RuntimeError):
@@ -290,9 +265,10 @@ def write_audit_publish(
         audit(Staged({table: frame for table, (frame, _) in staged.items()}))
     own, *others = staged
     results = {}
+    layout = Layout.from_conf(conf)
     for table in [own, *others] if replace else [*others, own]:
         frame, keys = staged[table]
-        location = table_location(conf, table)
+        location = layout.location(table)
         replacing = replace and table == own
         results[table] = overwrite(spark, frame, location) if replacing else publish(spark, frame, location, keys)
         _fault_point(table)
@@ -307,13 +283,14 @@ def drop_staging(spark: SparkSession, conf: Conf, stage: str, run_id: str) -> No
     Refuses any location that is not strictly below `<lake.root>/<lake.staging>/`: a recursive
     delete must never reach outside the lake, whatever the run id or the conf say.
     """
-    location = staging_location(conf, stage, run_id)
-    root = lake_location(conf) + "/"
+    layout = Layout.from_conf(conf)
+    location = layout.staging(stage, run_id)
+    root = layout.root + "/"
     staging = conf["lake.staging"].strip("/").split("/")
     inside = location[len(root):].split("/") if location.startswith(root) else []
     if inside[: len(staging)] != staging or len(inside) <= len(staging) or {".", ".."} & set(inside):
         raise ValueError(f"refusing to delete '{location}': it is not a staging folder under '{root}{conf['lake.staging']}'")
-    lakefs.delete(spark, location, inside=lake_location(conf, conf["lake.staging"]))
+    lakefs.delete(spark, location, inside=layout.staging_root)
 
 
 def check_root(spark: SparkSession, conf: Conf) -> None:
@@ -341,7 +318,7 @@ def latest_commit(spark: SparkSession, location: str) -> list[int] | None:
 
 def commit_user_metadata(spark: SparkSession, location: str, version: int) -> str | None:
     """The `userMetadata` of commit `version` of the table at `location` (None: none, or no such commit)."""
-    raw = read_small_file(spark, f"{location}/_delta_log/{version:020d}.json")
+    raw = lakefs.read_small_file(spark, f"{location}/_delta_log/{version:020d}.json")
     for line in (raw or b"").decode("utf-8", "replace").splitlines():
         if '"commitInfo"' in line:
             return json.loads(line)["commitInfo"].get("userMetadata")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -186,13 +187,37 @@ def list_files(spark: SparkSession, root: str) -> list[tuple[str, int, int]]:
 def _local_files(top: Path) -> list[tuple[str, int, int]]:
     if not top.is_dir():
         raise NotADirectoryError(f"{top} is not a folder")
-    files, seen = [], set()
-    for folder, _, names in os.walk(top, followlinks=True):
-        info = os.stat(folder)
-        if (info.st_dev, info.st_ino) in seen:
-            raise OSError(f"{folder}: a folder loop (a link to a folder above it)")
-        seen.add((info.st_dev, info.st_ino))
-        for name in names:
-            info = os.stat(os.path.join(folder, name))
-            files.append((os.path.relpath(os.path.join(folder, name), top), info.st_size, info.st_mtime_ns // 1_000_000))
+    files = []
+    for entry in local_walk(top):
+        info = os.stat(entry.path)
+        files.append((os.path.relpath(entry.path, top), info.st_size, info.st_mtime_ns // 1_000_000))
     return files
+
+
+class FolderLoop(OSError):
+    """A folder link pointing back at one of its own parent folders: a walk following links has no end."""
+
+    def __init__(self, link: str):
+        self.link, self.target = link, os.path.realpath(link)
+        super().__init__(f"{link}: a folder loop (a link to {self.target}, a folder above it)")
+
+
+def local_walk(top: Path) -> Iterator[os.DirEntry]:
+    """Every file below the local folder `top`, folder links followed (as Hadoop's local file system
+    and Spark's listing do: an input assembled from links, or a link to a shared dataset, is a folder
+    like any other; one folder linked twice is walked twice). FolderLoop when a link points back at
+    one of its own parents, which would make the walk recurse until the OS refuses the path."""
+
+    def walk(folder: str, parents: tuple[tuple[int, int], ...]) -> Iterator[os.DirEntry]:
+        for entry in os.scandir(folder):
+            if not entry.is_dir(follow_symlinks=True):
+                yield entry
+                continue
+            info = os.stat(entry.path)
+            identity = (info.st_dev, info.st_ino)
+            if identity in parents:
+                raise FolderLoop(entry.path)
+            yield from walk(entry.path, (*parents, identity))
+
+    info = os.stat(top)
+    return walk(str(top), ((info.st_dev, info.st_ino),))

@@ -37,6 +37,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from pipelines.config import Conf, is_remote
+from pipelines.layout import Layout
 
 
 class LakeBusy(RuntimeError):
@@ -54,10 +55,6 @@ class Holder:
 
     def describe(self) -> str:
         return f"{self.purpose} run {self.run_id} by {self.owner} since {self.acquired_at} (lock expires {self.expires_at})"
-
-
-def lock_location(conf: Conf) -> str:
-    return "/".join([conf.path("lake.root"), conf["lake.lock"].strip("/")])
 
 
 def _now() -> datetime:
@@ -81,7 +78,7 @@ def _parse(body: bytes) -> Holder | None:
 def held(conf: Conf, purpose: str, run_id: str) -> Iterator[Holder]:
     """Hold the lake's lock for the block; LakeBusy when another holder keeps it past lake.lock_wait_seconds."""
     ttl = timedelta(minutes=conf["lake.lock_ttl_minutes"])
-    location = lock_location(conf)
+    location = Layout.from_conf(conf).lock
     lock = _S3Lock(conf, location, ttl) if is_remote(location) else _LocalLock(location)
     deadline = time.monotonic() + conf["lake.lock_wait_seconds"]
     holder = _holder(purpose, run_id, ttl, uuid.uuid4().hex)

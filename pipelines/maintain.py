@@ -31,9 +31,10 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import erase, lake, lakefs, lock
+from pipelines import erase, lakefs, lock
 from pipelines.options import EXIT_INPUT, load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf, ConfError
+from pipelines.layout import Layout
 from pipelines.session import build_spark_session
 
 # Delta's own floor for VACUUM retention (delta.deletedFileRetentionDuration's default: 7 days).
@@ -55,15 +56,6 @@ class TableReport:
             f"maintain {self.table}: {self.files_before} -> {self.files_after} files in the current version, "
             f"{self.stored_before} -> {self.stored_after} stored (old versions kept {self.retention_hours} h), {self.seconds:.1f} s"
         )
-
-
-def table_locations(conf: Conf) -> dict[str, str]:
-    """Every table maintenance.retention_hours names, by name: the lake tables and the erasure audit."""
-    names = conf["maintenance.retention_hours"]
-    return {
-        name: lake.lake_location(conf, conf["lake.erasures"]) if name == "erasures" else lake.table_location(conf, name)
-        for name in names
-    }
 
 
 def retention_hours(conf: Conf, table: str) -> int:
@@ -103,7 +95,7 @@ def maintain_table(spark: SparkSession, table: str, location: str, hours: int, v
 def expire_bronze(spark: SparkSession, conf: Conf, run_id: str) -> erase.Result | None:
     """Erase the images ingested more than bronze.retention_days ago (None when retention is off)."""
     days = retention_days(conf)
-    bronze = lake.read_table(spark, lake.table_location(conf, "bronze"))
+    bronze = Layout.from_conf(conf).read(spark, "bronze")
     if days is None or bronze is None:
         return None
     cutoff = datetime.now(timezone.utc) - timedelta(days=days)
@@ -119,11 +111,11 @@ def maintain(spark: SparkSession, conf: Conf, run_id: str, tables: list[str], va
     """Retention, then each table's OPTIMIZE and VACUUM (the caller holds the lake lock)."""
     hours = {table: retention_hours(conf, table) for table in tables}  # every setting checked before any change
     expired = expire_bronze(spark, conf, run_id)
-    locations = table_locations(conf)
+    layout = Layout.from_conf(conf)  # maintenance.retention_hours names lake tables and the erasure audit
     reports = [
-        maintain_table(spark, table, locations[table], hours[table], vacuum)
+        maintain_table(spark, table, layout.location(table), hours[table], vacuum)
         for table in tables
-        if DeltaTable.isDeltaTable(spark, locations[table])
+        if DeltaTable.isDeltaTable(spark, layout.location(table))
     ]
     return expired, reports
 

@@ -41,6 +41,7 @@ from pyspark.sql import SparkSession
 
 from pipelines import lake, lakefs, stages
 from pipelines.config import Conf, resolve_location
+from pipelines.layout import Layout
 
 USER_METADATA_KEY = "spark.databricks.delta.commitInfo.userMetadata"
 # Stats key of a run that skipped: the run id of the mark it matched.
@@ -63,7 +64,8 @@ def tracked_tables(conf: Conf, stage: str) -> dict[str, str]:
     """The tables the stage's result depends on (its declared `reads`), by name, with their locations.
     The outcome table is not one: every run appends to it, and the gates read it themselves (the
     upstream check runs before the marks)."""
-    return {name: lake.table_location(conf, name) for name in stages.get(stage).reads}
+    layout = Layout.from_conf(conf)
+    return {name: layout.location(name) for name in stages.get(stage).reads}
 
 
 def conf_hash(conf: Conf) -> str:
@@ -106,13 +108,9 @@ def lake_state(spark: SparkSession, conf: Conf, stage: str) -> LakeState:
     return LakeState(tables, conf_hash(conf), input_fingerprint(spark, conf.path("input.path")) if reads_input else None)
 
 
-def mark_location(conf: Conf, stage: str) -> str:
-    return lake.lake_location(conf, conf["lake.marks"], f"{stage}.json")
-
-
 def read_mark(spark: SparkSession, conf: Conf, stage: str) -> dict | None:
     """The stage's mark, or None when absent or unreadable (a torn write: the full run rewrites it)."""
-    raw = lake.read_small_file(spark, mark_location(conf, stage))
+    raw = lakefs.read_small_file(spark, Layout.from_conf(conf).mark(stage))
     if raw is None:
         return None
     try:
@@ -148,7 +146,7 @@ def write_mark(spark: SparkSession, conf: Conf, stage: str, run_id: str, state: 
     with tempfile.TemporaryDirectory(prefix="fruits-mark-") as scratch:
         local = Path(scratch) / f"{stage}.json"
         local.write_text(json.dumps(mark, indent=1), encoding="utf-8")
-        lake.put_file(spark, local, mark_location(conf, stage))
+        lakefs.put_file(spark, local, Layout.from_conf(conf).mark(stage))
 
 
 def run_unless_unchanged(

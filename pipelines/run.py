@@ -29,6 +29,7 @@ from pyspark.sql import SparkSession
 from pipelines import lock, stages
 from pipelines.options import EXIT_INPUT, load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf, ConfError
+from pipelines.layout import Layout
 from pipelines.session import build_spark_session
 from quality import outcomes
 
@@ -105,7 +106,7 @@ def run_chain(spark: SparkSession, conf: Conf, jobs: list[str], options: list[st
         print(f"conf error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except OSError as exc:  # the lock file cannot be created: lake.root is a file, or not writable
-        print(f"run: cannot take the lake lock {lock.lock_location(conf)}: {exc}; set lake.root to a writable folder", file=sys.stderr)
+        print(f"run: cannot take the lake lock {Layout.from_conf(conf).lock}: {exc}; set lake.root to a writable folder", file=sys.stderr)
         return EXIT_INPUT
     if report:
         from quality import report as quality_report

@@ -48,6 +48,7 @@ from pipelines import features, lake, lakefs, runtimes
 from pipelines.cli import execute_stage
 from pipelines.options import stage_parser
 from pipelines.config import Conf, ConfError
+from pipelines.layout import Layout
 
 STAGE = "silver"
 ARROW_BATCH_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
@@ -241,11 +242,11 @@ def arrow_batch_rows(spark: SparkSession, rows: int):
 
 
 def read_bronze(spark: SparkSession, conf: Conf) -> DataFrame:
-    location = lake.table_location(conf, "bronze")
-    bronze = lake.read_table(spark, location)
+    layout = Layout.from_conf(conf)
+    bronze = layout.read(spark, "bronze")
     if bronze is None:
         raise FileNotFoundError(
-            f"bronze table '{location}' does not exist: run `python -m pipelines.bronze` with the same conf first"
+            f"bronze table '{layout.location('bronze')}' does not exist: run `python -m pipelines.bronze` with the same conf first"
         )
     return bronze
 
@@ -254,9 +255,10 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
     started = time.monotonic()
     chosen = runtime(conf)
     bronze = read_bronze(spark, conf)
-    record_runtime_column(spark, lake.table_location(conf, "silver"))  # before any read of silver
-    silver = lake.read_table_or_empty(spark, lake.table_location(conf, "silver"), SILVER_SCHEMA)
-    quarantine = lake.read_table_or_empty(spark, lake.table_location(conf, "quarantine"), lake.QUARANTINE_SCHEMA)
+    layout = Layout.from_conf(conf)
+    record_runtime_column(spark, layout.location("silver"))  # before any read of silver
+    silver = layout.read_or_empty(spark, "silver")
+    quarantine = layout.read_or_empty(spark, "quarantine")
     new_images = select_new_images(bronze, silver, quarantine)
     slots, task_cpus = task_slots(spark)
     stats = {
@@ -307,7 +309,7 @@ def _infer_and_publish(
 ) -> dict:
     """The inference pass over the read-ahead images, then write-audit-publish of silver and its quarantine."""
     batch_size = conf["silver.batch_size"]
-    existing = lake.read_table(spark, lake.table_location(conf, "silver"))
+    existing = Layout.from_conf(conf).read(spark, "silver")
     other_models = feature_models(existing) if existing is not None else set()
     other_models.discard(runtimes.model_identity(loaded.weights_sha256, chosen.name))
     broadcast_payload = spark.sparkContext.broadcast(loaded.payload)

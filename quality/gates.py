@@ -36,6 +36,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipelines import lake, stages
 from pipelines.config import Conf
+from pipelines.layout import Layout
 from pipelines.stages import ROW_ID
 from quality import docs, gx_runner, outcomes
 from quality.metrics import naming, quarantine_examples, row_frame, staged_quarantine, totals, totals_frame
@@ -142,13 +143,9 @@ def failure_message(outcome: Outcome) -> str:
     )
 
 
-def reports_location(conf: Conf) -> str:
-    """The GX project's folder under the lake (local path or s3a:// URI)."""
-    return lake.lake_location(conf, conf["lake.reports"], conf["quality.reports_dir"])
-
-
 def docs_index_location(conf: Conf) -> str:
-    return f"{reports_location(conf)}/{gx_runner.GX_DIR}/{gx_runner.SITE_DIR}/index.html"
+    """The Data Docs' front page, in the GX project's folder under the lake (Layout.quality_reports)."""
+    return f"{Layout.from_conf(conf).quality_reports}/{gx_runner.GX_DIR}/{gx_runner.SITE_DIR}/index.html"
 
 
 # ---------------------------------------------------------------- validation
@@ -177,7 +174,7 @@ def validate(
             (suites.rows_suite(layer, conf, facts), rows, [ROW_ID]),
             (suites.totals_suite(layer, conf, facts, quarantined), suites.non_finite_as_null(totals_frame(metrics)), []),
         ]
-        with gx_runner.workspace(spark, reports_location(conf), started) as (local_root, to_lake):
+        with gx_runner.workspace(spark, Layout.from_conf(conf).quality_reports, started) as (local_root, to_lake):
             results = gx_runner.run_checkpoints(local_root, conf, run_id, validated_at, checks)
             docs.localise_site(local_root / gx_runner.GX_DIR / gx_runner.SITE_DIR, started - 1)
             results = [

@@ -48,7 +48,7 @@ class SuiteResult:
 @contextmanager
 def workspace(spark: SparkSession, reports: str, started: float) -> Iterator[tuple[Path, Callable[[str], str]]]:
     """The local folder GX works in, and the function mapping a file in it to its place in the lake
-    (`reports`: the GX project's folder, quality.gates.reports_location).
+    (`reports`: the GX project's folder, pipelines.layout.Layout.quality_reports).
 
     A local lake is written in place. For a remote lake, the GX project is downloaded (GX's index
     lists the validation pages already in the site, so those come too; the static assets, rewritten

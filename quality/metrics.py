@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from pipelines import lake, stages
 from pipelines.config import Conf
+from pipelines.layout import Layout
 from pipelines.stages import ROW_ID
 
 
@@ -45,15 +46,16 @@ def totals(
     from quality import suites
 
     layer = stage.name
-    published = lake.read_table(spark, lake.table_location(conf, layer))
-    quarantine_table = lake.read_table(spark, lake.table_location(conf, "quarantine"))
+    layout = Layout.from_conf(conf)
+    published = layout.read(spark, layer)
+    quarantine_table = layout.read(spark, "quarantine")
     after = suites.layer_after_publish(layer, published, batch)
     frame = suites.batch_counts(batch, staged_quarantine, _recorded_inputs(spark, layer, batch, published, quarantine_table))
     upstream = stage.upstream
     if upstream is None:
         frame = frame.crossJoin(suites.rows_after_publish(after))
     else:
-        upstream_table = lake.read_table(spark, lake.table_location(conf, upstream))
+        upstream_table = layout.read(spark, upstream)
         upstream_ids = (
             upstream_table.select(ROW_ID) if upstream_table is not None else spark.createDataFrame([], f"{ROW_ID} string")
         )

@@ -21,6 +21,7 @@ from pyspark.sql import types as T
 
 from pipelines import lake
 from pipelines.config import Conf
+from pipelines.layout import Layout
 
 OUTCOME_SCHEMA = T.StructType(
     [
@@ -67,10 +68,6 @@ class Outcome:
         return {name: getattr(self, name) for name in OUTCOME_SCHEMA.fieldNames()}
 
 
-def outcomes_location(conf: Conf) -> str:
-    return lake.lake_location(conf, conf["lake.reports"], conf["quality.outcomes_table"])
-
-
 # Rows of runs that validated nothing, held while a chain runs (`held_until_end`), by table location.
 _held: dict[str, list[Outcome]] = {}
 
@@ -78,7 +75,7 @@ _held: dict[str, list[Outcome]] = {}
 def record(spark: SparkSession, conf: Conf, outcome: Outcome) -> None:
     """Append one outcome (a single-row Delta commit), or hold it until the end of the chain
     (`held_until_end`) when it is the row of a run that validated nothing."""
-    location = outcomes_location(conf)
+    location = Layout.from_conf(conf).location("quality_outcomes")
     if not outcome.validated and location in _held:
         _held[location].append(outcome)
         return
@@ -97,7 +94,7 @@ def held_until_end(spark: SparkSession, conf: Conf) -> Iterator[None]:
     (each commit of a small Delta table costs about a second). Validations are appended at once:
     the next stage's upstream check reads them. A process killed in the block loses only the held
     rows, which say that a run found nothing to validate."""
-    location = outcomes_location(conf)
+    location = Layout.from_conf(conf).location("quality_outcomes")
     if location in _held:  # already holding (a chain inside a chain): the outer block appends
         yield
         return
@@ -110,30 +107,46 @@ def held_until_end(spark: SparkSession, conf: Conf) -> Iterator[None]:
             _append(spark, location, rows)
 
 
-# The last answers of `latest`, by (location, validated), with the table's commit they were read at.
-_latest_read: dict[tuple[str, bool], tuple[list[int], dict[str, Outcome]]] = {}
+# The last answers of `latest_runs`, by location, with the table's commit they were read at.
+_latest_read: dict[str, tuple[list[int], dict[str, Outcome], dict[str, Outcome]]] = {}
 
 
 def latest(spark: SparkSession, conf: Conf, validated: bool = True) -> dict[str, Outcome]:
     """The most recent validation of each layer that has one; with validated=False, the most
-    recent row, a run that validated nothing included.
+    recent row, a run that validated nothing included."""
+    validations, last_runs = latest_runs(spark, conf)
+    return validations if validated else last_runs
+
+
+def latest_runs(spark: SparkSession, conf: Conf) -> tuple[dict[str, Outcome], dict[str, Outcome]]:
+    """Both answers of `latest` from one read of the table: (the most recent validation of each
+    layer, the most recent row of each layer).
 
     Read again only when the table has a commit since the last read in this process (one listing
     of its log): the stages of a chain each check their upstream layer's outcome.
     """
-    location = outcomes_location(conf)
+    location = Layout.from_conf(conf).location("quality_outcomes")
     commit = lake.latest_commit(spark, location)
-    remembered = _latest_read.get((location, validated))
+    remembered = _latest_read.get(location)
     if commit is not None and remembered is not None and remembered[0] == commit:
-        return dict(remembered[1])
+        return dict(remembered[1]), dict(remembered[2])
     table = lake.read_table(spark, location)
     if table is None:
-        return {}
-    if validated:
-        table = table.where(F.col("evaluated_expectations") > 0)
-    newest_first = Window.partitionBy("layer").orderBy(F.col("validated_at").desc(), F.col("run_id").desc())
-    rows = table.withColumn("_rank", F.row_number().over(newest_first)).where("_rank = 1").drop("_rank").collect()
-    found = {row["layer"]: Outcome(**row.asDict(recursive=True)) for row in rows}
+        return {}, {}
+    validated = F.col("evaluated_expectations") > 0
+    order = (F.col("validated_at").desc(), F.col("run_id").desc())
+    newest = F.row_number().over(Window.partitionBy("layer").orderBy(*order))
+    newest_validated = F.row_number().over(Window.partitionBy("layer", validated).orderBy(*order))
+    rows = (
+        table.withColumn("_newest", newest).withColumn("_validated", F.when(validated, newest_validated))
+        .where("_newest = 1 OR _validated = 1").collect()
+    )
+    validations = {row["layer"]: _outcome(row) for row in rows if row["_validated"] == 1}
+    last_runs = {row["layer"]: _outcome(row) for row in rows if row["_newest"] == 1}
     if commit is not None:
-        _latest_read[(location, validated)] = (commit, dict(found))
-    return found
+        _latest_read[location] = (commit, dict(validations), dict(last_runs))
+    return validations, last_runs
+
+
+def _outcome(row) -> Outcome:
+    return Outcome(**{name: value for name, value in row.asDict(recursive=True).items() if not name.startswith("_")})

@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     args = stage_parser(__doc__.splitlines()[0]).parse_args(argv)
     conf = load_stage_conf(args)
     spark = build_spark_session(conf, "quality-report")
-    last_runs = outcomes.latest(spark, conf, validated=False)
-    print(format_report(outcomes.latest(spark, conf), gates.docs_index_location(conf), conf.path("lake.root"), last_runs))
+    validations, last_runs = outcomes.latest_runs(spark, conf)  # one read of the outcome table
+    print(format_report(validations, gates.docs_index_location(conf), conf.path("lake.root"), last_runs))
     return 0
 
 

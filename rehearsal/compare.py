@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines import lake
 from pipelines.config import Conf
+from pipelines.layout import Layout
 
 # What the issue asks of the cluster's run against the local one.
 FEATURE_TOLERANCE = 1e-5
@@ -29,8 +29,9 @@ class LakeSnapshot:
 def lake_tables(spark, conf: Conf) -> LakeSnapshot:
     """Row counts of every lake table of conf, silver's features and gold's scores by image_id."""
     counts: dict[str, int | None] = {}
+    layout = Layout.from_conf(conf)
     for table in conf["lake.tables"]:
-        frame = lake.read_table(spark, lake.table_location(conf, table))
+        frame = layout.read(spark, table)
         counts[table] = None if frame is None else frame.count()
     return LakeSnapshot(
         counts=counts,
@@ -40,7 +41,7 @@ def lake_tables(spark, conf: Conf) -> LakeSnapshot:
 
 
 def _vectors(spark, conf: Conf, table: str, column: str) -> dict[str, np.ndarray]:
-    frame = lake.read_table(spark, lake.table_location(conf, table))
+    frame = Layout.from_conf(conf).read(spark, table)
     if frame is None:
         return {}
     return {row["image_id"]: np.asarray(row[column], dtype=np.float64) for row in frame.select("image_id", column).collect()}

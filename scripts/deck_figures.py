@@ -135,26 +135,27 @@ def sample_counts(folder: Path) -> dict:
 def run_figures(conf) -> tuple[dict, dict[str, Path]]:
     """The gold model and classifier of the conf's lake, and the plots of the runs that made them."""
     from pipelines import classifier_predictor, gold_model
+    from pipelines.layout import Layout
     from pipelines.session import build_spark_session
 
-    lake = Path(conf.path("lake.root"))
+    layout = Layout.from_conf(conf)
     spark = build_spark_session(conf, "deck-figures")
     try:
-        fits = spark.read.format("delta").load(gold_model.registry_location(conf)).orderBy("fitted_at", ascending=False)
+        fits = spark.read.format("delta").load(layout.location("pca_registry")).orderBy("fitted_at", ascending=False)
         fit = fits.first()
         if fit is None:
-            raise ConfError(f"no PCA model in {gold_model.registry_location(conf)}: run `make run` first")
-        variance = (spark.read.format("delta").load(f"{lake}/{conf['lake.tables.gold_variance']}")
+            raise ConfError(f"no PCA model in {layout.location('pca_registry')}: run `make run` first")
+        variance = (spark.read.format("delta").load(layout.location("gold_variance"))
                     .where(f"model_version = '{fit['model_version']}'").orderBy("component").collect())
-        metrics_path = f"{lake}/{conf['lake.tables.classifier_metrics']}"
+        metrics_path = layout.location("classifier_metrics")
         rows = spark.read.format("delta").load(metrics_path).orderBy("trained_at", ascending=False).collect()
     finally:
         spark.stop()
-    current = json.loads(Path(classifier_predictor.models_location(conf), "current.json").read_text())["classifier_version"]
+    current = json.loads(Path(layout.classifier_models, "current.json").read_text())["classifier_version"]
     metric = next((r for r in rows if r["model_version"] == current), None)
     if metric is None:
         raise ConfError(f"no metrics row for the classifier in use {current} in {metrics_path}: run `make run`")
-    plots = {name: lake / conf["lake.reports"] / "gold" / fit["run_id"] / name for name in GOLD_PLOTS}
+    plots = {name: Path(layout.reports("gold", fit["run_id"]), name) for name in GOLD_PLOTS}
     plots["confusion_matrix.png"] = Path(classifier_predictor.plot_location(conf, metric["run_id"]))
     figures = {
         "conf": [source for source in conf.sources if not source.startswith("--set")],

@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines import lake, stages
+from pipelines import stages
 from pipelines.config import PROJECT_ROOT, ConfError, load_conf
+from pipelines.layout import Layout
 from rehearsal.sample import copy_subset, image_files, spread
 from rehearsal.s3_server import (
     S3_LOCAL_CONF,
@@ -92,9 +93,10 @@ def print_table_counts(conf) -> None:
 
     spark = build_spark_session(conf, "s3-demo-check")
     try:
+        layout = Layout.from_conf(conf)
         for table in conf["lake.tables"]:
-            location = lake.table_location(conf, table)
-            frame = lake.read_table(spark, location)
+            location = layout.location(table)
+            frame = layout.read(spark, table)
             count = "not published" if frame is None else f"{frame.count()} rows"
             print(f"  {location}: {count}")
     finally:

@@ -10,6 +10,7 @@ from pyspark.errors import AnalysisException
 from pyspark.errors.exceptions.captured import convert_exception
 
 from pipelines import lake
+from pipelines.layout import Layout
 
 pytestmark = pytest.mark.spark
 
@@ -174,8 +175,8 @@ def test_fault_point_stops_a_run_between_its_two_publishes_and_a_rerun_completes
     monkeypatch.setenv(lake.FAULT_AFTER_PUBLISH_ENV, "quarantine:raise")
     with pytest.raises(lake.InjectedFault, match="after publishing quarantine"):
         lake.write_audit_publish(spark, conf, "bronze", "run-1", batches)
-    assert lake.read_table(spark, lake.table_location(conf, "quarantine")).count() == 1
-    assert lake.read_table(spark, lake.table_location(conf, "bronze")) is None
+    assert Layout.from_conf(conf).read(spark, "quarantine").count() == 1
+    assert Layout.from_conf(conf).read(spark, "bronze") is None
 
     monkeypatch.delenv(lake.FAULT_AFTER_PUBLISH_ENV)
     results = lake.write_audit_publish(spark, conf, "bronze", "run-2", batches)

@@ -73,3 +73,18 @@ def test_delete_stays_strictly_inside_its_folder(spark, tmp_path):
     assert lakefs.delete(spark, f"{inside}/run", inside=inside)
     assert not (tmp_path / "lake" / "staging" / "run").exists()
     assert not lakefs.delete(spark, f"{inside}/run", inside=inside)
+
+
+def test_the_local_walk_follows_links_and_stops_at_a_loop(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "a.jpg").write_bytes(b"a")
+    top = tmp_path / "in"
+    (top / "x").mkdir(parents=True)
+    (top / "x" / "link").symlink_to(shared)
+    (top / "y").symlink_to(shared)  # one folder linked twice: walked twice, as Spark lists it
+    assert sorted(os.path.relpath(e.path, top) for e in lakefs.local_walk(top)) == ["x/link/a.jpg", "y/a.jpg"]
+    (top / "x" / "up").symlink_to(top)
+    with pytest.raises(lakefs.FolderLoop) as loop:
+        list(lakefs.local_walk(top))
+    assert (loop.value.link, loop.value.target) == (str(top / "x" / "up"), str(top))

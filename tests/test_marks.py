@@ -5,6 +5,7 @@ import os
 import pytest
 
 from pipelines import lake, marks
+from pipelines.layout import Layout
 
 pytestmark = pytest.mark.spark
 
@@ -28,7 +29,7 @@ def append(spark, conf, table, value, user_metadata=None):
     writer = spark.createDataFrame([(value,)], "v string").write.format("delta").mode("append")
     if user_metadata is not None:
         writer = writer.option("userMetadata", user_metadata)
-    writer.save(lake.table_location(conf, table))
+    writer.save(Layout.from_conf(conf).location(table))
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def silver_lake(spark, make_conf, tmp_path):
 
 
 def test_latest_commit_and_tag_come_from_the_log(spark, silver_lake):
-    location = lake.table_location(silver_lake, "bronze")
+    location = Layout.from_conf(silver_lake).location("bronze")
     assert lake.latest_commit(spark, location)[0] == 0
     assert lake.latest_commit(spark, location + "-absent") is None
     spark.conf.set(marks.USER_METADATA_KEY, "fruits bronze run r1")  # as run_unless_unchanged sets it

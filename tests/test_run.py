@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import lake, run, stages
+from pipelines import run, stages
 from pipelines.config import load_conf
+from pipelines.layout import Layout
 from quality import outcomes
 from tests.conftest import jpeg_bytes
 from tests.quality.test_stage_commands import write_bad_input, write_good_input
@@ -54,7 +55,7 @@ def test_the_chain_runs_every_stage_in_one_application_and_stops_at_the_first_fa
         layer: ("chain-good", True) for layer in stages.through("gold")
     }
     for table in stages.through("gold"):
-        assert lake.read_table(spark, lake.table_location(conf, table)).count() == 4
+        assert Layout.from_conf(conf).read(spark, table).count() == 4
 
 
 def test_a_wrong_job_list_is_one_line_and_exit_2(capsys):
@@ -74,4 +75,4 @@ def test_the_chain_does_not_start_while_another_writer_holds_the_lake(spark, tmp
         assert run.main([*_options(tmp_path, good, "chain-blocked"), "--no-report"]) == 1
     err = capsys.readouterr().err
     assert "run: the lake" in err and "is busy: erase run erase-1 by" in err
-    assert lake.read_table(spark, lake.table_location(conf, "bronze")) is None
+    assert Layout.from_conf(conf).read(spark, "bronze") is None

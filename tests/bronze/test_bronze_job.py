@@ -11,8 +11,9 @@ import sys
 import pytest
 from PIL import Image
 
-from pipelines import bronze, lake
+from pipelines import bronze
 from pipelines.config import PROJECT_ROOT
+from pipelines.layout import Layout
 from tests.conftest import copy_sample, jpeg_bytes, png_bytes, sample_files
 
 pytestmark = pytest.mark.spark
@@ -43,7 +44,7 @@ def messy_input(tmp_path, sample):
 
 
 def read(spark, conf, table):
-    return spark.read.format("delta").load(lake.table_location(conf, table))
+    return spark.read.format("delta").load(Layout.from_conf(conf).location(table))
 
 
 def test_bronze_ingests_rejects_and_reconciles(spark, make_conf, messy_input):
@@ -131,7 +132,7 @@ def test_failed_audit_publishes_nothing(spark, make_conf, tmp_path):
 
     with pytest.raises(RuntimeError, match="gate failed"):
         bronze.run(spark, conf, "run-1", audit=refuse)
-    assert lake.read_table(spark, lake.table_location(conf, "bronze")) is None
+    assert Layout.from_conf(conf).read(spark, "bronze") is None
     assert bronze.run(spark, conf, "run-2")["new_rows"] == 1
 
 

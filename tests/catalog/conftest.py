@@ -16,6 +16,7 @@ from pipelines import lake
 from pipelines.bronze import BRONZE_SCHEMA
 from pipelines.classifier import CLASSIFIER_SCHEMA, METRICS_SCHEMA
 from pipelines.gold import GOLD_SCHEMA, VARIANCE_SCHEMA
+from pipelines.layout import Layout
 from pipelines.silver import SILVER_SCHEMA
 
 AT = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
@@ -81,7 +82,7 @@ def write_tiny_lake(spark, conf) -> None:
         "classifier_metrics": spark.createDataFrame(classifier_metrics, METRICS_SCHEMA),
     }
     for table, frame in frames.items():
-        frame.write.format("delta").mode("overwrite").save(lake.table_location(conf, table))
+        frame.write.format("delta").mode("overwrite").save(Layout.from_conf(conf).location(table))
 
 
 @pytest.fixture

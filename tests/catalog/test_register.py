@@ -10,7 +10,8 @@ import shutil
 
 import pytest
 
-from pipelines import catalog, lake
+from pipelines import catalog
+from pipelines.layout import Layout
 from tests.catalog.conftest import write_tiny_lake
 
 pytestmark = pytest.mark.spark
@@ -31,7 +32,7 @@ def test_registers_every_published_table_at_its_lake_location(spark, tiny_lake):
     assert registration.tables == ALL
     assert sorted(registration.plan.create) == ALL
     recorded = locations(spark, "fruits")
-    assert recorded == {t: catalog.qualified(spark, lake.table_location(tiny_lake, t)) for t in ALL}
+    assert recorded == {t: catalog.qualified(spark, Layout.from_conf(tiny_lake).location(t)) for t in ALL}
     assert spark.sql("SELECT count(*) FROM fruits.gold").first()[0] == 5
     assert spark.sql("DESCRIBE TABLE EXTENDED fruits.gold").where("col_name = 'Type'").first().data_type == "EXTERNAL"
 
@@ -48,7 +49,7 @@ def test_tables_follow_the_lake_when_lake_root_changes(spark, tiny_lake, tmp_pat
     catalog.register_tables(spark, tiny_lake)
     moved = tiny_lake.with_overrides([f"lake.root={tmp_path / 'other-lake'}"])
     write_tiny_lake(spark, moved)
-    spark.sql(f"DELETE FROM delta.`{lake.table_location(moved, 'gold')}` WHERE label = 'Banana'")
+    spark.sql(f"DELETE FROM delta.`{Layout.from_conf(moved).location('gold')}` WHERE label = 'Banana'")
 
     registration = catalog.register_tables(spark, moved)
 
@@ -60,7 +61,7 @@ def test_tables_follow_the_lake_when_lake_root_changes(spark, tiny_lake, tmp_pat
 def test_a_table_gone_from_the_lake_is_dropped_from_the_catalog_and_others_stay(spark, tiny_lake):
     catalog.register_tables(spark, tiny_lake)
     spark.sql("CREATE VIEW fruits.bananas AS SELECT * FROM fruits.bronze WHERE label = 'Banana'")
-    shutil.rmtree(lake.table_location(tiny_lake, "gold_variance"))
+    shutil.rmtree(Layout.from_conf(tiny_lake).location("gold_variance"))
 
     registration = catalog.register_tables(spark, tiny_lake)
 
@@ -76,7 +77,7 @@ def test_dropping_a_registered_table_never_deletes_its_data(spark, tiny_lake):
     catalog.register_tables(spark, tiny_lake)
     spark.sql("DROP TABLE fruits.silver")
 
-    assert lake.read_table(spark, lake.table_location(tiny_lake, "silver")).count() == 5
+    assert Layout.from_conf(tiny_lake).read(spark, "silver").count() == 5
     assert "silver" in catalog.register_tables(spark, tiny_lake).plan.create
 
 

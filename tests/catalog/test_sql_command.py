@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines import sql
+from pipelines.layout import Layout
 
 pytestmark = pytest.mark.spark
 
@@ -90,8 +91,8 @@ def table_versions(spark, conf) -> dict[str, tuple[int, int]]:
     from pipelines import lake
 
     return {
-        table: (DeltaTable.forPath(spark, lake.table_location(conf, table)).history(1).first()["version"],
-                spark.read.format("delta").load(lake.table_location(conf, table)).count())
+        table: (DeltaTable.forPath(spark, Layout.from_conf(conf).location(table)).history(1).first()["version"],
+                spark.read.format("delta").load(Layout.from_conf(conf).location(table)).count())
         for table in conf["catalog.tables"]
     }
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import classifier, classifier_predictor, gold, lake
+from pipelines import classifier, classifier_predictor, gold
 from pipelines.config import Conf, load_conf
+from pipelines.layout import Layout
 from quality import outcomes
 from tests.gold.conftest import append_silver, silver_records
 
@@ -55,7 +56,7 @@ def chain(conf: Conf, run_id: str, *more: str) -> tuple[int, int]:
 def table_version(spark, conf: Conf, table: str) -> int:
     from delta.tables import DeltaTable
 
-    return DeltaTable.forPath(spark, lake.table_location(conf, table)).history(1).first()["version"]
+    return DeltaTable.forPath(spark, Layout.from_conf(conf).location(table)).history(1).first()["version"]
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +82,11 @@ def trained(first_run) -> Conf:
 def test_the_first_run_trains_scores_every_gold_row_and_records_its_metrics(spark, first_run, trained):
     out = first_run[1]
     assert "classifier run first: trained (no model yet)" in out and "4 labels" in out
-    rows = lake.read_table(spark, lake.table_location(trained, "classifier"))
-    gold_rows = lake.read_table(spark, lake.table_location(trained, "gold"))
+    rows = Layout.from_conf(trained).read(spark, "classifier")
+    gold_rows = Layout.from_conf(trained).read(spark, "gold")
     assert rows.count() == gold_rows.count() == 104
     assert rows.select("model_version").distinct().count() == 1
-    [metrics] = lake.read_table(spark, lake.table_location(trained, "classifier_metrics")).collect()
+    [metrics] = Layout.from_conf(trained).read(spark, "classifier_metrics").collect()
     assert metrics["labels"] == list(LABELS) and metrics["test_rows"] == 24 and metrics["test_accuracy"] == 1.0
     assert len(metrics["candidates"]) == 2 and metrics["validation_rows"] > 0
     assert metrics["train_rows"] + metrics["validation_rows"] == 80
@@ -100,15 +101,15 @@ def test_the_first_run_trains_scores_every_gold_row_and_records_its_metrics(spar
 def test_the_predictor_bundle_gives_the_batch_scores_without_spark(spark, trained):
     """pca = ((x - mean) / scale) @ components and softmax(coefficients @ pca + intercepts), from the
     bundle alone, equal gold's and the classifier's rows for the same features."""
-    models = Path(classifier_predictor.models_location(trained))
+    models = Path(Layout.from_conf(trained).classifier_models)
     version = json.loads((models / "current.json").read_text())["classifier_version"]
     description = json.loads((models / version / "predictor.json").read_text())
     arrays = np.load(models / version / "predictor.npz")
     assert description["labels"] == list(LABELS) and description["k"] == arrays["components"].shape[1]
-    assert description["gold_model_version"] == lake.read_table(spark, lake.table_location(trained, "gold")).first()["model_version"]
-    silver = {r["image_id"]: np.array(r["features"], dtype=np.float64) for r in lake.read_table(spark, lake.table_location(trained, "silver")).collect()}
-    gold_rows = {r["image_id"]: np.array(r["pca"]) for r in lake.read_table(spark, lake.table_location(trained, "gold")).collect()}
-    scored = {r["image_id"]: r for r in lake.read_table(spark, lake.table_location(trained, "classifier")).collect()}
+    assert description["gold_model_version"] == Layout.from_conf(trained).read(spark, "gold").first()["model_version"]
+    silver = {r["image_id"]: np.array(r["features"], dtype=np.float64) for r in Layout.from_conf(trained).read(spark, "silver").collect()}
+    gold_rows = {r["image_id"]: np.array(r["pca"]) for r in Layout.from_conf(trained).read(spark, "gold").collect()}
+    scored = {r["image_id"]: r for r in Layout.from_conf(trained).read(spark, "classifier").collect()}
     for image_id in sorted(silver)[:20]:
         pca = ((silver[image_id] - arrays["mean"]) / arrays["scale"]) @ arrays["components"]
         np.testing.assert_allclose(pca, gold_rows[image_id], atol=1e-9)
@@ -121,7 +122,7 @@ def test_the_predictor_bundle_gives_the_batch_scores_without_spark(spark, traine
 def test_nothing_new_changes_nothing_and_new_gold_rows_are_only_scored(spark, trained, capsys):
     capsys.readouterr()
     before = table_version(spark, trained, "classifier")
-    [first_version] = [r[0] for r in lake.read_table(spark, lake.table_location(trained, "classifier")).select("model_version").distinct().collect()]
+    [first_version] = [r[0] for r in Layout.from_conf(trained).read(spark, "classifier").select("model_version").distinct().collect()]
     assert chain(trained, "again") == (0, 0)  # gold and the classifier's tables as the last run left them
     assert "classifier run again: nothing new since run " in capsys.readouterr().out
     assert chain(trained, "looked", "run.skip_unchanged=false") == (0, 0)  # read in full: nothing to score
@@ -131,10 +132,10 @@ def test_nothing_new_changes_nothing_and_new_gold_rows_are_only_scored(spark, tr
     add_images(spark, trained, 104, training=8, test=4, seed=5)
     assert chain(trained, "more") == (0, 0)
     assert "classifier run more: incremental" in capsys.readouterr().out
-    rows = lake.read_table(spark, lake.table_location(trained, "classifier"))
+    rows = Layout.from_conf(trained).read(spark, "classifier")
     assert rows.count() == 116 and [r[0] for r in rows.select("model_version").distinct().collect()] == [first_version]
     assert rows.where("run_id = 'more'").count() == 12
-    assert lake.read_table(spark, lake.table_location(trained, "classifier_metrics")).count() == 1
+    assert Layout.from_conf(trained).read(spark, "classifier_metrics").count() == 1
 
 
 def test_a_gold_refit_retrains_the_classifier_on_the_next_run(spark, trained, capsys):
@@ -142,13 +143,13 @@ def test_a_gold_refit_retrains_the_classifier_on_the_next_run(spark, trained, ca
     assert classifier.main(stage_args(trained, "after-refit")) == 0
     out = capsys.readouterr().out
     assert "classifier run after-refit: trained (gold was refitted" in out
-    rows = lake.read_table(spark, lake.table_location(trained, "classifier"))
-    gold_version = lake.read_table(spark, lake.table_location(trained, "gold")).first()["model_version"]
+    rows = Layout.from_conf(trained).read(spark, "classifier")
+    gold_version = Layout.from_conf(trained).read(spark, "gold").first()["model_version"]
     assert [r[0] for r in rows.select("gold_model_version").distinct().collect()] == [gold_version]
-    assert lake.read_table(spark, lake.table_location(trained, "classifier_metrics")).count() == 2
-    [metrics] = lake.read_table(spark, lake.table_location(trained, "classifier_metrics")).where("run_id = 'after-refit'").collect()
+    assert Layout.from_conf(trained).read(spark, "classifier_metrics").count() == 2
+    [metrics] = Layout.from_conf(trained).read(spark, "classifier_metrics").where("run_id = 'after-refit'").collect()
     assert metrics["test_rows"] == 28 and metrics["test_accuracy"] == 1.0  # the increment's Test rows count now
-    current = json.loads((Path(classifier_predictor.models_location(trained)) / "current.json").read_text())
+    current = json.loads((Path(Layout.from_conf(trained).classifier_models) / "current.json").read_text())
     assert current["classifier_version"] == rows.first()["model_version"]
 
 
@@ -163,9 +164,9 @@ def test_the_gate_refuses_a_model_below_min_accuracy_or_blind_to_a_label_and_pub
     assert "classifier quality gate failed for run refused" in err
     assert "on test_accuracy (min_value=0.99" in err and "on uncovered_labels (min_value=0, max_value=0)" in err, err[-3000:]
     assert "gold holds 1 label(s) in no Training image (Walnut)" in err  # the warning names it
-    assert lake.read_table(spark, lake.table_location(conf, "classifier")) is None
-    assert lake.read_table(spark, lake.table_location(conf, "classifier_metrics")) is None
-    assert not (Path(classifier_predictor.models_location(conf)) / "current.json").exists()
+    assert Layout.from_conf(conf).read(spark, "classifier") is None
+    assert Layout.from_conf(conf).read(spark, "classifier_metrics") is None
+    assert not (Path(Layout.from_conf(conf).classifier_models) / "current.json").exists()
 
 
 def test_no_gold_yet_is_one_line_and_exit_2(make_conf, capsys):

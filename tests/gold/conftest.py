@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pyspark.sql import types as T
 
-from pipelines import lake
+from pipelines.layout import Layout
 
 # The silver table's schema as silver publishes it (issue 3); gold reads only some columns.
 SILVER_SCHEMA = T.StructType(
@@ -58,7 +58,7 @@ def silver_records(features, start: int = 0, labels=LABELS, split: str = "Traini
 
 def append_silver(spark, conf, records: list[tuple]) -> None:
     spark.createDataFrame(records, SILVER_SCHEMA).write.format("delta").mode("append").save(
-        lake.table_location(conf, "silver")
+        Layout.from_conf(conf).location("silver")
     )
 
 

@@ -15,7 +15,8 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from pipelines import gold, gold_model, lake
+from pipelines import gold
+from pipelines.layout import Layout
 from tests.gold.conftest import append_silver, low_rank_features, silver_records
 
 pytestmark = pytest.mark.spark
@@ -38,9 +39,9 @@ def test_identical_feature_vectors_refuse_the_fit_with_exit_2_and_write_nothing(
     assert "cannot fit a PCA on the 2 valid rows of silver" in line and "zero total variance" in line, line
     assert "at least 2 distinct feature vectors" in line and "rerun bronze and silver" in line, line
     for table in ("gold", "gold_variance"):
-        assert lake.read_table(spark, lake.table_location(conf, table)) is None, f"{table} was written"
-    assert not Path(gold_model.models_location(conf)).exists(), "a model was saved"
-    assert not Path(lake.staging_location(conf, "gold/quarantine", "no-variance")).exists()
+        assert Layout.from_conf(conf).read(spark, table) is None, f"{table} was written"
+    assert not Path(Layout.from_conf(conf).pca_models).exists(), "a model was saved"
+    assert not Path(Layout.from_conf(conf).staging("gold/quarantine", "no-variance")).exists()
 
 
 def test_a_nan_variance_left_by_an_earlier_fit_fails_the_gate(spark, make_conf, capsys):
@@ -49,7 +50,7 @@ def test_a_nan_variance_left_by_an_earlier_fit_fails_the_gate(spark, make_conf, 
     append_silver(spark, conf, silver_records(low_rank_features(24, 8, 1, seed=3)))
     settings = ("gold.max_k=1",)  # one component fitted and kept, as the two identical rows gave 2 of 2
     assert gold.main(options(conf, "fit", *settings)) == 0, capsys.readouterr().err[-2000:]
-    DeltaTable.forPath(spark, lake.table_location(conf, "gold_variance")).update(
+    DeltaTable.forPath(spark, Layout.from_conf(conf).location("gold_variance")).update(
         set={"explained_variance_ratio": F.lit(float("nan")), "cumulative": F.lit(float("nan"))}
     )
     append_silver(spark, conf, silver_records(low_rank_features(4, 8, 1, seed=4), start=100))
@@ -61,5 +62,5 @@ def test_a_nan_variance_left_by_an_earlier_fit_fails_the_gate(spark, make_conf, 
     assert status == 1, err[-2000:]
     assert "gold quality gate failed for run after-nan" in err
     assert "gold_totals: expect_column_values_to_not_be_null on variance_reached: observed null, NaN or infinite" in err, err[-3000:]
-    published = spark.read.format("delta").load(lake.table_location(conf, "gold"))
+    published = spark.read.format("delta").load(Layout.from_conf(conf).location("gold"))
     assert published.count() == 24 and published.where(F.col("run_id") == "after-nan").count() == 0

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from pipelines import exports, gold, gold_model, lake
 from pipelines.config import ConfError, load_conf
+from pipelines.layout import Layout
 from tests.gold.conftest import LABELS, append_silver, low_rank_features, silver_records
 
 pytestmark = pytest.mark.spark
@@ -33,7 +34,7 @@ def numpy_pca(features: np.ndarray, standardize: bool = False):
 
 
 def gold_matrix(spark, conf) -> pd.DataFrame:
-    return spark.read.format("delta").load(lake.table_location(conf, "gold")).orderBy("image_id").toPandas()
+    return spark.read.format("delta").load(Layout.from_conf(conf).location("gold")).orderBy("image_id").toPandas()
 
 
 def assert_equal_up_to_sign(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
@@ -115,7 +116,7 @@ def test_explained_variance_equals_numpy_svd(spark, fitted):
     conf, features, stats = fitted
     ratios, _, _ = numpy_pca(features)
     variance = (
-        spark.read.format("delta").load(lake.table_location(conf, "gold_variance"))
+        spark.read.format("delta").load(Layout.from_conf(conf).location("gold_variance"))
         .where(F.col("model_version") == stats["model_version"]).orderBy("component").toPandas()
     )
     assert variance["component"].tolist() == list(range(1, DIM + 1))
@@ -138,12 +139,12 @@ def test_gold_holds_centered_component_scores_equal_to_numpy_up_to_sign(spark, f
 
 def test_model_is_saved_under_the_lake_and_registered(spark, fitted):
     conf, _, stats = fitted
-    model = PipelineModel.load(gold_model.model_location(conf, stats["model_version"]))
+    model = PipelineModel.load(Layout.from_conf(conf).pca_model(stats["model_version"]))
     scaler, pca, slicer = model.stages
     assert isinstance(scaler, StandardScalerModel) and scaler.getWithMean() and not scaler.getWithStd()
     assert isinstance(pca, PCAModel) and pca.pc.numRows == DIM and pca.pc.numCols == DIM
     assert isinstance(slicer, VectorSlicer) and slicer.getIndices() == list(range(stats["k"]))
-    [record] = spark.read.format("delta").load(gold_model.registry_location(conf)).collect()
+    [record] = spark.read.format("delta").load(Layout.from_conf(conf).location("pca_registry")).collect()
     assert record["model_version"] == stats["model_version"]
     assert (record["fit_rows"], record["k"], record["feature_dim"]) == (ROWS, stats["k"], DIM)
     assert sorted(record["fit_labels"]) == sorted(LABELS)
@@ -173,7 +174,7 @@ def test_parquet_export_is_read_whole_by_spark_and_pandas(spark, fitted):
 
 def test_plots_are_written_beside_the_reports(fitted):
     conf, _, stats = fitted
-    reports = lake.lake_location(conf, conf["lake.reports"], "gold", "fit-run")
+    reports = Layout.from_conf(conf).reports("gold", "fit-run")
     assert stats["plots"] == {
         "variance": f"{reports}/cumulative_variance.png",
         "scatter": f"{reports}/pc1_pc2_scatter.png",
@@ -188,7 +189,7 @@ def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark,
     first = low_rank_features(ROWS, DIM, RANK, seed=7)
     append_silver(spark, conf, silver_records(first))
     fit = gold.run(spark, conf, "run-1")
-    gold_location = lake.table_location(conf, "gold")
+    gold_location = Layout.from_conf(conf).location("gold")
     _, _, components = numpy_pca(first)
     signs = assert_equal_up_to_sign(np.stack(gold_matrix(spark, conf)["pca"]), numpy_pca(first)[1][:, : fit["k"]])
 
@@ -211,7 +212,7 @@ def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark,
     projected = np.stack(matrix[matrix["run_id"] == "run-2"]["pca"])
     expected = (new.astype(np.float64) - first.astype(np.float64).mean(axis=0)) @ components[:, : fit["k"]]
     np.testing.assert_allclose(projected * signs, expected, rtol=1e-7, atol=1e-9)
-    quarantine = spark.read.format("delta").load(lake.table_location(conf, "quarantine")).toPandas()
+    quarantine = spark.read.format("delta").load(Layout.from_conf(conf).location("quarantine")).toPandas()
     assert sorted(quarantine["reason"].str.split(":").str[0]) == ["no_features", "non_finite", "wrong_dimension"]
     assert set(quarantine["stage"]) == {"gold"}
 
@@ -239,13 +240,13 @@ def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark,
     assert_exports_equal_gold(spark, conf, fit["k"])
 
     # A rerun with nothing new commits nothing and writes nothing: no table, export or plot changes.
-    versions = {t: table_version(spark, lake.table_location(conf, t)) for t in ("gold", "quarantine", "gold_variance")}
-    written = files_and_times(*roots.values(), lake.lake_location(conf, conf["lake.reports"], "gold"))
+    versions = {t: table_version(spark, Layout.from_conf(conf).location(t)) for t in ("gold", "quarantine", "gold_variance")}
+    written = files_and_times(*roots.values(), Layout.from_conf(conf).reports("gold"))
     third = gold.run(spark, conf, "run-3")
     assert (third["rows_written"], third["rejected"], third["gold_rows"]) == (0, 0, ROWS + 10)
-    assert {t: table_version(spark, lake.table_location(conf, t)) for t in versions} == versions
+    assert {t: table_version(spark, Layout.from_conf(conf).location(t)) for t in versions} == versions
     assert (third["exports"]["written"], third["exports"]["removed"]) == ([], [])
-    assert files_and_times(*roots.values(), lake.lake_location(conf, conf["lake.reports"], "gold")) == written
+    assert files_and_times(*roots.values(), Layout.from_conf(conf).reports("gold")) == written
 
     # Rows projected since the fit (10 of 48) exceed refit_fraction=0.1: a refit is recommended...
     recommended = gold.run(spark, conf.with_overrides(["gold.refit_fraction=0.1"]), "run-4")
@@ -268,11 +269,11 @@ def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark,
     assert [Path(p).name for p in refit["exports"]["removed"]] == [f"model_version={fit['model_version']}"] * 2
     assert_exports_equal_gold(spark, conf, refit["k"])
     assert refit["plots"]["variance"].endswith("/gold/run-5/cumulative_variance.png")
-    registry = spark.read.format("delta").load(gold_model.registry_location(conf))
+    registry = spark.read.format("delta").load(Layout.from_conf(conf).location("pca_registry"))
     assert sorted(r["model_version"] for r in registry.collect()) == sorted([fit["model_version"], refit["model_version"]])
 
     # A gold table whose model folder is gone is refused with the way out, not silently refitted.
-    shutil.rmtree(gold_model.model_location(conf, refit["model_version"]))
+    shutil.rmtree(Layout.from_conf(conf).pca_model(refit["model_version"]))
     with pytest.raises(gold_model.GoldStateError, match="--refit"):
         gold.run(spark, conf, "run-6")
 
@@ -291,8 +292,8 @@ def test_the_audit_sees_the_staged_batch_and_its_quarantine_and_a_failure_publis
     with pytest.raises(RuntimeError, match="gate failed"):
         gold.run(spark, conf, "gated", audit=failing_audit)
     assert seen == {"rows": ROWS, "versions": 1, "quarantined": ["img00900"]}
-    assert lake.read_table(spark, lake.table_location(conf, "gold")) is None
-    assert lake.read_table(spark, lake.table_location(conf, "quarantine")) is None
+    assert Layout.from_conf(conf).read(spark, "gold") is None
+    assert Layout.from_conf(conf).read(spark, "quarantine") is None
 
     audited = []
     stats = gold.run(spark, conf, "gated-again", audit=lambda staged: audited.append(staged.batch.count()))
@@ -329,7 +330,7 @@ def test_fewer_than_two_valid_rows_fit_nothing_and_quarantine_the_rest(spark, ma
     stats = gold.run(spark, conf, "tiny")
     assert stats["k"] is None and stats["gold_rows"] == 0 and stats["rejected"] == 1
     assert "not fitted" in gold.summary_line(stats, "tiny")
-    assert lake.read_table(spark, lake.table_location(conf, "gold")) is None
+    assert Layout.from_conf(conf).read(spark, "gold") is None
 
 
 def test_missing_silver_table_names_it(spark, make_conf):

@@ -15,8 +15,9 @@ import pytest
 from pyspark.ml import PipelineModel
 from pyspark.ml.feature import PCAModel, StandardScalerModel, VectorSlicer
 
-from pipelines import gold, gold_model, lake, pca
+from pipelines import gold, gold_model, pca
 from pipelines.config import load_conf
+from pipelines.layout import Layout
 from tests.gold.conftest import LABELS, SILVER_SCHEMA, append_silver, silver_records
 
 pytestmark = pytest.mark.spark
@@ -111,8 +112,8 @@ def test_an_incremental_run_refuses_a_saved_model_whose_components_are_not_ortho
     sets = [f"lake.root={conf['lake.root']}", "spark.shuffle_partitions=2"]
     options = [a for s in sets for a in ("--set", s)]
     assert gold.main([*options, "--set", "run.id=fit"]) == 0, capsys.readouterr().err[-2000:]
-    version = spark.read.format("delta").load(lake.table_location(conf, "gold")).first()["model_version"]
-    location = gold_model.model_location(conf, version)
+    version = spark.read.format("delta").load(Layout.from_conf(conf).location("gold")).first()["model_version"]
+    location = Layout.from_conf(conf).pca_model(version)
     saved = PipelineModel.load(location)
     scaler, exact, slicer = saved.stages
     stretched = exact.pc.toArray() * np.linspace(1.0, 2.0, exact.pc.numCols)  # as Spark's wrong fits were
@@ -129,9 +130,9 @@ def test_an_incremental_run_refuses_a_saved_model_whose_components_are_not_ortho
     line = next(line for line in err.splitlines() if line.startswith("gold: "))
     assert f"model {version} used by gold" in line and "cannot project new rows" in line, line
     assert "components are not orthonormal (max |V'V - I| = 3" in line and "run gold with --refit" in line, line
-    assert spark.read.format("delta").load(lake.table_location(conf, "gold")).count() == 40  # nothing added
+    assert spark.read.format("delta").load(Layout.from_conf(conf).location("gold")).count() == 40  # nothing added
 
     assert gold.main([*options, "--set", "run.id=refit", "--refit"]) == 0, capsys.readouterr().err[-2000:]
-    refitted = spark.read.format("delta").load(lake.table_location(conf, "gold"))
+    refitted = spark.read.format("delta").load(Layout.from_conf(conf).location("gold"))
     assert refitted.count() == 45 and {r["run_id"] for r in refitted.select("run_id").distinct().collect()} == {"refit"}
 

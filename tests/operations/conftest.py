@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import lake
+from pipelines.layout import Layout
 from tests.quality.test_stage_commands import Lake, write_good_input
 
 # The duplicate upload of the first image sits at this path; bronze quarantines it (same image_id).
@@ -39,7 +40,7 @@ def build_chain_lake(root: Path) -> ChainLake:
 
 
 def image_rows(spark, chain: ChainLake, table: str) -> list:
-    frame = lake.read_table(spark, lake.table_location(chain.lake.conf, table))
+    frame = Layout.from_conf(chain.lake.conf).read(spark, table)
     return [] if frame is None else frame.collect()
 
 

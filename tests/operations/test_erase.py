@@ -17,7 +17,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import erase, lake
+from pipelines import erase
+from pipelines.layout import Layout
 from tests.operations.conftest import DUPLICATE, image_rows
 
 # Its lake (a whole chain plus a duplicate upload) takes ~4 min to build: `make test-long`; `make test`
@@ -120,7 +121,7 @@ def test_every_table_lost_exactly_the_image(spark, chain_lake, erased):
 def test_time_travel_no_longer_returns_the_photo(spark, erased):
     from delta.tables import DeltaTable
 
-    location = lake.table_location(erased["conf"], "bronze")
+    location = Layout.from_conf(erased["conf"]).location("bronze")
     deleted_at = DeltaTable.forPath(spark, location).history().where("operation = 'DELETE'").first()["version"]
     with pytest.raises(Exception, match="(?i)not.?found|does not exist|FAILED_READ_FILE"):
         spark.read.format("delta").option("versionAsOf", deleted_at - 1).load(location).where(
@@ -129,7 +130,7 @@ def test_time_travel_no_longer_returns_the_photo(spark, erased):
 
 
 def test_the_audit_row_says_who_and_when_never_the_content(spark, erased):
-    audit = spark.read.format("delta").load(lake.lake_location(erased["conf"], erased["conf"]["lake.erasures"])).collect()
+    audit = spark.read.format("delta").load(Layout.from_conf(erased["conf"]).location("erasures")).collect()
     assert len(audit) == 1
     row = audit[0].asDict()
     assert row["image_id"] == erased["target"]["image_id"] and row["requested_by"] == "dpo@example"

@@ -13,6 +13,7 @@ import pytest
 
 from pipelines import lock
 from pipelines.config import PROJECT_ROOT, load_conf
+from pipelines.layout import Layout
 
 BUCKET = "fruits-lock-test"
 
@@ -103,7 +104,7 @@ def test_s3_lock_of_a_crashed_holder_is_taken_over_once_expired(s3_conf):
 
 def test_s3_lock_renewal_extends_the_expiry(s3_conf):
     ttl = timedelta(seconds=3)
-    s3 = lock._S3Lock(s3_conf, lock.lock_location(s3_conf), ttl)
+    s3 = lock._S3Lock(s3_conf, Layout.from_conf(s3_conf).lock, ttl)
     holder = lock._holder("run", "r", ttl, "token")
     assert s3.acquire(holder) is None
     first = _lock_object(s3_conf)["expires_at"]

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import pytest
 
 from pipelines import lake, lock, maintain
+from pipelines.layout import Layout
 from tests.quality.conftest import bronze_rows, features, silver_rows
 
 pytestmark = pytest.mark.spark
@@ -36,8 +37,8 @@ def small_lake(spark, make_conf, tmp_path):
     for n, image_id in enumerate(IDS):
         when = OLD if n < 2 else now
         rows = bronze_rows(spark, [image_id], f"r{n}", {0: {"path": f"Training/Apple Red 1/{n}_100.jpg", "ingested_at": when}})
-        lake.publish(spark, rows, lake.table_location(conf, "bronze"), ("image_id",))
-        lake.publish(spark, silver_rows(spark, [(image_id, features(n))], f"r{n}"), lake.table_location(conf, "silver"), ("image_id",))
+        lake.publish(spark, rows, Layout.from_conf(conf).location("bronze"), ("image_id",))
+        lake.publish(spark, silver_rows(spark, [(image_id, features(n))], f"r{n}"), Layout.from_conf(conf).location("silver"), ("image_id",))
         source = tmp_path / "input" / "Training" / "Apple Red 1" / f"{n}_100.jpg"
         source.parent.mkdir(parents=True, exist_ok=True)
         source.write_bytes(b"photo")
@@ -45,7 +46,7 @@ def small_lake(spark, make_conf, tmp_path):
 
 
 def test_optimize_compacts_the_small_files_and_keeps_the_rows(spark, small_lake):
-    location = lake.table_location(small_lake, "silver")
+    location = Layout.from_conf(small_lake).location("silver")
     before = sorted(r["image_id"] for r in spark.read.format("delta").load(location).collect())
     report = maintain.maintain_table(spark, "silver", location, 168)
     assert (report.files_before, report.files_after) == (4, 1)
@@ -62,9 +63,9 @@ def test_retention_erases_expired_images_everywhere_and_audits_them(spark, small
     assert "maintain: retention: erase" in out and "2 image(s) erased" in out
     assert "maintain bronze: 2 -> 1 files" in out and "maintain silver: 2 -> 1 files" in out
     for table in ("bronze", "silver"):
-        kept = sorted(r["image_id"] for r in spark.read.format("delta").load(lake.table_location(conf, table)).collect())
+        kept = sorted(r["image_id"] for r in spark.read.format("delta").load(Layout.from_conf(conf).location(table)).collect())
         assert kept == IDS[2:], table
-    audit = spark.read.format("delta").load(lake.lake_location(conf, conf["lake.erasures"])).collect()
+    audit = spark.read.format("delta").load(Layout.from_conf(conf).location("erasures")).collect()
     assert sorted(r["image_id"] for r in audit) == IDS[:2] and {r["reason"] for r in audit} == {"retention"}
     remaining = sorted(p.name for p in (tmp_path / "input").rglob("*.jpg"))
     assert remaining == ["2_100.jpg", "3_100.jpg"]  # expired sources deleted: no run ingests them again

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import lake, watch
+from pipelines import watch
 from pipelines.config import PROJECT_ROOT, load_conf
+from pipelines.layout import Layout
 from tests.quality.test_stage_commands import GOOD_IMAGES, write_good_input
 
 
@@ -85,7 +86,7 @@ def test_photos_dropped_into_the_watched_folder_are_processed_then_term_stops_it
         assert "run ended with exit 0" in log.read_text(), log.read_text()[-3000:]
         conf = load_conf(["conf/local.yaml"], [f"lake.root={tmp_path / 'lake'}"])
         for table in ("bronze", "silver", "gold"):
-            rows = spark.read.format("delta").load(lake.table_location(conf, table)).collect()
+            rows = spark.read.format("delta").load(Layout.from_conf(conf).location(table)).collect()
             assert len(rows) == GOOD_IMAGES and {r["label"] for r in rows} == {"Fruit 0", "Fruit 1"}, table
         process.send_signal(signal.SIGTERM)
         assert process.wait(120) == 0, log.read_text()[-3000:]

@@ -19,6 +19,7 @@ import pytest
 from pipelines import lake
 from pipelines.bronze import BRONZE_SCHEMA
 from pipelines.config import Conf, load_conf
+from pipelines.layout import Layout
 from quality import gates
 
 SILVER_SCHEMA = (
@@ -66,7 +67,7 @@ def gold_rows(spark, ids, k, version, run_id):
 def publish_variance(spark, conf, ratios, version):
     cumulative = [sum(ratios[: n + 1]) for n in range(len(ratios))]
     rows = [(n + 1, r, c, version) for n, (r, c) in enumerate(zip(ratios, cumulative))]
-    lake.publish(spark, spark.createDataFrame(rows, VARIANCE_SCHEMA), lake.table_location(conf, "gold_variance"), ("model_version", "component"))
+    lake.publish(spark, spark.createDataFrame(rows, VARIANCE_SCHEMA), Layout.from_conf(conf).location("gold_variance"), ("model_version", "component"))
 
 
 def gated_publish(spark, conf, layer, run_id, rows, quarantine=None, context=None):
@@ -89,7 +90,7 @@ def report_output(conf: Conf) -> str:
 
 
 def table_ids(spark, conf, table):
-    rows = lake.read_table(spark, lake.table_location(conf, table))
+    rows = Layout.from_conf(conf).read(spark, table)
     return None if rows is None else sorted(r["image_id"] for r in rows.collect())
 
 
@@ -159,6 +160,6 @@ def gated_lake(spark, tmp_path_factory) -> GatedLake:
         gold_published={t: r.inserted_rows for t, r in gold.items()},
         gold_failure=gold_failure.value,
         gold_versions_after_failure=sorted(
-            r[0] for r in lake.read_table(spark, lake.table_location(conf, "gold")).select("model_version").distinct().collect()
+            r[0] for r in Layout.from_conf(conf).read(spark, "gold").select("model_version").distinct().collect()
         ),
     )

@@ -12,6 +12,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines import lake
+from pipelines.layout import Layout
 from quality import gates, metrics, outcomes
 from tests.quality.conftest import IMAGE_IDS, NOW, bronze_rows, gated_publish, report_output
 
@@ -39,7 +40,7 @@ def test_bad_silver_batch_is_blocked_and_nothing_is_published(gated_lake):
 
 
 def test_failed_validation_is_recorded_with_json_results(spark, gated_lake):
-    table = spark.read.format("delta").load(outcomes.outcomes_location(gated_lake.conf))
+    table = spark.read.format("delta").load(Layout.from_conf(gated_lake.conf).location("quality_outcomes"))
     row = table.where(F.col("run_id") == "silver-bad-run").first()
 
     assert row["layer"] == "silver" and row["success"] is False
@@ -116,8 +117,8 @@ def test_bad_bronze_batch_is_blocked(spark, make_conf):
         "bronze_totals: expect_column_values_to_be_between on batch_quarantine_rate (min_value=0, max_value=0.05): observed 0.166667",
     ):
         assert expected in message
-    assert lake.read_table(spark, lake.table_location(conf, "bronze")) is None
-    assert lake.read_table(spark, lake.table_location(conf, "quarantine")) is None
+    assert Layout.from_conf(conf).read(spark, "bronze") is None
+    assert Layout.from_conf(conf).read(spark, "quarantine") is None
 
 
 def test_a_layer_never_validated_is_not_refused_and_unknown_layers_are_errors(spark, make_conf):
@@ -160,7 +161,7 @@ def test_a_run_with_nothing_new_is_recorded_but_never_replaces_the_last_validati
 
 def test_a_chain_appends_its_rows_of_nothing_new_in_one_commit(spark, make_conf):
     conf = make_conf()
-    location = outcomes.outcomes_location(conf)
+    location = Layout.from_conf(conf).location("quality_outcomes")
     passed = outcomes.Outcome(
         layer="bronze", run_id="bronze-passed", success=True, validated_at=NOW, batch_rows=3, evaluated_expectations=5,
         failed_expectations=[], metrics={}, report_path="page.html", result_paths=[], docs_index="index.html",

@@ -27,6 +27,7 @@ import pytest
 
 from pipelines import lake
 from pipelines.config import PROJECT_ROOT, Conf, load_conf
+from pipelines.layout import Layout
 from quality import outcomes
 from tests.conftest import jpeg_bytes
 from tests.quality.conftest import report_output
@@ -90,7 +91,7 @@ class Lake:
 
     def rows(self, spark, table: str) -> int | None:
         """Rows of a lake table, None when it was never published."""
-        frame = lake.read_table(spark, lake.table_location(self.conf, table))
+        frame = Layout.from_conf(self.conf).read(spark, table)
         return None if frame is None else frame.count()
 
 
@@ -104,7 +105,7 @@ class Scenario:
 
 def lake_files(conf: Conf) -> dict[str, int]:
     """Every file of the lake with its modification time (ns), the outcomes table's files left out."""
-    root, outcome_files = Path(conf.path("lake.root")), Path(outcomes.outcomes_location(conf))
+    root, outcome_files = Path(conf.path("lake.root")), Path(Layout.from_conf(conf).location("quality_outcomes"))
     return {
         str(p): p.stat().st_mtime_ns for p in root.rglob("*")
         if p.is_file() and outcome_files not in p.parents

@@ -31,8 +31,9 @@ import pytest
 import yaml
 from pyspark.sql import functions as F
 
-from pipelines import features, lake, stages
+from pipelines import features, stages
 from pipelines.config import PROJECT_ROOT, Conf, load_conf
+from pipelines.layout import Layout
 from tests.conftest import MODEL_SEED, copy_sample
 
 # Seconds a stage process may take before the test gives up on it: generous, since a 40-image stage
@@ -100,11 +101,11 @@ class StageConf:
         return StageConf(lake_root, self.input_path, self.conf_files, self.overrides)
 
     def table_dir(self, table: str) -> Path:
-        return Path(lake.table_location(self.conf, table))
+        return Path(Layout.from_conf(self.conf).location(table))
 
     def staging_table(self, stage: str, table: str, run_id: str) -> Path:
         """A run's private staging table (lake.write_audit_publish)."""
-        return Path(lake.staging_location(self.conf, f"{stage}/{table}", run_id))
+        return Path(Layout.from_conf(self.conf).staging(f"{stage}/{table}", run_id))
 
 
 @pytest.fixture(scope="session")
@@ -346,7 +347,7 @@ BRONZE_COLUMNS = ("image_id", "path", "label", "split", "size_bytes", "source_si
 
 
 def _table(spark, conf, name: str):
-    return lake.read_table(spark, lake.table_location(conf, name))
+    return Layout.from_conf(conf).read(spark, name)
 
 
 def bronze_rows(spark, conf) -> list[tuple]:

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import features, lake
+from pipelines import features
+from pipelines.layout import Layout
 from tests.conftest import sample_files
 from tests.reliability import corpus
 from tests.reliability.conftest import STAGES, StageConf, run_main_in_process
@@ -61,7 +62,7 @@ def test_bad_input_corpus_each_file_processed_or_quarantined_with_a_reason(
 
     assert exit_codes == {stage: 0 for stage in STAGES}, printed[-3000:]
     conf = scenario.conf
-    read = lambda table: spark.read.format("delta").load(lake.table_location(conf, table))  # noqa: E731
+    read = lambda table: spark.read.format("delta").load(Layout.from_conf(conf).location(table))  # noqa: E731
     bronze = {r.path: r for r in read("bronze").collect()}
     quarantine = read("quarantine")
     bronze_quarantine = {r.path: r.reason for r in quarantine.where(F.col("stage") == "bronze").collect()}

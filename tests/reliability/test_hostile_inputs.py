@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 
 from pipelines import bronze, lake
 from pipelines.config import load_conf
+from pipelines.layout import Layout
 from quality import gates, outcomes
 from tests.reliability.inputs import distinct_jpeg, write_hostile_names, write_images
 
@@ -46,7 +47,7 @@ def run_bronze(lake_root: Path | str, input_path: Path | str, *sets: str) -> Ste
 def quarantine_reasons(spark, conf) -> dict[str, list[str]]:
     """path -> the reason codes of its bronze quarantine rows, oldest first."""
     rows = (
-        spark.read.format("delta").load(lake.table_location(conf, "quarantine"))
+        spark.read.format("delta").load(Layout.from_conf(conf).location("quarantine"))
         .where(F.col("stage") == "bronze").orderBy("recorded_at").select("path", "reason").collect()
     )
     reasons: dict[str, list[str]] = {}
@@ -56,7 +57,7 @@ def quarantine_reasons(spark, conf) -> dict[str, list[str]]:
 
 
 def bronze_paths(spark, conf) -> list[str]:
-    return sorted(r["path"] for r in spark.read.format("delta").load(lake.table_location(conf, "bronze")).select("path").collect())
+    return sorted(r["path"] for r in spark.read.format("delta").load(Layout.from_conf(conf).location("bronze")).select("path").collect())
 
 
 def one_line(text: str) -> bool:
@@ -130,7 +131,7 @@ def test_a_failed_quarantine_rate_names_its_files_in_the_message_and_the_data_do
     # validation page does not render notes).
     suite_page = Path(last.docs_index).parent / "expectations" / "bronze_totals.html"
     assert "Training/Kiwi/broken upload.jpg" in suite_page.read_text(encoding="utf-8")
-    assert lake.read_table(spark, lake.table_location(conf, "bronze")) is None
+    assert Layout.from_conf(conf).read(spark, "bronze") is None
 
 
 def test_new_empty_uploads_count_as_rejections_even_after_an_earlier_empty_file(spark, tmp_path):
@@ -164,7 +165,7 @@ def test_every_legal_file_name_is_ingested_or_quarantined_with_a_reason(spark, t
     assert reasons == {"Training/Kiwi/kiwi:2024-01-01T10:00.jpg": ["unreadable_name"]}
     assert set(written) - set(reasons) <= ingested and len(ingested) == len(written) - 1 + 20
     assert "Training/Kiwi/kiwi:2024-01-01T10:00.jpg (unreadable_name)" in step.out
-    labels = {r["label"] for r in spark.read.format("delta").load(lake.table_location(conf, "bronze")).collect()}
+    labels = {r["label"] for r in spark.read.format("delta").load(Layout.from_conf(conf).location("bronze")).collect()}
     assert {"Ban#ana %20 ?", "Fig:Dried"} <= labels
 
 
@@ -194,8 +195,8 @@ def test_a_scheduler_run_id_works_and_its_staging_is_removed(spark, tmp_path):
 
     assert step.code == 0, step.err
     conf = load_conf(["conf/local.yaml"], [f"lake.root={lake_root}"])
-    assert {r["run_id"] for r in spark.read.format("delta").load(lake.table_location(conf, "bronze")).collect()} == {run_id}
-    assert not Path(lake.staging_location(conf, "bronze/bronze", run_id)).exists()
+    assert {r["run_id"] for r in spark.read.format("delta").load(Layout.from_conf(conf).location("bronze")).collect()} == {run_id}
+    assert not Path(Layout.from_conf(conf).staging("bronze/bronze", run_id)).exists()
 
 
 def test_drop_staging_refuses_a_location_outside_the_staging_folder(spark, tmp_path):

@@ -24,7 +24,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipelines import gold, gold_model, lake
+from pipelines import gold, lake
+from pipelines.layout import Layout
 from tests.reliability.conftest import (
     assert_bronze_equal,
     assert_gold_equal,
@@ -98,13 +99,13 @@ def test_gold_killed_mid_write_then_rerun_equals_clean_run(spark, reference, tmp
     assert_gold_equal(spark, scenario.conf, reference.conf.conf)
     # The model of the published gold rows is registered (the killed fit's model is an orphan at worst).
     version = spark.read.format("delta").load(str(scenario.table_dir("gold"))).select("model_version").first()[0]
-    registry = spark.read.format("delta").load(gold_model.registry_location(scenario.conf))
+    registry = spark.read.format("delta").load(Layout.from_conf(scenario.conf).location("pca_registry"))
     assert registry.where(registry.model_version == version).count() == 1
 
 
 @pytest.mark.slow
 def test_clean_runs_leave_no_staging_tables(reference):
     """write-audit-publish drops a run's private staging tables once they are published."""
-    staging = Path(lake.lake_location(reference.conf.conf, reference.conf.conf["lake.staging"]))
+    staging = Path(Layout.from_conf(reference.conf.conf).staging_root)
     leftovers = sorted(str(p.relative_to(staging)) for p in staging.glob("*/*/*") if p.is_dir()) if staging.exists() else []
     assert leftovers == [], f"staging tables left behind by the clean runs: {leftovers}"

@@ -38,6 +38,7 @@ from pyspark.sql import functions as F
 from pipelines import lake, stages
 from pipelines.config import load_conf
 from pipelines.images import sha256_hex
+from pipelines.layout import Layout
 from quality import outcomes
 from tests.reliability.inputs import distinct_jpeg
 
@@ -158,7 +159,7 @@ def tables(spark, lake_root: Path) -> dict:
     conf = load_conf(["conf/local.yaml"], [f"lake.root={lake_root}"])
 
     def read(table):
-        frame = lake.read_table(spark, lake.table_location(conf, table))
+        frame = Layout.from_conf(conf).read(spark, table)
         return [] if frame is None else frame.drop("content", "features", "pca").collect()
 
     return {"conf": conf, **{name: read(name) for name in ("bronze", "silver", "gold", "quarantine")}}

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from pipelines import lake
+from pipelines.layout import Layout
 from tests.reliability.conftest import SUITE_SPARK_EXTRA, StageConf, build_input, run_main_in_process, write_overlay
 from tests.s3.conftest import apply_s3a_settings
 from tests.s3_binary import server_binary_or_skip
@@ -99,7 +99,7 @@ def test_s3_server_stopped_mid_run_fails_clearly_then_rerun_completes(
     scenario = StageConf(
         s3_conf.path("lake.root"), s3_conf.path("input.path"), (*S3_LOCAL_CONF, str(overlay)), S3A_FAIL_FAST
     )
-    staging = bucket_key(lake.staging_location(scenario.conf, "bronze/bronze", "s3-outage"), bucket)
+    staging = bucket_key(Layout.from_conf(scenario.conf).staging("bronze/bronze", "s3-outage"), bucket)
 
     run = stage_processes("bronze", scenario.args("s3-outage"), tmp_path / "logs", "bronze-s3-outage")
     run.wait_for(lambda: has_objects(client, bucket, staging), f"objects under s3://{bucket}/{staging}")
@@ -122,11 +122,11 @@ def test_s3_server_stopped_mid_run_fails_clearly_then_rerun_completes(
     apply_s3a_settings(spark, scenario.conf)
     assert run_main_in_process("bronze", scenario.args("s3-rerun")) == 0, "the rerun after the outage failed"
 
-    bronze = spark.read.format("delta").load(lake.table_location(scenario.conf, "bronze"))
+    bronze = spark.read.format("delta").load(Layout.from_conf(scenario.conf).location("bronze"))
     rows = bronze.select("image_id", "path").collect()
     assert len(rows) == suite_input.images
     assert len({r.image_id for r in rows}) == len({r.path for r in rows}) == suite_input.images
-    quarantine = spark.read.format("delta").load(lake.table_location(scenario.conf, "quarantine"))
+    quarantine = spark.read.format("delta").load(Layout.from_conf(scenario.conf).location("quarantine"))
     assert quarantine.where("stage = 'bronze'").count() == suite_input.rejected
 
     # Checked last, so that a vague message does not hide whether the rerun completes.

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from pipelines import bronze, lake
+from pipelines import bronze
+from pipelines.layout import Layout
 from tests.conftest import jpeg_bytes, sample_files
 from tests.s3.conftest import TIMINGS
 from rehearsal.s3_server import list_keys, upload_tree
@@ -33,7 +34,7 @@ def build_input(root, train: int, test: int):
 
 
 def table_rows(spark, conf, table):
-    return spark.read.format("delta").load(lake.table_location(conf, table)).collect()
+    return spark.read.format("delta").load(Layout.from_conf(conf).location(table)).collect()
 
 
 def comparable(stats: dict) -> dict:

@@ -12,8 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from pipelines import bronze, features, gold, lake, silver
+from pipelines import bronze, features, gold, silver
 from pipelines.config import load_conf
+from pipelines.layout import Layout
 from tests.conftest import MODEL_SEED, jpeg_bytes, sample_files
 from tests.s3.conftest import TIMINGS
 from rehearsal.s3_server import S3_LOCAL_CONF, list_keys, upload_tree
@@ -36,7 +37,7 @@ def run_chain(argv: list[str]) -> float:
 
 
 def read(spark, conf, table):
-    return spark.read.format("delta").load(lake.table_location(conf, table))
+    return spark.read.format("delta").load(Layout.from_conf(conf).location(table))
 
 
 def aligned_signs(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -13,7 +13,8 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import bronze, lake
+from pipelines import bronze
+from pipelines.layout import Layout
 from tests.reliability.inputs import write_hostile_names, write_images
 from rehearsal.s3_server import list_keys, upload_tree
 
@@ -39,10 +40,10 @@ def test_hostile_names_on_s3_are_ingested_and_a_missing_lake_file_is_one_line(sp
     code, out, err = run_bronze_s3()
 
     assert code == 0, err
-    rows = spark.read.format("delta").load(lake.table_location(s3_run.conf, "bronze")).select("path", "label").collect()
+    rows = spark.read.format("delta").load(Layout.from_conf(s3_run.conf).location("bronze")).select("path", "label").collect()
     assert {r["path"] for r in rows} == set(written) | {f"Training/Plain/p{n}.jpg" for n in range(20)}
     assert {"Ban#ana %20 ?", "Fig:Dried"} <= {r["label"] for r in rows}
-    quarantine = lake.read_table(spark, lake.table_location(s3_run.conf, "quarantine"))
+    quarantine = Layout.from_conf(s3_run.conf).read(spark, "quarantine")
     assert quarantine is None or quarantine.where(F.col("stage") == "bronze").count() == 0
 
     # A data file of bronze deleted behind Delta's back: the next run says which, in one line.

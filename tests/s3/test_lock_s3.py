@@ -10,13 +10,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pipelines import lock
+from pipelines.layout import Layout
 
 pytestmark = pytest.mark.s3
 
 
 @pytest.fixture
 def s3_lake(s3_bucket):
-    key = lock.lock_location(s3_bucket.conf).split(f"{s3_bucket.bucket}/", 1)[1]
+    key = Layout.from_conf(s3_bucket.conf).lock.split(f"{s3_bucket.bucket}/", 1)[1]
     return s3_bucket.conf, s3_bucket.client, s3_bucket.bucket, key
 
 

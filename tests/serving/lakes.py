@@ -25,6 +25,7 @@ from pipelines import exports
 from pipelines.config import Conf
 from pipelines.features import FEATURE_SIZE
 from pipelines.images import sha256_hex
+from pipelines.layout import Layout
 from pipelines.predict import CheckedPhoto, FeatureModel, check_photo
 
 
@@ -50,7 +51,7 @@ def export_table(image_ids, labels, splits, paths, pca: np.ndarray) -> pa.Table:
 
 def write_bundle(conf: Conf, meta: dict, arrays: dict[str, np.ndarray], publish: bool = True) -> Path:
     """<version>/predictor.json and .npz, then current.json naming it (last, as the stage does)."""
-    root = local(bundles.classifier_root(conf))
+    root = local(Layout.from_conf(conf).classifier_models)
     folder = root / meta["classifier_version"]
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()

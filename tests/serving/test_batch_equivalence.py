@@ -10,8 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from pipelines import lake, predict
+from pipelines import predict
 from pipelines.images import sha256_hex
+from pipelines.layout import Layout
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -20,8 +21,8 @@ TOLERANCE = 1e-5
 
 def test_every_ingested_photo_gets_gold_s_components_and_the_classifier_s_probabilities(spark, chain_lake):
     conf, predictor = chain_lake.conf, chain_lake.predictor
-    gold = {r["image_id"]: np.array(r["pca"]) for r in lake.read_table(spark, lake.table_location(conf, "gold")).collect()}
-    scored = {r["image_id"]: r for r in lake.read_table(spark, lake.table_location(conf, "classifier")).collect()}
+    gold = {r["image_id"]: np.array(r["pca"]) for r in Layout.from_conf(conf).read(spark, "gold").collect()}
+    scored = {r["image_id"]: r for r in Layout.from_conf(conf).read(spark, "classifier").collect()}
     photos = [predict.check_photo(path.read_bytes(), conf["bronze.max_image_pixels"]) for path in chain_lake.training]
     vectors, errors = predictor.model.features(photos)
     assert errors == [None] * len(photos)
@@ -42,7 +43,7 @@ def test_the_command_s_json_gives_the_classifier_s_top_3(spark, chain_lake, caps
     settings = [f"lake.root={conf['lake.root']}", f"input.path={conf['input.path']}", f"silver.model_seed_dir={conf['silver.model_seed_dir']}"]
     assert predict.main([*(str(p) for p in photos), "--json", "--conf", "conf/local.yaml", *(a for s in settings for a in ("--set", s))]) == 0
     answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    scored = {r["image_id"]: r for r in lake.read_table(spark, lake.table_location(conf, "classifier")).collect()}
+    scored = {r["image_id"]: r for r in Layout.from_conf(conf).read(spark, "classifier").collect()}
     labels = chain_lake.predictor.bundle.labels
     for path, answer in zip(photos, answers):
         row = scored[sha256_hex(predict.check_photo(path.read_bytes(), conf["bronze.max_image_pixels"]).content)]

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines import bronze, lake, silver
+from pipelines import bronze, silver
 from pipelines.images import sha256_hex
+from pipelines.layout import Layout
 from pipelines.predict import check_photo
 from tests.conftest import copy_sample
 
@@ -23,8 +24,8 @@ def test_photos_get_bronze_bytes_and_silver_features(spark, make_conf, feature_m
     bronze.run(spark, conf, "bronze-1")
     silver.run(spark, conf, "silver-1")
     rows = (
-        spark.read.format("delta").load(lake.table_location(conf, "silver"))
-        .join(spark.read.format("delta").load(lake.table_location(conf, "bronze")).select("image_id", "path"), "image_id")
+        spark.read.format("delta").load(Layout.from_conf(conf).location("silver"))
+        .join(spark.read.format("delta").load(Layout.from_conf(conf).location("bronze")).select("image_id", "path"), "image_id")
         .select("image_id", "path", "features", "model_weights_sha256", "model_runtime").collect()
     )
     assert len(rows) == len(copies)

@@ -14,6 +14,7 @@ from pyspark.sql import Row
 from pyspark.sql import functions as F
 
 from pipelines import bronze, features, lake, silver
+from pipelines.layout import Layout
 from tests.conftest import MODEL_SEED, copy_sample, jpeg_bytes, png_bytes
 
 pytestmark = pytest.mark.spark
@@ -75,11 +76,11 @@ def test_inference_partitions_fill_the_slots_without_tiny_partitions(images, exp
 
 
 def _silver_table(spark, conf):
-    return spark.read.format("delta").load(lake.table_location(conf, "silver"))
+    return spark.read.format("delta").load(Layout.from_conf(conf).location("silver"))
 
 
 def _silver_quarantine(spark, conf):
-    return spark.read.format("delta").load(lake.table_location(conf, "quarantine")).where(F.col("stage") == "silver")
+    return spark.read.format("delta").load(Layout.from_conf(conf).location("quarantine")).where(F.col("stage") == "silver")
 
 
 def test_spark_features_equal_single_process_keras_predict(spark, make_conf, tmp_path, sample):
@@ -96,7 +97,7 @@ def test_spark_features_equal_single_process_keras_predict(spark, make_conf, tmp
     assert (stats["new"], stats["featurized"], stats["quarantined"]) == (20, 20, 0)
 
     rows = _silver_table(spark, conf).join(
-        spark.read.format("delta").load(lake.table_location(conf, "bronze")).select("image_id", "path"), "image_id"
+        spark.read.format("delta").load(Layout.from_conf(conf).location("bronze")).select("image_id", "path"), "image_id"
     ).collect()
     assert len(rows) == 20 and {len(r.features) for r in rows} == {features.FEATURE_SIZE}
 
@@ -150,7 +151,7 @@ def odd_lake(spark, make_conf, tmp_path, sample):
     # Keras: the odd inputs' outcomes under both runtimes are compared in test_silver_runtimes.py.
     conf = make_conf(input_root, "silver.weights=random", "silver.batch_size=4", "silver.runtime=keras")
     bronze.run(spark, conf, "bronze-1")
-    location = lake.table_location(conf, "bronze")
+    location = Layout.from_conf(conf).location("bronze")
     table = spark.read.format("delta").load(location)
     odd_ids = {r.path.rsplit("/", 1)[-1]: r.image_id for r in table.where(F.col("path").startswith("Training/Odd/")).collect()}
     assert set(odd_ids) == set(good_odd), "bronze must accept the odd but valid images"
@@ -181,7 +182,7 @@ def test_odd_images_get_features_and_bad_ones_are_quarantined(spark, odd_lake):
     assert quarantined["Training/Odd/truncated.jpg"].startswith("undecodable: ")
     assert quarantined["Training/Odd/null.jpg"].startswith("empty_content: ")
 
-    bronze_count = spark.read.format("delta").load(lake.table_location(conf, "bronze")).count()
+    bronze_count = spark.read.format("delta").load(Layout.from_conf(conf).location("bronze")).count()
     assert bronze_count == _silver_table(spark, conf).count() + _silver_quarantine(spark, conf).count()
 
     again = silver.run(spark, conf, "silver-2")

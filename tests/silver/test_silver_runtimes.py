@@ -9,8 +9,9 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import bronze, features, lake, runtimes, silver
+from pipelines import bronze, features, runtimes, silver
 from pipelines.config import ConfError
+from pipelines.layout import Layout
 from tests.conftest import MODEL_SEED, copy_sample, sample_files
 from tests.reliability import corpus
 
@@ -133,10 +134,10 @@ def test_a_silver_table_from_before_the_runtime_column_gets_it_and_its_rows_coun
     copy_sample(tmp_path / "input", 2)
     conf = make_conf(tmp_path / "input", "silver.weights=random", "silver.runtime=keras", "silver.batch_size=2")
     bronze.run(spark, conf, "bronze-1")
-    done, new = [r.image_id for r in spark.read.format("delta").load(lake.table_location(conf, "bronze")).collect()]
+    done, new = [r.image_id for r in spark.read.format("delta").load(Layout.from_conf(conf).location("bronze")).collect()]
     old_schema = T.StructType([f for f in silver.SILVER_SCHEMA.fields if f.name != "model_runtime"])
     old_row = (done, "Apple", "Training", [1.0] * features.FEATURE_SIZE, features.MODEL_NAME, "a" * 64, None, "run-0")
-    location = lake.table_location(conf, "silver")
+    location = Layout.from_conf(conf).location("silver")
     spark.createDataFrame([old_row], old_schema).write.format("delta").save(location)
 
     stats = silver.run(spark, conf, "silver-1")

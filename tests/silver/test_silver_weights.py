@@ -6,7 +6,8 @@ from concurrent.futures import Future
 
 import pytest
 
-from pipelines import bronze, features, lake, runtimes, silver
+from pipelines import bronze, features, runtimes, silver
+from pipelines.layout import Layout
 from tests.conftest import MODEL_SEED, copy_sample
 
 
@@ -92,7 +93,7 @@ def test_job_without_weights_stops_with_exit_code_2_and_no_trace(spark, make_con
     err = capsys.readouterr().err
     assert code == 2
     assert "KERAS_HOME" in err and "silver.keras_home" in err and "Traceback" not in err
-    assert lake.read_table(spark, lake.table_location(conf, "silver")) is None
+    assert Layout.from_conf(conf).read(spark, "silver") is None
 
 
 def test_missing_weights_are_reported_even_when_the_worker_warm_up_fails(spark, make_conf, tmp_path, sample, capsys, monkeypatch):
