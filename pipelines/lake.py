@@ -314,7 +314,9 @@ def write_audit_publish(
       table, then its rejections. Rejections committed before the replace would contradict the
       rows of the old table (an image both a row and a quarantine row), while rejections lost by a
       kill after it are found again by the next run. A kill therefore never leaves a gold row whose
-      model, registry row or variance rows are missing.
+      model, registry row or variance rows are missing. (The classifier's retrain declares its
+      replaced rows before its metrics row: a kill in between leaves rows without their metrics
+      row, which its next run reads as no model and retrains: classifier.current_metrics.)
 
     Fault point: with the environment variable FRUITS_FAULT_AFTER_PUBLISH=<table> the process stops
     (SIGSTOP) right after that table's commit, before the next publish; `<table>:raise` raises
