@@ -388,9 +388,9 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
         try:
             results = lake.write_audit_publish(
                 spark, conf, STAGE, run_id,
-                {
-                    "bronze": (bronze_rows(outcomes, run_id), ("image_id",)),
+                {  # the rejections first, bronze last (lake.write_audit_publish: order)
                     "quarantine": (quarantine_rows(outcomes, run_id), QUARANTINE_KEYS),
+                    "bronze": (bronze_rows(outcomes, run_id), ("image_id",)),
                 },
                 audit=audit,
             )

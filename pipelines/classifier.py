@@ -334,8 +334,11 @@ def _train_and_replace(
     }
     lake.write_audit_publish(
         spark, conf, STAGE, run_id,
-        {STAGE: (scored, ("image_id",)), METRICS_TABLE: (spark.createDataFrame([record], METRICS_SCHEMA), ("model_version",))},
-        audit=audit, replace=True,
+        {
+            STAGE: lake.Batch(scored, replace=True),
+            METRICS_TABLE: lake.Batch(spark.createDataFrame([record], METRICS_SCHEMA), ("model_version",)),
+        },
+        audit=audit,
     )
     rows.unpersist()
     return record

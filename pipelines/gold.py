@@ -9,8 +9,10 @@ plot the explained variance and PC1/PC2 of a few fruits, once per model (pipelin
 Decisions (see docs/gold.md):
 - The PCA model, its choice of k, where it is saved and its registry are in pipelines/gold_model.py;
   this module is the stage: which silver rows, the gold rows, the commits.
-- A fit rewrites gold with one Delta overwrite (lake.write_audit_publish with replace=True): readers
-  see the old or the new version, never a mix. An incremental run inserts with it (exactly-once).
+- A fit saves its model's files, then commits its registry row, its variance rows, the new gold
+  (one Delta overwrite: readers see the old or the new version, never a mix) and its rejections in
+  one lake.write_audit_publish, in that order, after one audit of them all. An incremental run
+  inserts with it (exactly-once).
 - Silver rows whose features are null, empty, of another length than the model's, or not finite
   go to the shared quarantine table with stage 'gold' and a reason.
 - A run costs what its new rows cost: the exports get one part per run (pipelines/exports.py), the
@@ -156,11 +158,13 @@ def modal_dimension(rows: DataFrame) -> int | None:
 
 def quality_facts(spark: SparkSession, conf: Conf, staged: lake.Staged) -> ModelFacts:
     """What gold's gate checks about the model of the staged batch (pipelines/stages.py: gold's
-    `facts`): from the variance rows of the batch's model version and gold.* conf."""
+    `facts`): from the variance rows of the batch's model version and gold.* conf. A fit stages its
+    variance rows beside the batch (nothing of it is published before the audit); an incremental
+    run stages none, its model's rows are in the published table."""
     versions = [r[0] for r in staged.batch.select("model_version").distinct().limit(2).collect()]
     version = versions[0] if len(versions) == 1 else None
     ratios: list[float] = []
-    variance = Layout.from_conf(conf).read(spark, "gold_variance")
+    variance = staged.table("gold_variance")
     if version is not None and variance is not None:
         ratios = [
             r[0]
@@ -222,17 +226,21 @@ def run(spark: SparkSession, conf: Conf, run_id: str, refit: bool = False, audit
 def _fit_and_replace(
     spark: SparkSession, conf: Conf, run_id: str, settings: GoldSettings, silver: DataFrame, audit: lake.Audit | None
 ) -> GoldModel | None:
-    """Fit on every valid silver row gold has not quarantined before, save and register the model,
-    then replace gold in one commit.
+    """Fit on every valid silver row gold has not quarantined before, save the model, then register
+    it and replace gold in one write-audit-publish.
 
     Returns the new model, or None when fewer than two valid rows exist (a covariance needs two;
     the silver rows then stay pending for a later run). Rows without variance (all the same
-    features) raise GoldInputError from the fit, which runs before anything is written. The new
-    gold rows and the rejected rows then go through one lake.write_audit_publish that replaces gold
-    (the audit, the quality gate, sees both staged) and publishes the rejections after it. The
-    model, its registry row and its variance rows are written before the audit (the gate reads the
-    variance of the batch's version): a failed audit or a killed run leaves them as orphans, never
-    a gold row without its model; a quarantine row lost by a kill is found again by the next run.
+    features) raise GoldInputError from the fit, which runs before anything is written. The
+    model's files are saved first (files, not a table: no transaction holds them); then one
+    lake.write_audit_publish stages the registry row, the variance rows, the new gold rows and the
+    rejected rows, audits them together (the quality gate reads the variance of the batch's version
+    from the staged rows) and publishes them in that order: the registry and variance rows
+    inserted, gold replaced, the rejections inserted. A failed audit publishes nothing; a killed
+    run leaves at worst a registry row and variance rows no gold row names yet, never a gold row
+    without its model; a quarantine row lost by a kill is found again by the next run. The model
+    folder of a refused or killed fit is an orphan: harmless, as only a version named by gold rows
+    and registered is ever loaded (gold_model.current_model), and each fit saves under a new version.
     """
     layout = Layout.from_conf(conf)
     quarantine = layout.read_or_empty(spark, "quarantine")
@@ -256,7 +264,7 @@ def _fit_and_replace(
         except GoldInputError:
             checked.unpersist()
             raise
-    batches = {}
+    batches: list[tuple[str, lake.Batch]] = []
     model = None
     if fitted is not None:
         pipeline, k, k_fitted = fitted
@@ -273,19 +281,17 @@ def _fit_and_replace(
             "standardize": settings.standardize,
             "fit_labels": sorted(summary["labels"]), "fit_feature_models": sorted(summary["feature_models"]),
         }
-        lake.publish(spark, spark.createDataFrame([record], REGISTRY_SCHEMA), layout.location("pca_registry"), ("model_version",))
-        lake.publish(
-            spark, spark.createDataFrame(variance_records(explained, version), VARIANCE_SCHEMA),
-            layout.location("gold_variance"), VARIANCE_KEYS,
-        )
-        batches["gold"] = (gold_rows(pipeline.transform(vectors), version, run_id), ("image_id",))
+        # Declared in publish order: what the gold rows name first, gold, then its rejections.
+        batches += [
+            ("pca_registry", lake.Batch(spark.createDataFrame([record], REGISTRY_SCHEMA), ("model_version",))),
+            ("gold_variance", lake.Batch(spark.createDataFrame(variance_records(explained, version), VARIANCE_SCHEMA), VARIANCE_KEYS)),
+            ("gold", lake.Batch(gold_rows(pipeline.transform(vectors), version, run_id), replace=True)),
+        ]
         model = GoldModel(version, layout.pca_model(version), record, fitted=pipeline)
     if summary["rejected"]:
-        batches["quarantine"] = (quarantine_rows(checked, run_id), lake.QUARANTINE_KEYS)
-    if batches:  # gold is replaced, then its rejections inserted; without a model, only the rejections
-        lake.write_audit_publish(
-            spark, conf, STAGE, run_id, batches, audit=audit if model is not None else None, replace=model is not None
-        )
+        batches.append(("quarantine", lake.Batch(quarantine_rows(checked, run_id), lake.QUARANTINE_KEYS)))
+    if batches:  # without a model, only the rejections (nothing to audit: the gate validates gold rows)
+        lake.write_audit_publish(spark, conf, STAGE, run_id, batches, audit=audit if model is not None else None)
     checked.unpersist()
     return model
 
@@ -314,9 +320,9 @@ def _project_new_rows(
             "--refit to fit an exact model on all of silver"
         )
     rows = gold_rows(model.pipeline.transform(with_feature_vectors(checked)), model.version, run_id)
-    lake.write_audit_publish(
+    lake.write_audit_publish(  # the rejections first, gold last (lake.write_audit_publish: order)
         spark, conf, STAGE, run_id,
-        {"gold": (rows, ("image_id",)), "quarantine": (quarantine_rows(checked, run_id), lake.QUARANTINE_KEYS)},
+        {"quarantine": (quarantine_rows(checked, run_id), lake.QUARANTINE_KEYS), "gold": (rows, ("image_id",))},
         audit=audit,
     )
 

@@ -17,7 +17,9 @@ Decisions (see docs/gold.md):
 - The saved model is a `PipelineModel` [StandardScalerModel, PCAModel, VectorSlicer] under
   <lake.root>/<lake.models>/<gold.models_dir>/<model_version>. The current version is the one in
   the gold table (all gold rows share it); the registry Delta table beside the models records each
-  fit (rows, labels, k, variance) for the refit policy.
+  fit (rows, labels, k, variance) for the refit policy. A model is usable once its registry row
+  exists: the fit commits that row in the same write-audit-publish as the gold rows naming it (a
+  saved folder without a registry row, left by a refused or killed fit, is never loaded).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from pipelines.config import Conf, ConfError
 from pipelines.layout import Layout
 from pipelines.stages import ModelCheck, ModelFacts
 
-# One row per fit: what later runs need to project with the model and to judge when to refit.
+# One row per fit: what later runs need to project with the model and to judge when to refit
+# (the layout's table "pca_registry", beside the models).
 REGISTRY_SCHEMA = T.StructType(
     [
         T.StructField("model_version", T.StringType(), False),

@@ -3,10 +3,14 @@
 A stage never appends to a published table directly. It writes its new batch to a staging Delta
 table (`<lake.root>/<lake.staging>/<stage>/<run_id>`), reads it back, lets the audit (the quality
 gate) validate exactly those rows, and only then publishes them with one Delta MERGE that inserts
-the rows whose key is absent. Why this shape:
+the rows whose key is absent (a table the stage rewrites, gold's on a fit: one overwrite). A run
+stages, audits and publishes all its tables together (write_audit_publish: the batch, its
+quarantine rows, gold's model registry and variance rows), one commit each, in the order the stage
+declares. Why this shape:
 
-- atomic: the MERGE is a single Delta commit, so a killed run leaves nothing visible; the staging
-  table is private: readers never see it, and a rerun with the same run id overwrites it;
+- atomic: each MERGE is a single Delta commit, so a killed run leaves nothing visible of a table
+  it had not committed yet; the staging table is private: readers never see it, and a rerun with
+  the same run id overwrites it;
 - idempotent: inserting only absent keys makes a rerun, or a resume after a crash, exactly-once;
 - concurrency-safe: two writers of the same table conflict in Delta's optimistic concurrency
   control (ConcurrentAppendException) instead of both inserting the same rows; the loser retries
@@ -22,7 +26,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from delta.tables import DeltaTable
@@ -36,16 +40,44 @@ from pipelines import lakefs
 from pipelines.config import Conf
 from pipelines.layout import Layout
 
+
+@dataclass(frozen=True)
+class Batch:
+    """One table of a write-audit-publish transaction: its rows and how they are published.
+
+    With `keys`, the rows whose keys are absent from the table are inserted (exactly-once: a rerun
+    inserts nothing twice); with `replace=True`, the rows become the whole table (gold's fit: every
+    row gets a new model version, and insert-if-absent would mix old and new rows). Its place is
+    the layout's for the table's name (pipelines/layout.py).
+    """
+
+    rows: DataFrame
+    keys: Sequence[str] = ()
+    replace: bool = False
+
+    def __post_init__(self) -> None:
+        if bool(self.keys) == self.replace:
+            raise ValueError("a lake.Batch is inserted by its keys or replaced (replace=True): give exactly one of them")
+
+
 @dataclass(frozen=True)
 class Staged:
-    """What an audit sees: every table of the run staged and read back, by lake table name, the
-    stage's own table first (the quarantine rows staged beside it, when any, under "quarantine")."""
+    """What an audit sees: every table of the transaction staged and read back, by name, `batch`
+    being the stage's own table (`own`; the quarantine rows staged beside it, when any, are under
+    "quarantine"). `table(name)` answers for the other tables too: the staged rows when this run
+    staged that table, else the published table (a lake table; None: never published)."""
 
     tables: dict[str, DataFrame]
+    own: str
+    published: Callable[[str], DataFrame | None] = lambda name: None
 
     @property
     def batch(self) -> DataFrame:
-        return next(iter(self.tables.values()))
+        return self.tables[self.own]
+
+    def table(self, name: str) -> DataFrame | None:
+        staged = self.tables.get(name)
+        return staged if staged is not None else self.published(name)
 
 
 Audit = Callable[[Staged], None]
@@ -234,43 +266,62 @@ def write_audit_publish(
     conf: Conf,
     stage: str,
     run_id: str,
-    batches: dict[str, tuple[DataFrame, Sequence[str]]],
+    batches: Mapping[str, Batch | tuple[DataFrame, Sequence[str]]] | Sequence[tuple[str, Batch]],
     audit: Audit | None = None,
-    replace: bool = False,
 ) -> dict[str, PublishResult]:
-    """Stage every batch (table name -> (rows, key columns)), audit them, then publish all.
+    """Stage every batch (table name -> Batch, or (rows, keys) for an inserted one), audit them,
+    then publish each in the order the caller declared them (the mapping's order, or the list's).
 
-    The first entry is the stage's own table; `audit` gets every staged table (Staged) and
-    validates the first. If the audit raises, nothing is published. Each table is published in
-    its own commit, inserting the rows whose keys are absent; with `replace`, the stage's own
-    table is overwritten instead, in one commit (gold's fit: every row gets a new model version,
-    and insert-if-absent would mix old and new rows; readers see the old table or the new one).
+    `audit` gets every staged table (Staged) and validates the stage's own one, the table named
+    like `stage`. If the audit raises, nothing is published: no table of the transaction has a
+    commit. Each table is then published in its own commit, inserted or replaced as its Batch says.
 
-    Order: inserted, the stage's own table is published last: a run killed between two commits
-    then leaves only quarantine rows, which the rerun skips, instead of accepted rows whose rejects
-    never land. Replaced, it is published first: rejections committed before it would contradict
-    the rows of the old table (an image both a row and a quarantine row), while rejections lost by
-    a kill after it are found again by the next run.
+    Order: the commits are not one transaction, so a run killed between two of them leaves the
+    first published and the rest not; the caller orders them so that each such prefix is a lake
+    the next run completes, never one holding rows whose dependencies are missing.
+    - Inserted (bronze, silver, gold's increment, the classifier's scoring): the quarantine rows
+      first, the stage's own table last. A kill in between leaves only quarantine rows, which the
+      rerun skips, instead of accepted rows whose rejects never land (the rerun's batch would be
+      the rejects alone, refused by the gate's quarantine rate).
+    - Replaced (gold's fit): first what the new rows name, inserted by their keys (gold's registry
+      row, then its variance rows: alone they are harmless, since only the gold rows name their
+      model version, and the registry row is what makes a saved model usable), then the replaced
+      table, then its rejections. Rejections committed before the replace would contradict the
+      rows of the old table (an image both a row and a quarantine row), while rejections lost by a
+      kill after it are found again by the next run. A kill therefore never leaves a gold row whose
+      model, registry row or variance rows are missing. (The classifier's retrain declares its
+      replaced rows before its metrics row: a kill in between leaves rows without their metrics
+      row, which its next run reads as no model and retrains: classifier.current_metrics.)
 
     Fault point: with the environment variable FRUITS_FAULT_AFTER_PUBLISH=<table> the process stops
     (SIGSTOP) right after that table's commit, before the next publish; `<table>:raise` raises
-    InjectedFault there instead. The reliability tests use it to kill a run between its two
-    publishes deterministically.
+    InjectedFault there instead. The reliability tests use it to kill a run between two of its
+    publishes deterministically; it works for every table of the transaction.
     """
+    declared = [
+        (table, batch if isinstance(batch, Batch) else Batch(*batch))
+        for table, batch in (batches.items() if isinstance(batches, Mapping) else batches)
+    ]
+    if len({table for table, _ in declared}) != len(declared):
+        raise ValueError(f"{stage}: a table is declared twice in one write-audit-publish: {[t for t, _ in declared]}")
     staged = {
-        table: (stage_batch(spark, conf, f"{stage}/{table}", run_id, rows), keys)
-        for table, (rows, keys) in batches.items()
+        table: replace(batch, rows=stage_batch(spark, conf, f"{stage}/{table}", run_id, batch.rows))
+        for table, batch in declared
     }
-    if audit is not None:
-        audit(Staged({table: frame for table, (frame, _) in staged.items()}))
-    own, *others = staged
-    results = {}
     layout = Layout.from_conf(conf)
-    for table in [own, *others] if replace else [*others, own]:
-        frame, keys = staged[table]
+    if audit is not None:
+        if stage not in staged:
+            raise ValueError(f"{stage}: the audit validates the stage's own table, and this run staged none ({list(staged)})")
+        audit(Staged(
+            {table: batch.rows for table, batch in staged.items()}, stage,
+            lambda table: layout.read(spark, table),
+        ))
+    results = {}
+    for table, batch in staged.items():
         location = layout.location(table)
-        replacing = replace and table == own
-        results[table] = overwrite(spark, frame, location) if replacing else publish(spark, frame, location, keys)
+        results[table] = (
+            overwrite(spark, batch.rows, location) if batch.replace else publish(spark, batch.rows, location, batch.keys)
+        )
         _fault_point(table)
     for table in staged:
         drop_staging(spark, conf, f"{stage}/{table}", run_id)

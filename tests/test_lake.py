@@ -170,7 +170,7 @@ def test_fault_point_stops_a_run_between_its_two_publishes_and_a_rerun_completes
     conf = make_conf()
     rows = spark.createDataFrame([("a", 1), ("b", 2)], "image_id string, v int")
     rejected = spark.createDataFrame([("c", "x/c.jpg", "bronze", "truncated: test", 3, None, "r", None)], lake.QUARANTINE_SCHEMA)
-    batches = {"bronze": (rows, ("image_id",)), "quarantine": (rejected, lake.QUARANTINE_KEYS)}
+    batches = {"quarantine": (rejected, lake.QUARANTINE_KEYS), "bronze": (rows, ("image_id",))}  # bronze's order
 
     monkeypatch.setenv(lake.FAULT_AFTER_PUBLISH_ENV, "quarantine:raise")
     with pytest.raises(lake.InjectedFault, match="after publishing quarantine"):
@@ -188,3 +188,72 @@ def test_fault_point_with_an_unknown_action_says_how_to_run_normally(monkeypatch
     lake._fault_point("quarantine")  # another table: no effect
     with pytest.raises(ValueError, match="FRUITS_FAULT_AFTER_PUBLISH: unknown action 'explode'.*unset it"):
         lake._fault_point("bronze")
+
+
+def a_fit_transaction(spark):
+    """Gold's fit in miniature: the model registry (beside the models, outside lake.tables) and a
+    variance table inserted, gold replaced, its rejections inserted, declared in that order (a list
+    of (table, Batch))."""
+    return [
+        ("pca_registry", lake.Batch(spark.createDataFrame([("v2",)], "model_version string"), ("model_version",))),
+        ("gold_variance", lake.Batch(spark.createDataFrame([(1, "v2")], "component int, model_version string"), ("model_version", "component"))),
+        ("gold", lake.Batch(spark.createDataFrame([("a", "v2"), ("b", "v2")], "image_id string, model_version string"), replace=True)),
+        ("quarantine", lake.Batch(
+            spark.createDataFrame([("c", None, "gold", "no_features: test", None, None, "r", None)], lake.QUARANTINE_SCHEMA),
+            lake.QUARANTINE_KEYS,
+        )),
+    ]
+
+
+def test_batches_are_published_in_the_declared_order_each_inserted_or_replaced(spark, make_conf, monkeypatch):
+    """The fault point after gold: the tables declared before it are committed (the registry beside
+    the models), those after it are not; the rerun replaces gold (the old version's row is gone)
+    and inserts nothing twice."""
+    conf = make_conf()
+    lake.publish(spark, spark.createDataFrame([("old", "v1")], "image_id string, model_version string"), Layout.from_conf(conf).location("gold"), ["image_id"])
+    batches = a_fit_transaction(spark)
+
+    monkeypatch.setenv(lake.FAULT_AFTER_PUBLISH_ENV, "gold:raise")
+    with pytest.raises(lake.InjectedFault, match="after publishing gold"):
+        lake.write_audit_publish(spark, conf, "gold", "run-1", batches)
+    assert [r.model_version for r in Layout.from_conf(conf).read(spark, "pca_registry").collect()] == ["v2"]
+    assert Layout.from_conf(conf).read(spark, "gold_variance").count() == 1
+    assert sorted(r.image_id for r in Layout.from_conf(conf).read(spark, "gold").collect()) == ["a", "b"]
+    assert Layout.from_conf(conf).read(spark, "quarantine") is None
+
+    monkeypatch.delenv(lake.FAULT_AFTER_PUBLISH_ENV)
+    results = lake.write_audit_publish(spark, conf, "gold", "run-2", batches)
+    assert list(results) == ["pca_registry", "gold_variance", "gold", "quarantine"]
+    assert {t: r.inserted_rows for t, r in results.items()} == {"pca_registry": 0, "gold_variance": 0, "gold": 2, "quarantine": 1}
+    assert Layout.from_conf(conf).read(spark, "gold").count() == 2
+
+
+def test_the_audit_sees_every_staged_table_and_the_published_ones_and_a_failure_publishes_nothing(spark, make_conf):
+    conf = make_conf()
+    lake.publish(spark, spark.createDataFrame([("a", 1)], "image_id string, v int"), Layout.from_conf(conf).location("silver"), ["image_id"])
+    batches = a_fit_transaction(spark)
+    seen = {}
+
+    def audit(staged):
+        seen.update(
+            tables=list(staged.tables), batch=sorted(r.image_id for r in staged.batch.collect()),
+            variance=staged.table("gold_variance").count(), silver=staged.table("silver").count(), bronze=staged.table("bronze"),
+        )
+        raise RuntimeError("gate failed")
+
+    with pytest.raises(RuntimeError, match="gate failed"):
+        lake.write_audit_publish(spark, conf, "gold", "run-1", batches, audit=audit)
+    assert seen == {
+        "tables": ["pca_registry", "gold_variance", "gold", "quarantine"], "batch": ["a", "b"],
+        "variance": 1, "silver": 1, "bronze": None,  # staged rows first, else the published table (None: never)
+    }
+    assert Layout.from_conf(conf).read(spark, "pca_registry") is None
+    for table in ("gold_variance", "gold", "quarantine"):
+        assert Layout.from_conf(conf).read(spark, table) is None, table
+
+
+def test_a_batch_is_either_inserted_by_keys_or_replaced(spark):
+    rows = spark.createDataFrame([(1,)], "id int")
+    for wrong in ({}, {"keys": ("id",), "replace": True}):
+        with pytest.raises(ValueError, match="inserted by its keys or replaced"):
+            lake.Batch(rows, **wrong)

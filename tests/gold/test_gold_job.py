@@ -12,7 +12,7 @@ from pyspark.ml import PipelineModel
 from pyspark.ml.feature import PCAModel, StandardScalerModel, VectorSlicer
 from pyspark.sql import functions as F
 
-from pipelines import exports, gold, gold_model, lake
+from pipelines import exports, gold, gold_model, lake, lakefs
 from pipelines.config import ConfError, load_conf
 from pipelines.layout import Layout
 from tests.gold.conftest import LABELS, append_silver, low_rank_features, silver_records
@@ -278,26 +278,73 @@ def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark,
         gold.run(spark, conf, "run-6")
 
 
-def test_the_audit_sees_the_staged_batch_and_its_quarantine_and_a_failure_publishes_nothing(spark, silver_lake):
+def test_the_audit_sees_every_staged_table_of_the_fit_and_a_failure_publishes_nothing(spark, silver_lake):
+    """A fit stages its registry row, variance rows, gold rows and rejections, and audits them
+    together: the gate's facts come from the staged variance rows (none is published before the
+    audit), and a refused fit leaves no row in any table, its registry and variance included."""
     conf, _ = silver_lake()
     append_silver(spark, conf, silver_records([None], start=900))
     seen = {}
 
     def failing_audit(staged):
         batch = staged.batch
-        seen.update(rows=batch.count(), versions=batch.select("model_version").distinct().count(),
-                    quarantined=[r["image_id"] for r in staged.tables["quarantine"].collect()])
+        [version] = [r[0] for r in batch.select("model_version").distinct().collect()]
+        facts = gold.quality_facts(spark, conf, staged)
+        seen.update(rows=batch.count(), quarantined=[r["image_id"] for r in staged.tables["quarantine"].collect()],
+                    tables=list(staged.tables), registered=[r["model_version"] for r in staged.table("pca_registry").collect()],
+                    facts=(facts.model_version == version, facts.array_length, facts.checks[0].value))
         raise RuntimeError("gate failed")
 
     with pytest.raises(RuntimeError, match="gate failed"):
         gold.run(spark, conf, "gated", audit=failing_audit)
-    assert seen == {"rows": ROWS, "versions": 1, "quarantined": ["img00900"]}
-    assert Layout.from_conf(conf).read(spark, "gold") is None
-    assert Layout.from_conf(conf).read(spark, "quarantine") is None
+    version = seen.pop("registered")[0]
+    assert seen == {
+        "rows": ROWS, "quarantined": ["img00900"], "tables": ["pca_registry", "gold_variance", "gold", "quarantine"],
+        "facts": (True, 3, DIM),  # k=3 from the DIM staged variance rows of the batch's version
+    }
+    for table in ("gold", "gold_variance", "quarantine"):
+        assert Layout.from_conf(conf).read(spark, table) is None, table
+    assert Layout.from_conf(conf).read(spark, "pca_registry") is None
+    # Only the model's files stay (an orphan folder: no registry row names it, nothing loads it).
+    assert lakefs.exists(spark, Layout.from_conf(conf).pca_model(version))
 
     audited = []
     stats = gold.run(spark, conf, "gated-again", audit=lambda staged: audited.append(staged.batch.count()))
     assert audited == [ROWS] and (stats["gold_rows"], stats["rejected"]) == (ROWS, 1)
+    assert [r["model_version"] for r in Layout.from_conf(conf).read(spark, "pca_registry").collect()] == [stats["model_version"]]
+    variance = Layout.from_conf(conf).read(spark, "gold_variance")
+    assert {r[0] for r in variance.select("model_version").distinct().collect()} == {stats["model_version"]}
+
+
+def test_a_fit_killed_between_its_commits_never_leaves_gold_rows_without_their_model(spark, silver_lake, monkeypatch):
+    """The fit publishes its registry row, its variance rows, gold, then its rejections (the fault
+    point stops it after any of them). Killed before gold: the next run fits again, the first fit's
+    registry and variance rows stay unnamed by any gold row. Killed after gold: the model is found
+    (registered, saved) and the next run is incremental, quarantining the rejected row again."""
+    conf, _ = silver_lake()
+    append_silver(spark, conf, silver_records([None], start=900))
+
+    def registered():
+        return sorted(r["model_version"] for r in Layout.from_conf(conf).read(spark, "pca_registry").collect())
+
+    monkeypatch.setenv(lake.FAULT_AFTER_PUBLISH_ENV, "pca_registry:raise")
+    with pytest.raises(lake.InjectedFault, match="after publishing pca_registry"):
+        gold.run(spark, conf, "killed-1")
+    [first] = registered()
+    assert Layout.from_conf(conf).read(spark, "gold_variance") is None
+
+    monkeypatch.setenv(lake.FAULT_AFTER_PUBLISH_ENV, "gold:raise")
+    with pytest.raises(lake.InjectedFault, match="after publishing gold"):
+        gold.run(spark, conf, "killed-2")
+    [(version, rows)] = Layout.from_conf(conf).read(spark, "gold").groupBy("model_version").count().collect()
+    assert rows == ROWS and version != first and registered() == sorted([first, version])
+    variance = Layout.from_conf(conf).read(spark, "gold_variance")
+    assert variance.where(F.col("model_version") == version).count() == DIM
+    assert Layout.from_conf(conf).read(spark, "quarantine") is None
+
+    monkeypatch.delenv(lake.FAULT_AFTER_PUBLISH_ENV)
+    stats = gold.run(spark, conf, "after-kills")
+    assert (stats["mode"], stats["model_version"], stats["rows_written"], stats["rejected"]) == ("incremental", version, 0, 1)
 
 
 def test_fixed_k_and_standardized_features(spark, silver_lake):

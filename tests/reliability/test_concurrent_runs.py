@@ -8,7 +8,7 @@ stack trace); the lake must end equal to a clean run's: no duplicate, nothing mi
   MERGE commit first, the other's commit conflicts and its insert-if-absent MERGE is retried
   against the new version, inserting nothing twice. The counts each run reports are what its own
   MERGE inserted, so together they add up to the input exactly once.
-- gold (first fit, lake.write_audit_publish with replace=True): both fit a PCA and overwrite gold; whatever the
+- gold (first fit, lake.write_audit_publish replacing gold): both fit a PCA and overwrite gold; whatever the
   interleaving, gold must hold one model version over every silver row.
 See docs/reliability.md.
 """
