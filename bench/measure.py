@@ -226,9 +226,9 @@ def measure_reference(spark, conf: Conf) -> dict:
 def measure_bronze(spark, conf: Conf) -> dict:
     from pipelines import bronze
 
-    stats, seconds = timed(lambda: bronze.run(spark, conf, new_run_id(conf)))
-    return {"images": stats["new_rows"], "rejected": stats["rejected"], "seconds": round(seconds, 2),
-            "images_per_s": rate(stats["new_rows"], seconds)}
+    result, seconds = timed(lambda: bronze.run(spark, conf, new_run_id(conf)))
+    return {"images": result.new_rows, "rejected": result.rejected, "seconds": round(seconds, 2),
+            "images_per_s": rate(result.new_rows, seconds)}
 
 
 def measure_silver(spark, conf: Conf) -> dict:
@@ -236,19 +236,22 @@ def measure_silver(spark, conf: Conf) -> dict:
 
     vcpus = spark.sparkContext.defaultParallelism
     with MemorySampler(conf["bench.memory_poll_seconds"], jvm_heap_probe(spark)) as sampler:
-        stats, seconds = timed(lambda: silver.run(spark, conf, new_run_id(conf)))
+        result, seconds = timed(lambda: silver.run(spark, conf, new_run_id(conf)))
     return {
-        "images": stats["new"],
-        "featurized": stats["featurized"],
-        "quarantined": stats["quarantined"],
+        "images": result.new,
+        "featurized": result.featurized,
+        "quarantined": result.quarantined,
         "seconds": round(seconds, 2),
-        "images_per_s": rate(stats["new"], seconds),
-        "inference_seconds": stats["inference_seconds"],
-        "inference_images_per_s": stats["images_per_s"],
+        "images_per_s": rate(result.new, seconds),
+        "inference_seconds": result.inference_seconds,
+        "inference_images_per_s": result.images_per_s,
         "vcpus": vcpus,
-        "runtime": stats["runtime"],
-        "settings": {k: stats[k] for k in ("batch_size", "arrow_batch_rows", "partitions", "tf_threads")}
-        | {"partitions_per_slot": conf["silver.partitions_per_slot"]},
+        "runtime": result.runtime,
+        "settings": {
+            "batch_size": result.batch_size, "arrow_batch_rows": result.arrow_batch_rows,
+            "partitions": result.partitions, "tf_threads": result.tf_threads,
+            "partitions_per_slot": conf["silver.partitions_per_slot"],
+        },
         "memory": sampler.peaks.as_mib(),
     }
 
@@ -259,7 +262,7 @@ def run_chain(spark, conf: Conf) -> dict:
     from quality import gates
 
     stages = {}
-    counts = {}
+    results = {}  # each stage's result (marks.Unchanged when it skipped), by stage name
     for declared in map(registry.get, registry.through("gold")):
         name, run_id = declared.name, new_run_id(conf)
 
@@ -268,15 +271,15 @@ def run_chain(spark, conf: Conf) -> dict:
             audit = gates.auditor(spark, conf, name, run_id)
             return marks.run_unless_unchanged(spark, conf, name, run_id, lambda: module.run(spark, conf, run_id, audit=audit))
 
-        stats, seconds = timed(stage)
+        results[name], seconds = timed(stage)
         stages[name] = round(seconds, 2)
-        counts[name] = stats
+    bronze, silver, gold = results["bronze"], results["silver"], results["gold"]
     return {
-        "images": counts["bronze"].get("new_rows", 0),
+        "images": 0 if marks.unchanged(bronze) else bronze.new_rows,
         "seconds": round(sum(stages.values()), 2),
         "stages": stages,
-        "silver_images": counts["silver"].get("new", 0),
-        "gold_mode": "unchanged" if marks.unchanged(counts["gold"]) else counts["gold"].get("mode"),
+        "silver_images": 0 if marks.unchanged(silver) else silver.new,
+        "gold_mode": "unchanged" if marks.unchanged(gold) else gold.mode,
     }
 
 

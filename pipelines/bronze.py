@@ -20,6 +20,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -78,6 +79,23 @@ _INSPECTED_SCHEMA = T.StructType(
     ]
 )
 _GLOB_CHARS = re.compile(r"([\\\[\]{}*?])")
+
+
+@dataclass(frozen=True)
+class BronzeResult:
+    """What one bronze run did: its summary line and the bench read it (a typed result, not a dict
+    of string keys, so a renamed or missing count fails where it is read, not in a printed line)."""
+
+    files_seen: int  # files under input.path, images or not
+    images_seen: int  # of those, files with an image extension (input.extensions)
+    new_files: int  # images not yet in bronze nor in bronze's quarantine with their size and time
+    ignored_not_image: int  # files without an image extension: neither read nor recorded
+    already_present: int  # images already recorded (in bronze or quarantined) with their size and time
+    new_rows: int  # rows this run inserted into bronze
+    rejected: int  # rows this run inserted into the quarantine (rejections and recorded changes)
+    rejected_reasons: dict[str, int]  # this run's quarantine rows per reason code
+    rename_to_ingest: list[str]  # first RENAMES_SHOWN valid-looking files a new name would ingest ("path (code)")
+    seconds: float  # the run's wall-clock seconds
 
 
 # ---------------------------------------------------------------- pure functions
@@ -345,7 +363,7 @@ def read_contents(spark: SparkSession, root_uri: str, rel_paths: list[str], file
     )
 
 
-def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None = None) -> dict:
+def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None = None) -> BronzeResult:
     started = time.monotonic()
     listing, root_uri = list_input(spark, conf.path("input.path"))
     files = with_relative_paths(listing, root_uri, conf["input.extensions"], conf["input.splits"])
@@ -359,12 +377,9 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
         F.count_if(F.col("is_image")).alias("images_seen"),
         F.count_if(F.col("is_image") & ~F.col("seen")).alias("new_files"),
     ).first()
-    stats = counts.asDict()
     new_files = marked.where(F.col("is_image") & ~F.col("seen")).drop("seen")
-    stats["ignored_not_image"] = stats["files_seen"] - stats["images_seen"]
-    stats["already_present"] = stats["images_seen"] - stats["new_files"]
     results = {}
-    if stats["new_files"]:
+    if counts.new_files:
         name_reason = unreadable_name(F.element_at(F.split("rel_path", "/"), -1), not is_remote(root_uri))
         candidates = new_files.select("rel_path", name_reason.alias("name_reason"))
         readable = [r.rel_path for r in candidates.where(F.col("name_reason").isNull()).select("rel_path").collect()]
@@ -396,13 +411,17 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
             )
         finally:
             outcomes.unpersist()
-    stats["new_rows"] = results["bronze"].inserted_rows if results else 0
-    stats["rejected"] = results["quarantine"].inserted_rows if results else 0
-    stats["rejected_reasons"], stats["rename_to_ingest"] = _run_quarantine(spark, conf, run_id) if stats["rejected"] else ({}, [])
-    stats["seconds"] = round(time.monotonic() - started, 1)
+    rejected = results["quarantine"].inserted_rows if results else 0
+    rejected_reasons, rename_to_ingest = _run_quarantine(spark, conf, run_id) if rejected else ({}, [])
+    result = BronzeResult(
+        files_seen=counts.files_seen, images_seen=counts.images_seen, new_files=counts.new_files,
+        ignored_not_image=counts.files_seen - counts.images_seen, already_present=counts.images_seen - counts.new_files,
+        new_rows=results["bronze"].inserted_rows if results else 0, rejected=rejected,
+        rejected_reasons=rejected_reasons, rename_to_ingest=rename_to_ingest, seconds=round(time.monotonic() - started, 1),
+    )
     for frame in (listing, marked):
         frame.unpersist()
-    return stats
+    return result
 
 
 # Reasons whose file is a valid image that a new name gets ingested: said as a warning.
@@ -422,20 +441,20 @@ def _run_quarantine(spark: SparkSession, conf: Conf, run_id: str) -> tuple[dict[
     return counts, [f"{r['path']} ({r['code']})" for r in renames]
 
 
-def summary_line(stats: dict, run_id: str) -> str:
-    reasons = stats["rejected_reasons"]
+def summary_line(result: BronzeResult, run_id: str) -> str:
+    reasons = result.rejected_reasons
     rejections = {k: v for k, v in sorted(reasons.items()) if k not in (CHANGED, TOUCHED)}
     changes = ", ".join(f"{k}={reasons[k]}" for k in (CHANGED, TOUCHED) if reasons.get(k))
     line = (
-        f"bronze run {run_id}: files seen {stats['files_seen']} (not images, ignored {stats['ignored_not_image']}), "
-        f"new rows {stats['new_rows']}, already present {stats['already_present']}, "
+        f"bronze run {run_id}: files seen {result.files_seen} (not images, ignored {result.ignored_not_image}), "
+        f"new rows {result.new_rows}, already present {result.already_present}, "
         f"rejected {sum(rejections.values())} ({', '.join(f'{k}={v}' for k, v in rejections.items()) or 'none'}), "
         + (f"changes to ingested files recorded ({changes}), " if changes else "")
-        + f"{stats['seconds']} s"
+        + f"{result.seconds} s"
     )
     renames = sum(reasons.get(code, 0) for code in RENAME_TO_INGEST)
     if renames:
-        shown = "; ".join(stats["rename_to_ingest"]) + (f"; ... {renames - RENAMES_SHOWN} more" if renames > RENAMES_SHOWN else "")
+        shown = "; ".join(result.rename_to_ingest) + (f"; ... {renames - RENAMES_SHOWN} more" if renames > RENAMES_SHOWN else "")
         line += (
             f"\nbronze: warning: {renames} valid-looking file(s) not ingested, give each a new file name to "
             f"ingest it (reasons in the quarantine table, run_id '{run_id}'): {shown}"

@@ -95,6 +95,27 @@ METRICS_SCHEMA = T.StructType(
 _FEATURES, LABEL_INDEX = "pca_vector", "label_index"
 
 
+@dataclass(frozen=True)
+class ClassifierResult:
+    """What one classifier run did and the model the table now holds: its summary line reads it."""
+
+    mode: str  # "trained", "incremental" (new gold rows scored) or "unchanged" (no gold row to score)
+    reasons: list[str]  # why the run trained (empty: it did not)
+    model_version: str  # version of the model the classifier rows come from
+    gold_model_version: str  # gold's model version that model was trained on
+    reg_param: float  # the regularisation chosen among classifier.reg_params
+    candidates: int  # regularisations compared on the validation rows
+    labels: int  # labels the model predicts
+    test_rows: int  # gold Test rows the model was evaluated on
+    test_accuracy: float | None  # share of those rows labelled right (None: no Test row)
+    test_macro_f1: float | None  # macro-averaged F1 on those rows (None: no Test row)
+    classifier_rows: int  # rows in the classifier table after the run
+    rows_written: int  # classifier rows written by this run
+    predictor: str  # location of the model's predictor bundle (classifier_predictor.write_predictor)
+    plot: str  # location of the model's Test confusion-matrix plot
+    seconds: float  # the run's wall-clock seconds
+
+
 class ClassifierStateError(RuntimeError):
     """Gold holds nothing to train on; the message says what to run first."""
 
@@ -248,8 +269,8 @@ def current_metrics(spark: SparkSession, conf: Conf, table: DataFrame) -> dict |
 # ---------------------------------------------------------------- runs
 
 
-def run(spark: SparkSession, conf: Conf, run_id: str, retrain: bool = False, audit: lake.Audit | None = None) -> dict:
-    """One classifier run; the stats say whether it trained, scored new rows, or had nothing to do."""
+def run(spark: SparkSession, conf: Conf, run_id: str, retrain: bool = False, audit: lake.Audit | None = None) -> ClassifierResult:
+    """One classifier run; the result says whether it trained, scored new rows, or had nothing to do."""
     started = time.monotonic()
     settings = ClassifierSettings.from_conf(conf)
     layout = Layout.from_conf(conf)
@@ -275,19 +296,18 @@ def run(spark: SparkSession, conf: Conf, run_id: str, retrain: bool = False, aud
     else:
         written = _score_new_rows(spark, conf, run_id, gold, table, metrics, audit)
         mode = "incremental" if written else "unchanged"
-    stats = {
-        "mode": mode, "reasons": reasons, "model_version": metrics["model_version"],
-        "gold_model_version": metrics["gold_model_version"], "reg_param": metrics["reg_param"],
-        "candidates": len(metrics["candidates"]), "labels": len(metrics["labels"]),
-        "test_rows": metrics["test_rows"], "test_accuracy": metrics["test_accuracy"], "test_macro_f1": metrics["test_macro_f1"],
-    }
     published = spark.read.format("delta").load(layout.location(STAGE))
-    stats["classifier_rows"] = published.count()
-    stats["rows_written"] = stats["classifier_rows"] if mode == "trained" else written
-    stats["predictor"] = write_predictor(spark, conf, metrics, gold_model)
-    stats["plot"] = plot_confusion(spark, conf, metrics)
-    stats["seconds"] = round(time.monotonic() - started, 1)
-    return stats
+    classifier_rows = published.count()
+    predictor = write_predictor(spark, conf, metrics, gold_model)
+    plot = plot_confusion(spark, conf, metrics)
+    return ClassifierResult(
+        mode=mode, reasons=reasons, model_version=metrics["model_version"],
+        gold_model_version=metrics["gold_model_version"], reg_param=metrics["reg_param"],
+        candidates=len(metrics["candidates"]), labels=len(metrics["labels"]),
+        test_rows=metrics["test_rows"], test_accuracy=metrics["test_accuracy"], test_macro_f1=metrics["test_macro_f1"],
+        classifier_rows=classifier_rows, rows_written=classifier_rows if mode == "trained" else written,
+        predictor=predictor, plot=plot, seconds=round(time.monotonic() - started, 1),
+    )
 
 
 def _train_and_replace(
@@ -369,16 +389,16 @@ def _score_new_rows(
 # ---------------------------------------------------------------- command line
 
 
-def summary_line(stats: dict, run_id: str) -> str:
-    accuracy = "no Test rows" if stats["test_accuracy"] is None else (
-        f"Test accuracy {stats['test_accuracy']:.4f}, macro-F1 {stats['test_macro_f1']:.4f} on {stats['test_rows']} images"
+def summary_line(result: ClassifierResult, run_id: str) -> str:
+    accuracy = "no Test rows" if result.test_accuracy is None else (
+        f"Test accuracy {result.test_accuracy:.4f}, macro-F1 {result.test_macro_f1:.4f} on {result.test_rows} images"
     )
-    why = f" ({'; '.join(stats['reasons'])})" if stats["mode"] == "trained" else ""
+    why = f" ({'; '.join(result.reasons)})" if result.mode == "trained" else ""
     return (
-        f"classifier run {run_id}: {stats['mode']}{why}, model {stats['model_version']} on gold model "
-        f"{stats['gold_model_version']}, {stats['labels']} labels, reg_param {stats['reg_param']:g} "
-        f"(of {stats['candidates']} compared), {accuracy}; classifier rows {stats['classifier_rows']} "
-        f"(written {stats['rows_written']}), {stats['seconds']} s"
+        f"classifier run {run_id}: {result.mode}{why}, model {result.model_version} on gold model "
+        f"{result.gold_model_version}, {result.labels} labels, reg_param {result.reg_param:g} "
+        f"(of {result.candidates} compared), {accuracy}; classifier rows {result.classifier_rows} "
+        f"(written {result.rows_written}), {result.seconds} s"
     )
 
 

@@ -11,6 +11,7 @@ import argparse
 import re
 import sys
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 from pipelines import lake, marks
@@ -19,7 +20,8 @@ from pipelines.options import EXIT_INPUT, load_stage_conf, new_run_id
 from pipelines.session import build_spark_session
 from quality import gates
 
-StageRun = Callable[..., dict]
+# A stage's own result type (bronze.BronzeResult, silver.SilverResult, ...).
+Result = TypeVar("Result")
 _UNREACHABLE = re.compile(r"ConnectException|UnknownHostException|Unable to execute HTTP request|Connection refused")
 
 
@@ -58,12 +60,12 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, NotADirector
 def execute_stage(
     stage: str,
     args: argparse.Namespace,
-    run: StageRun,
-    summary: Callable[[dict, str], str],
+    run: Callable[..., Result],
+    summary: Callable[[Result, str], str],
     input_errors: tuple[type[BaseException], ...] = (),
     context: Callable[[Conf], Mapping[str, object]] | None = None,
     force: bool = False,
-) -> tuple[int, dict | None]:
+) -> tuple[int, Result | marks.Unchanged | None]:
     """The body every stage's main() shares: conf, session, upstream check, run with its gate, summary.
 
     `run(spark, conf, run_id, audit)` does the stage's work, unless the lake, the conf and the input
@@ -72,7 +74,8 @@ def execute_stage(
     saying so (gates.record_unvalidated). Exit codes: 0 done, 1 a quality gate
     failed or the upstream layer's last validation failed (nothing published), 2 missing or bad
     input, weights, setting or lake file (INPUT_ERRORS plus the stage's `input_errors`; the message
-    says what to do), 3 the storage did not answer. Returns the stats for stage-specific advice.
+    says what to do), 3 the storage did not answer. Returns the run's result (the stage's own, or
+    marks.Unchanged when it skipped; None when it failed) for stage-specific advice.
     """
     conf = load_stage_conf(args)
     try:
@@ -85,7 +88,7 @@ def execute_stage(
         lake.check_root(spark, conf)
         gates.require_upstream_passed(spark, conf, stage)
         audit = gates.auditor(spark, conf, stage, run_id, context(conf) if context else None)
-        stats = marks.run_unless_unchanged(spark, conf, stage, run_id, lambda: run(spark, conf, run_id, audit), force)
+        result = marks.run_unless_unchanged(spark, conf, stage, run_id, lambda: run(spark, conf, run_id, audit), force)
         if not audit.called:  # nothing new: the run is recorded, nothing is validated
             gates.record_unvalidated(spark, conf, audit)
     except (*INPUT_ERRORS, *input_errors) as exc:
@@ -114,5 +117,5 @@ def execute_stage(
             file=sys.stderr,
         )
         return 3, None
-    print(marks.summary_line(stage, stats, run_id) if marks.unchanged(stats) else summary(stats, run_id))
-    return 0, stats
+    print(marks.summary_line(stage, result, run_id) if marks.unchanged(result) else summary(result, run_id))
+    return 0, result

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
@@ -79,6 +80,30 @@ VARIANCE_KEYS = ("model_version", "component")
 SILVER_COLUMNS = ("image_id", "label", "split", "features", "model_weights_sha256")
 # What computed a row's features (pipelines.runtimes.model_identity): what the registry's fit_feature_models lists.
 _FEATURE_MODEL_COL = "feature_model"
+
+
+@dataclass(frozen=True)
+class GoldResult:
+    """What one gold run did and the model gold now holds: its summary line, the refit advice and
+    the bench read it. A run that could not fit (fewer than two valid rows) has a `note` and no model."""
+
+    mode: str  # "fit" (no model yet), "refit" (--refit) or "incremental" (new rows projected)
+    rejected: int  # gold quarantine rows recorded under this run id
+    rows_written: int  # gold rows written by this run
+    gold_rows: int  # rows in gold after the run
+    k: int | None  # principal components kept by the model (None: not fitted)
+    variance_reached: float | None  # explained variance of those k components (None: not fitted)
+    variance_target: float | None  # gold.variance_target the model chose k by (None: gold.k fixed it)
+    seconds: float  # the run's wall-clock seconds
+    note: str | None = None  # why no model was fitted (None: there is one)
+    model_version: str | None = None  # version of the model gold's rows come from
+    k_fitted: int | None = None  # components the PCA was fitted with (k of them are kept)
+    feature_dim: int | None = None  # feature length the model expects
+    fixed_k: int | None = None  # gold.k when it fixed k (None: chosen by the variance target)
+    fit_rows: int | None = None  # silver rows the model was fitted on
+    refit_reasons: list[str] = field(default_factory=list)  # why a refit is recommended (empty: it is not)
+    exports: dict | None = None  # exports.sync: the export roots, the parts `written` and the paths `removed`
+    plots: dict[str, str] | None = None  # the model's plots by name, with their locations
 
 
 # ---------------------------------------------------------------- row transforms
@@ -179,8 +204,8 @@ def quality_facts(spark: SparkSession, conf: Conf, staged: lake.Staged) -> Model
 # ---------------------------------------------------------------- runs
 
 
-def run(spark: SparkSession, conf: Conf, run_id: str, refit: bool = False, audit: lake.Audit | None = None) -> dict:
-    """One gold run; the stats hold k, the variance reached and the target for the quality gate."""
+def run(spark: SparkSession, conf: Conf, run_id: str, refit: bool = False, audit: lake.Audit | None = None) -> GoldResult:
+    """One gold run; the result holds k, the variance reached and the target for the quality gate."""
     started = time.monotonic()
     settings = GoldSettings.from_conf(conf)
     layout = Layout.from_conf(conf)
@@ -195,17 +220,25 @@ def run(spark: SparkSession, conf: Conf, run_id: str, refit: bool = False, audit
     else:
         mode = "incremental"
         _project_new_rows(spark, conf, run_id, silver, gold, model, audit)
-    stats = {"mode": mode, "rejected": _rejected_by_run(spark, conf, run_id)}
+    rejected = _rejected_by_run(spark, conf, run_id)
     if model is None:
-        stats.update(rows_written=0, gold_rows=0, k=None, variance_reached=None,
-                     variance_target=settings.variance_target, note="not fitted: a PCA needs at least 2 valid silver rows")
-        stats["seconds"] = round(time.monotonic() - started, 1)
-        return stats
+        return GoldResult(
+            mode=mode, rejected=rejected, rows_written=0, gold_rows=0, k=None, variance_reached=None,
+            variance_target=settings.variance_target, note="not fitted: a PCA needs at least 2 valid silver rows",
+            seconds=round(time.monotonic() - started, 1),
+        )
     gold = spark.read.format("delta").load(layout.location("gold"))
     runs = exports.gold_runs(gold)
-    stats.update(
+    rows_in_gold = sum(runs.values())
+    refit_reasons = _refit_reasons(silver, gold, model, rows_in_gold, settings)
+    synced = exports.sync(spark, conf, run_id, gold, model.k, runs)
+    reports = layout.reports(STAGE, model.record["run_id"])
+    plots = gold_plots.plot_model(spark, conf, gold, model, reports)
+    return GoldResult(
+        mode=mode,
+        rejected=rejected,
         rows_written=runs.get((model.version, run_id), 0),
-        gold_rows=sum(runs.values()),
+        gold_rows=rows_in_gold,
         model_version=model.version,
         k=model.k,
         k_fitted=model.record["k_fitted"],
@@ -214,13 +247,11 @@ def run(spark: SparkSession, conf: Conf, run_id: str, refit: bool = False, audit
         variance_target=model.record["variance_target"],
         fixed_k=model.record["fixed_k"],
         fit_rows=model.record["fit_rows"],
+        refit_reasons=refit_reasons,
+        exports=synced,
+        plots=plots,
+        seconds=round(time.monotonic() - started, 1),
     )
-    stats["refit_reasons"] = _refit_reasons(silver, gold, model, stats["gold_rows"], settings)
-    stats["exports"] = exports.sync(spark, conf, run_id, gold, model.k, runs)
-    reports = layout.reports(STAGE, model.record["run_id"])
-    stats["plots"] = gold_plots.plot_model(spark, conf, gold, model, reports)
-    stats["seconds"] = round(time.monotonic() - started, 1)
-    return stats
 
 
 def _fit_and_replace(
@@ -349,14 +380,14 @@ def _refit_reasons(silver: DataFrame, gold: DataFrame, model: GoldModel, gold_ro
 # ---------------------------------------------------------------- command line
 
 
-def summary_line(stats: dict, run_id: str) -> str:
-    if stats.get("note"):
-        return f"gold run {run_id}: {stats['mode']}, {stats['note']}, rejected {stats['rejected']}, {stats['seconds']} s"
-    target = f"target {stats['variance_target']:g}" if stats["variance_target"] is not None else f"fixed k {stats['fixed_k']}"
+def summary_line(result: GoldResult, run_id: str) -> str:
+    if result.note:
+        return f"gold run {run_id}: {result.mode}, {result.note}, rejected {result.rejected}, {result.seconds} s"
+    target = f"target {result.variance_target:g}" if result.variance_target is not None else f"fixed k {result.fixed_k}"
     return (
-        f"gold run {run_id}: {stats['mode']}, model {stats['model_version']}, k={stats['k']} of {stats['feature_dim']} "
-        f"features (variance {stats['variance_reached']:.4f}, {target}), gold rows {stats['gold_rows']} "
-        f"(written {stats['rows_written']}, rejected {stats['rejected']}), {stats['seconds']} s"
+        f"gold run {run_id}: {result.mode}, model {result.model_version}, k={result.k} of {result.feature_dim} "
+        f"features (variance {result.variance_reached:.4f}, {target}), gold rows {result.gold_rows} "
+        f"(written {result.rows_written}, rejected {result.rejected}), {result.seconds} s"
     )
 
 
@@ -367,12 +398,12 @@ def main(argv: list[str] | None = None) -> int:
         help="fit a new model on all of silver and rewrite gold with it in one commit (docs/gold.md: when to refit)",
     )
     args = parser.parse_args(argv)
-    code, stats = execute_stage(
+    code, result = execute_stage(
         STAGE, args, lambda spark, conf, run_id, audit: run(spark, conf, run_id, refit=args.refit, audit=audit),
         summary_line, input_errors=(GoldStateError, GoldInputError, pca.DecompositionError, exports.ExportError), context=lambda conf: {"refit": args.refit}, force=args.refit,
     )
-    if stats and stats.get("refit_reasons"):
-        print(f"gold: refit recommended ({'; '.join(stats['refit_reasons'])}): run python -m pipelines.gold --refit")
+    if isinstance(result, GoldResult) and result.refit_reasons:
+        print(f"gold: refit recommended ({'; '.join(result.refit_reasons)}): run python -m pipelines.gold --refit")
     return code
 
 

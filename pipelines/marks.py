@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from pyspark.sql import SparkSession
 
@@ -44,8 +45,16 @@ from pipelines.config import Conf, resolve_location
 from pipelines.layout import Layout
 
 USER_METADATA_KEY = "spark.databricks.delta.commitInfo.userMetadata"
-# Stats key of a run that skipped: the run id of the mark it matched.
-UNCHANGED_SINCE = "unchanged_since"
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """The result of a stage run that found its mark matching and did nothing (no table read)."""
+
+    unchanged_since: str | None  # run id of the complete run that wrote the matching mark
+    marked_at: str | None  # when that mark was written (UTC, ISO 8601, seconds)
+    seconds: float  # seconds spent listing the tables and comparing them with the mark
 
 
 @dataclass(frozen=True)
@@ -150,10 +159,10 @@ def write_mark(spark: SparkSession, conf: Conf, stage: str, run_id: str, state: 
 
 
 def run_unless_unchanged(
-    spark: SparkSession, conf: Conf, stage: str, run_id: str, run: Callable[[], dict], force: bool = False
-) -> dict:
-    """`run()`'s stats, or, when the lake, the conf and the input match the stage's mark, the stats
-    of a run that did nothing ({UNCHANGED_SINCE: the mark's run id, "seconds": ...}).
+    spark: SparkSession, conf: Conf, stage: str, run_id: str, run: Callable[[], Result], force: bool = False
+) -> Result | Unchanged:
+    """`run()`'s result, or, when the lake, the conf and the input match the stage's mark, the
+    Unchanged result of a run that did nothing (the mark's run id and time, the seconds compared).
 
     After a complete run the mark is rewritten (see state_after); `run` tags its commits with
     commit_tag while it runs.
@@ -164,13 +173,12 @@ def run_unless_unchanged(
     if listed and not force:
         mark = read_mark(spark, conf, stage)
         if mark is not None and mark["state"] == before.as_dict():
-            return {UNCHANGED_SINCE: mark.get("run_id"), "marked_at": mark.get("written_at"),
-                    "seconds": round(time.monotonic() - started, 1)}
+            return Unchanged(mark.get("run_id"), mark.get("written_at"), round(time.monotonic() - started, 1))
     tag = commit_tag(stage, run_id)
     previous = spark.conf.get(USER_METADATA_KEY, None)
     spark.conf.set(USER_METADATA_KEY, tag)
     try:
-        stats = run()
+        result = run()
     finally:
         if previous is None:
             spark.conf.unset(USER_METADATA_KEY)
@@ -178,17 +186,18 @@ def run_unless_unchanged(
             spark.conf.set(USER_METADATA_KEY, previous)
     if before is not None:
         write_mark(spark, conf, stage, run_id, state_after(spark, conf, stage, before, tag))
-    return stats
+    return result
 
 
-def unchanged(stats: dict) -> bool:
-    return UNCHANGED_SINCE in stats
+def unchanged(result: object) -> bool:
+    """True for the result of a run that skipped (its mark matched), False for a stage's own result."""
+    return isinstance(result, Unchanged)
 
 
-def summary_line(stage: str, stats: dict, run_id: str) -> str:
+def summary_line(stage: str, result: Unchanged, run_id: str) -> str:
     declared = stages.get(stage)
     inputs = ", ".join(declared.reads) + (", the input folder" if declared.upstream is None else "")
     return (
-        f"{stage} run {run_id}: nothing new since run {stats[UNCHANGED_SINCE]} ({stats['marked_at']}): {inputs} and "
-        f"the conf are as that run left them; nothing read or written, {stats['seconds']} s"
+        f"{stage} run {run_id}: nothing new since run {result.unchanged_since} ({result.marked_at}): {inputs} and "
+        f"the conf are as that run left them; nothing read or written, {result.seconds} s"
     )

@@ -71,6 +71,28 @@ FEATURE_RESULT = T.StructType(
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class SilverResult:
+    """What one silver run did and with which settings: its summary line and the bench read it."""
+
+    bronze_rows: int  # rows in bronze when the run read it
+    new: int  # bronze images with neither a silver row nor a silver quarantine row: this run's batch
+    already_present: int  # bronze images already featurized or quarantined by silver (bronze_rows - new)
+    featurized: int  # silver rows this run inserted
+    quarantined: int  # silver quarantine rows this run inserted (images that could not be decoded)
+    quarantine_reasons: dict[str, int]  # those quarantine rows per reason code
+    batch_size: int  # images per model call (silver.batch_size)
+    arrow_batch_rows: int  # rows per Arrow batch sent to the Python workers (silver.arrow_batch_rows)
+    partitions: int  # inference partitions (0: nothing new, no inference)
+    tf_threads: int  # TensorFlow (or TFLite) threads per Python worker
+    inference_seconds: float  # seconds of the one inference pass (0.0: nothing new)
+    images_per_s: float  # new images per inference second (0.0: nothing new)
+    weights: str | None  # "sha256 <12 hex> from <where the weights were loaded>" (None: model not loaded)
+    runtime: str  # the inference runtime (silver.runtime, with its quantization)
+    other_feature_models: list[str]  # model identities of silver rows written by other weights or runtimes
+    seconds: float  # the run's wall-clock seconds
+
+
 # ---------------------------------------------------------------- pure functions
 
 
@@ -251,7 +273,7 @@ def read_bronze(spark: SparkSession, conf: Conf) -> DataFrame:
     return bronze
 
 
-def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None = None) -> dict:
+def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None = None) -> SilverResult:
     started = time.monotonic()
     chosen = runtime(conf)
     bronze = read_bronze(spark, conf)
@@ -261,34 +283,34 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
     quarantine = layout.read_or_empty(spark, "quarantine")
     new_images = select_new_images(bronze, silver, quarantine)
     slots, task_cpus = task_slots(spark)
-    stats = {
-        "bronze_rows": bronze.count(),
-        "new": new_images.select("image_id").count(),
-        "featurized": 0, "quarantined": 0, "quarantine_reasons": {},
-        "batch_size": conf["silver.batch_size"], "arrow_batch_rows": conf["silver.arrow_batch_rows"],
-        "partitions": 0, "tf_threads": conf["silver.tf_threads"] or task_cpus,
-        "inference_seconds": 0.0, "images_per_s": 0.0, "weights": None,
-        "runtime": chosen.name, "other_feature_models": [],
-    }
-    stats["already_present"] = stats["bronze_rows"] - stats["new"]
-    if stats["new"]:
-        stats.update(_featurize_and_publish(spark, conf, run_id, new_images, slots, chosen, stats, audit))
-    stats["seconds"] = round(time.monotonic() - started, 1)
-    return stats
+    bronze_rows = bronze.count()
+    new = new_images.select("image_id").count()
+    result = SilverResult(
+        bronze_rows=bronze_rows, new=new, already_present=bronze_rows - new,
+        featurized=0, quarantined=0, quarantine_reasons={},
+        batch_size=conf["silver.batch_size"], arrow_batch_rows=conf["silver.arrow_batch_rows"],
+        partitions=0, tf_threads=conf["silver.tf_threads"] or task_cpus,
+        inference_seconds=0.0, images_per_s=0.0, weights=None,
+        runtime=chosen.name, other_feature_models=[], seconds=0.0,
+    )
+    if result.new:
+        result = _featurize_and_publish(spark, conf, run_id, new_images, slots, chosen, result, audit)
+    return dataclasses.replace(result, seconds=round(time.monotonic() - started, 1))
 
 
 def _featurize_and_publish(
     spark: SparkSession, conf: Conf, run_id: str, new_images: DataFrame, slots: int, chosen: runtimes.Runtime,
-    stats: dict, audit: lake.Audit | None,
-) -> dict:
+    result: SilverResult, audit: lake.Audit | None,
+) -> SilverResult:
+    """Featurize and publish the new images; `result` with what the inference did filled in."""
     batch_size = conf["silver.batch_size"]
-    partitions = inference_partitions(stats["new"], slots, conf["silver.partitions_per_slot"], batch_size)
+    partitions = inference_partitions(result.new, slots, conf["silver.partitions_per_slot"], batch_size)
     # Read ahead: the new images' bytes are read from bronze and spread over the inference
     # partitions while the driver loads the model, instead of at the start of the inference pass,
     # where the Python workers would wait for them. Submitted before the warm-up: its tasks come first.
     to_featurize = new_images.repartition(partitions).persist(StorageLevel.MEMORY_AND_DISK)
     read_ahead = in_background("silver-read-ahead", to_featurize.count)
-    warm_up = warm_up_workers(spark, min(slots, partitions), chosen.name, stats["tf_threads"])
+    warm_up = warm_up_workers(spark, min(slots, partitions), chosen.name, result.tf_threads)
     try:
         try:
             loaded = runtimes.load_driver_model(driver_weights_settings(spark, conf), chosen)
@@ -298,22 +320,22 @@ def _featurize_and_publish(
             raise
         read_ahead.result()
         warm_up.result()
-        return _infer_and_publish(spark, conf, run_id, to_featurize, partitions, loaded, chosen, stats, audit)
+        return _infer_and_publish(spark, conf, run_id, to_featurize, partitions, loaded, chosen, result, audit)
     finally:
         to_featurize.unpersist()
 
 
 def _infer_and_publish(
     spark: SparkSession, conf: Conf, run_id: str, to_featurize: DataFrame, partitions: int,
-    loaded: runtimes.DriverModel, chosen: runtimes.Runtime, stats: dict, audit: lake.Audit | None,
-) -> dict:
+    loaded: runtimes.DriverModel, chosen: runtimes.Runtime, result: SilverResult, audit: lake.Audit | None,
+) -> SilverResult:
     """The inference pass over the read-ahead images, then write-audit-publish of silver and its quarantine."""
     batch_size = conf["silver.batch_size"]
     existing = Layout.from_conf(conf).read(spark, "silver")
     other_models = feature_models(existing) if existing is not None else set()
     other_models.discard(runtimes.model_identity(loaded.weights_sha256, chosen.name))
     broadcast_payload = spark.sparkContext.broadcast(loaded.payload)
-    feature_udf = make_feature_udf(broadcast_payload, loaded.weights_sha256, chosen.name, batch_size, stats["tf_threads"])
+    feature_udf = make_feature_udf(broadcast_payload, loaded.weights_sha256, chosen.name, batch_size, result.tf_threads)
     featurized = with_features(to_featurize, feature_udf).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         with arrow_batch_rows(spark, conf["silver.arrow_batch_rows"]):
@@ -340,32 +362,33 @@ def _infer_and_publish(
     finally:
         featurized.unpersist()
         broadcast_payload.destroy()
-    return {
-        "featurized": results["silver"].inserted_rows,
-        "quarantined": results["quarantine"].inserted_rows,
-        "quarantine_reasons": {r["code"]: r["count"] for r in reasons},
-        "partitions": partitions,
-        "inference_seconds": round(inference_seconds, 1),
-        "images_per_s": round(stats["new"] / inference_seconds, 1) if inference_seconds else 0.0,
-        "weights": f"sha256 {loaded.weights_sha256[:12]} from {loaded.source}",
-        "other_feature_models": sorted(other_models),
-    }
-
-
-def summary_line(stats: dict, run_id: str) -> str:
-    reasons = ", ".join(f"{k}={v}" for k, v in sorted(stats["quarantine_reasons"].items())) or "none"
-    line = (
-        f"silver run {run_id}: bronze rows {stats['bronze_rows']}, new {stats['new']}, "
-        f"featurized {stats['featurized']}, quarantined {stats['quarantined']} ({reasons}), "
-        f"already present {stats['already_present']}"
+    return dataclasses.replace(
+        result,
+        featurized=results["silver"].inserted_rows,
+        quarantined=results["quarantine"].inserted_rows,
+        quarantine_reasons={r["code"]: r["count"] for r in reasons},
+        partitions=partitions,
+        inference_seconds=round(inference_seconds, 1),
+        images_per_s=round(result.new / inference_seconds, 1) if inference_seconds else 0.0,
+        weights=f"sha256 {loaded.weights_sha256[:12]} from {loaded.source}",
+        other_feature_models=sorted(other_models),
     )
-    if not stats["new"]:
-        return f"{line}; nothing to featurize (model not loaded), {stats['seconds']} s"
+
+
+def summary_line(result: SilverResult, run_id: str) -> str:
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(result.quarantine_reasons.items())) or "none"
+    line = (
+        f"silver run {run_id}: bronze rows {result.bronze_rows}, new {result.new}, "
+        f"featurized {result.featurized}, quarantined {result.quarantined} ({reasons}), "
+        f"already present {result.already_present}"
+    )
+    if not result.new:
+        return f"{line}; nothing to featurize (model not loaded), {result.seconds} s"
     return (
-        f"{line}; {stats['images_per_s']} images/s ({stats['inference_seconds']} s inference), "
-        f"{stats['seconds']} s total; batch {stats['batch_size']}, Arrow batch {stats['arrow_batch_rows']} rows, "
-        f"{stats['partitions']} partitions, {stats['tf_threads']} TF thread(s) per worker; runtime {stats['runtime']}; "
-        f"weights {stats['weights']}{mixed_models_note(stats['other_feature_models'])}"
+        f"{line}; {result.images_per_s} images/s ({result.inference_seconds} s inference), "
+        f"{result.seconds} s total; batch {result.batch_size}, Arrow batch {result.arrow_batch_rows} rows, "
+        f"{result.partitions} partitions, {result.tf_threads} TF thread(s) per worker; runtime {result.runtime}; "
+        f"weights {result.weights}{mixed_models_note(result.other_feature_models)}"
     )
 
 

@@ -58,7 +58,7 @@ def test_a_stage_runs_again_only_when_what_it_reads_changed(spark, silver_lake):
     stage, conf = Stage(), silver_lake
     assert marks.run_unless_unchanged(spark, conf, "silver", "r1", stage) == {"runs": 1}
     skipped = marks.run_unless_unchanged(spark, conf, "silver", "r2", stage)
-    assert stage.runs == 1 and marks.unchanged(skipped) and skipped[marks.UNCHANGED_SINCE] == "r1"
+    assert stage.runs == 1 and marks.unchanged(skipped) and skipped.unchanged_since == "r1"
     assert "silver run r2: nothing new since run r1" in marks.summary_line("silver", skipped, "r2")
 
     append(spark, conf, "gold", "not read by silver")

@@ -54,10 +54,10 @@ def test_bronze_ingests_rejects_and_reconciles(spark, make_conf, messy_input):
 
     rows = {r.path: r for r in read(spark, conf, "bronze").collect()}
     rejected = {r.path: r.reason for r in read(spark, conf, "quarantine").collect()}
-    assert stats["files_seen"] == 28 and stats["ignored_not_image"] == 1
-    assert stats["new_rows"] == len(rows) == 22  # 20 real + alpha PNG + grey JPEG
-    assert stats["rejected"] == len(rejected) == 5
-    assert stats["new_rows"] + stats["rejected"] + stats["ignored_not_image"] == stats["files_seen"]
+    assert stats.files_seen == 28 and stats.ignored_not_image == 1
+    assert stats.new_rows == len(rows) == 22  # 20 real + alpha PNG + grey JPEG
+    assert stats.rejected == len(rejected) == 5
+    assert stats.new_rows + stats.rejected + stats.ignored_not_image == stats.files_seen
     assert {p: r.split(":")[0] for p, r in rejected.items()} == {
         "Training/Odd Fruit/empty.jpg": "empty_file",
         "Training/Odd Fruit/truncated.jpg": "malformed_jpeg",
@@ -89,8 +89,8 @@ def test_rerun_adds_nothing_and_new_files_add_only_their_rows(spark, make_conf, 
         shutil.copy2(src, target)
     more = bronze.run(spark, conf, "run-3")
 
-    assert (first["new_rows"], again["new_rows"], again["already_present"]) == (30, 0, 30)
-    assert (more["new_rows"], more["already_present"], more["rejected"]) == (10, 30, 0)
+    assert (first.new_rows, again.new_rows, again.already_present) == (30, 0, 30)
+    assert (more.new_rows, more.already_present, more.rejected) == (10, 30, 0)
     table = read(spark, conf, "bronze")
     assert table.count() == 40 and table.select("path").distinct().count() == 40
     assert {r.run_id for r in table.where("split = 'Test'").collect()} == {"run-3"}
@@ -109,10 +109,10 @@ def test_file_rewritten_in_place_is_quarantined_not_ignored(spark, make_conf, tm
     stats = bronze.run(spark, conf, "run-2")
     third = bronze.run(spark, conf, "run-3")
 
-    assert stats["new_rows"] == 0 and stats["rejected"] == 1
+    assert stats.new_rows == 0 and stats.rejected == 1
     reason = read(spark, conf, "quarantine").where("run_id = 'run-2'").first().reason
     assert reason.startswith("changed_since_ingest")
-    assert third["new_files"] == 0
+    assert third.new_files == 0
 
 
 def test_missing_input_folder_is_a_clear_error(spark, make_conf, tmp_path):
@@ -133,7 +133,7 @@ def test_failed_audit_publishes_nothing(spark, make_conf, tmp_path):
     with pytest.raises(RuntimeError, match="gate failed"):
         bronze.run(spark, conf, "run-1", audit=refuse)
     assert Layout.from_conf(conf).read(spark, "bronze") is None
-    assert bronze.run(spark, conf, "run-2")["new_rows"] == 1
+    assert bronze.run(spark, conf, "run-2").new_rows == 1
 
 
 def test_main_under_spark_submit_prints_one_line_summary(tmp_path, sample):

@@ -102,12 +102,12 @@ def test_first_run_fits_and_reports_k_variance_and_target(fitted):
     ratios, _, _ = numpy_pca(features)
     expected_k = int(np.argmax(np.cumsum(ratios) >= 0.95)) + 1
     assert expected_k == 3  # the fixture's structure: scales 8, 4, 2, 1 on four directions
-    assert stats["mode"] == "fit"
-    assert (stats["k"], stats["k_fitted"], stats["feature_dim"], stats["fit_rows"]) == (expected_k, DIM, DIM, ROWS)
-    assert stats["variance_target"] == 0.95 and stats["fixed_k"] is None
-    assert stats["variance_reached"] == pytest.approx(np.cumsum(ratios)[expected_k - 1], rel=1e-6)
-    assert (stats["rows_written"], stats["gold_rows"], stats["rejected"]) == (ROWS, ROWS, 0)
-    assert stats["refit_reasons"] == []
+    assert stats.mode == "fit"
+    assert (stats.k, stats.k_fitted, stats.feature_dim, stats.fit_rows) == (expected_k, DIM, DIM, ROWS)
+    assert stats.variance_target == 0.95 and stats.fixed_k is None
+    assert stats.variance_reached == pytest.approx(np.cumsum(ratios)[expected_k - 1], rel=1e-6)
+    assert (stats.rows_written, stats.gold_rows, stats.rejected) == (ROWS, ROWS, 0)
+    assert stats.refit_reasons == []
     line = gold.summary_line(stats, "fit-run")
     assert f"k={expected_k} of {DIM} features" in line and "target 0.95" in line and "gold rows 48" in line
 
@@ -117,7 +117,7 @@ def test_explained_variance_equals_numpy_svd(spark, fitted):
     ratios, _, _ = numpy_pca(features)
     variance = (
         spark.read.format("delta").load(Layout.from_conf(conf).location("gold_variance"))
-        .where(F.col("model_version") == stats["model_version"]).orderBy("component").toPandas()
+        .where(F.col("model_version") == stats.model_version).orderBy("component").toPandas()
     )
     assert variance["component"].tolist() == list(range(1, DIM + 1))
     np.testing.assert_allclose(variance["explained_variance_ratio"], ratios, rtol=1e-6)
@@ -130,32 +130,32 @@ def test_gold_holds_centered_component_scores_equal_to_numpy_up_to_sign(spark, f
     matrix = gold_matrix(spark, conf)
     assert matrix.columns.tolist() == ["image_id", "label", "split", "pca", "model_version", "run_id"]
     assert matrix["image_id"].tolist() == [f"img{i:05d}" for i in range(ROWS)]
-    assert set(matrix["model_version"]) == {stats["model_version"]} and set(matrix["run_id"]) == {"fit-run"}
+    assert set(matrix["model_version"]) == {stats.model_version} and set(matrix["run_id"]) == {"fit-run"}
     pca = np.stack(matrix["pca"].to_numpy())
-    assert pca.shape == (ROWS, stats["k"])
-    assert_equal_up_to_sign(pca, scores[:, : stats["k"]])
+    assert pca.shape == (ROWS, stats.k)
+    assert_equal_up_to_sign(pca, scores[:, : stats.k])
     np.testing.assert_allclose(pca.mean(axis=0), 0.0, atol=1e-9)  # centered, unlike Spark's bare PCA
 
 
 def test_model_is_saved_under_the_lake_and_registered(spark, fitted):
     conf, _, stats = fitted
-    model = PipelineModel.load(Layout.from_conf(conf).pca_model(stats["model_version"]))
+    model = PipelineModel.load(Layout.from_conf(conf).pca_model(stats.model_version))
     scaler, pca, slicer = model.stages
     assert isinstance(scaler, StandardScalerModel) and scaler.getWithMean() and not scaler.getWithStd()
     assert isinstance(pca, PCAModel) and pca.pc.numRows == DIM and pca.pc.numCols == DIM
-    assert isinstance(slicer, VectorSlicer) and slicer.getIndices() == list(range(stats["k"]))
+    assert isinstance(slicer, VectorSlicer) and slicer.getIndices() == list(range(stats.k))
     [record] = spark.read.format("delta").load(Layout.from_conf(conf).location("pca_registry")).collect()
-    assert record["model_version"] == stats["model_version"]
-    assert (record["fit_rows"], record["k"], record["feature_dim"]) == (ROWS, stats["k"], DIM)
+    assert record["model_version"] == stats.model_version
+    assert (record["fit_rows"], record["k"], record["feature_dim"]) == (ROWS, stats.k, DIM)
     assert sorted(record["fit_labels"]) == sorted(LABELS)
 
 
 def test_csv_export_is_one_part_of_the_fit_that_parses_back_to_the_gold_matrix(spark, fitted):
     conf, _, stats = fitted
-    k = stats["k"]
-    assert stats["exports"]["written"] == [f"{stats['model_version']}/fit-run"]
+    k = stats.k
+    assert stats.exports["written"] == [f"{stats.model_version}/fit-run"]
     [(key, part)] = csv_parts(conf).items()
-    assert key == (stats["model_version"], "fit-run")
+    assert key == (stats.model_version, "fit-run")
     assert part.read_text().splitlines()[0] == ",".join(["image_id", "label", "split", "path", *[f"pc_{i}" for i in range(1, k + 1)]])
     exported = pd.read_csv(part, dtype={"label": str})
     assert 'Lemon, "Meyer"' in set(exported["label"])
@@ -166,20 +166,20 @@ def test_csv_export_is_one_part_of_the_fit_that_parses_back_to_the_gold_matrix(s
 def test_parquet_export_is_read_whole_by_spark_and_pandas(spark, fitted):
     conf, _, stats = fitted
     by_spark, _ = read_exports(spark, conf)
-    by_pandas = pd.read_parquet(stats["exports"]["parquet"]).sort_values("image_id").reset_index(drop=True)
+    by_pandas = pd.read_parquet(stats.exports["parquet"]).sort_values("image_id").reset_index(drop=True)
     assert by_pandas["image_id"].tolist() == by_spark["image_id"].tolist()
-    assert set(by_pandas["model_version"].astype(str)) == {stats["model_version"]}
+    assert set(by_pandas["model_version"].astype(str)) == {stats.model_version}
     assert set(by_pandas["run_id"].astype(str)) == {"fit-run"}
 
 
 def test_plots_are_written_beside_the_reports(fitted):
     conf, _, stats = fitted
     reports = Layout.from_conf(conf).reports("gold", "fit-run")
-    assert stats["plots"] == {
+    assert stats.plots == {
         "variance": f"{reports}/cumulative_variance.png",
         "scatter": f"{reports}/pc1_pc2_scatter.png",
     }
-    for path in stats["plots"].values():
+    for path in stats.plots.values():
         with open(path, "rb") as png:
             assert png.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -191,7 +191,7 @@ def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark,
     fit = gold.run(spark, conf, "run-1")
     gold_location = Layout.from_conf(conf).location("gold")
     _, _, components = numpy_pca(first)
-    signs = assert_equal_up_to_sign(np.stack(gold_matrix(spark, conf)["pca"]), numpy_pca(first)[1][:, : fit["k"]])
+    signs = assert_equal_up_to_sign(np.stack(gold_matrix(spark, conf)["pca"]), numpy_pca(first)[1][:, : fit.k])
 
     # New images (same structure) plus one of each kind of bad row.
     new = low_rank_features(10, DIM, RANK, seed=8)
@@ -203,77 +203,77 @@ def test_incremental_runs_project_new_rows_then_refit_rewrites_everything(spark,
     with pytest.raises(lake.InjectedFault):
         gold.run(spark, conf, "run-2")
     monkeypatch.delenv(lake.FAULT_AFTER_PUBLISH_ENV)
-    assert set(csv_parts(conf)) == {(fit["model_version"], "run-1")}
+    assert set(csv_parts(conf)) == {(fit.model_version, "run-1")}
     second = gold.run(spark, conf, "run-2")
-    assert second["mode"] == "incremental" and second["model_version"] == fit["model_version"]
-    assert (second["rows_written"], second["rejected"], second["gold_rows"]) == (10, 3, ROWS + 10)
+    assert second.mode == "incremental" and second.model_version == fit.model_version
+    assert (second.rows_written, second.rejected, second.gold_rows) == (10, 3, ROWS + 10)
     matrix = gold_matrix(spark, conf)
-    assert set(matrix["model_version"]) == {fit["model_version"]}
+    assert set(matrix["model_version"]) == {fit.model_version}
     projected = np.stack(matrix[matrix["run_id"] == "run-2"]["pca"])
-    expected = (new.astype(np.float64) - first.astype(np.float64).mean(axis=0)) @ components[:, : fit["k"]]
+    expected = (new.astype(np.float64) - first.astype(np.float64).mean(axis=0)) @ components[:, : fit.k]
     np.testing.assert_allclose(projected * signs, expected, rtol=1e-7, atol=1e-9)
     quarantine = spark.read.format("delta").load(Layout.from_conf(conf).location("quarantine")).toPandas()
     assert sorted(quarantine["reason"].str.split(":").str[0]) == ["no_features", "non_finite", "wrong_dimension"]
     assert set(quarantine["stage"]) == {"gold"}
 
     # The increment added one export part, its own rows; the fit's part and the plots stayed as they were.
-    assert second["exports"]["written"] == [f"{fit['model_version']}/run-2"] and second["exports"]["removed"] == []
-    assert set(csv_parts(conf)) == {(fit["model_version"], "run-1"), (fit["model_version"], "run-2")}
-    assert len(pd.read_csv(csv_parts(conf)[(fit["model_version"], "run-2")])) == 10
-    assert second["plots"] == fit["plots"]
-    assert_exports_equal_gold(spark, conf, fit["k"])
+    assert second.exports["written"] == [f"{fit.model_version}/run-2"] and second.exports["removed"] == []
+    assert set(csv_parts(conf)) == {(fit.model_version, "run-1"), (fit.model_version, "run-2")}
+    assert len(pd.read_csv(csv_parts(conf)[(fit.model_version, "run-2")])) == 10
+    assert second.plots == fit.plots
+    assert_exports_equal_gold(spark, conf, fit.k)
 
     # A run killed after its gold commit, in the middle of its export (the Parquet part without its
     # _SUCCESS, no CSV file), with files of the old whole-matrix layout beside: the next run, which
     # has nothing new, completes the part, deletes the old files and leaves the other part alone.
     roots = exports.roots(conf)
-    crashed = {kind: exports.part_folder(root, fit["model_version"], "run-2") for kind, root in roots.items()}
+    crashed = {kind: exports.part_folder(root, fit.model_version, "run-2") for kind, root in roots.items()}
     os.remove(f"{crashed['parquet']}/_SUCCESS")
     os.remove(f"{crashed['csv']}/{conf['gold.export_csv_name']}")
     Path(roots["csv"], conf["gold.export_csv_name"]).write_text("image_id\nold\n")
     Path(roots["parquet"], "part-00000-old.parquet").write_bytes(b"old")
-    untouched = files_and_times(exports.part_folder(roots["parquet"], fit["model_version"], "run-1"))
+    untouched = files_and_times(exports.part_folder(roots["parquet"], fit.model_version, "run-1"))
     resumed = gold.run(spark, conf, "run-2b")
-    assert resumed["rows_written"] == 0 and resumed["exports"]["written"] == [f"{fit['model_version']}/run-2"]
-    assert sorted(Path(p).name for p in resumed["exports"]["removed"]) == [conf["gold.export_csv_name"], "part-00000-old.parquet"]
-    assert files_and_times(exports.part_folder(roots["parquet"], fit["model_version"], "run-1")) == untouched
-    assert_exports_equal_gold(spark, conf, fit["k"])
+    assert resumed.rows_written == 0 and resumed.exports["written"] == [f"{fit.model_version}/run-2"]
+    assert sorted(Path(p).name for p in resumed.exports["removed"]) == [conf["gold.export_csv_name"], "part-00000-old.parquet"]
+    assert files_and_times(exports.part_folder(roots["parquet"], fit.model_version, "run-1")) == untouched
+    assert_exports_equal_gold(spark, conf, fit.k)
 
     # A rerun with nothing new commits nothing and writes nothing: no table, export or plot changes.
     versions = {t: table_version(spark, Layout.from_conf(conf).location(t)) for t in ("gold", "quarantine", "gold_variance")}
     written = files_and_times(*roots.values(), Layout.from_conf(conf).reports("gold"))
     third = gold.run(spark, conf, "run-3")
-    assert (third["rows_written"], third["rejected"], third["gold_rows"]) == (0, 0, ROWS + 10)
+    assert (third.rows_written, third.rejected, third.gold_rows) == (0, 0, ROWS + 10)
     assert {t: table_version(spark, Layout.from_conf(conf).location(t)) for t in versions} == versions
-    assert (third["exports"]["written"], third["exports"]["removed"]) == ([], [])
+    assert (third.exports["written"], third.exports["removed"]) == ([], [])
     assert files_and_times(*roots.values(), Layout.from_conf(conf).reports("gold")) == written
 
     # Rows projected since the fit (10 of 48) exceed refit_fraction=0.1: a refit is recommended...
     recommended = gold.run(spark, conf.with_overrides(["gold.refit_fraction=0.1"]), "run-4")
-    assert len(recommended["refit_reasons"]) == 1 and "10 rows projected" in recommended["refit_reasons"][0]
+    assert len(recommended.refit_reasons) == 1 and "10 rows projected" in recommended.refit_reasons[0]
 
     # ... and --refit fits all valid rows, rewriting gold in one commit with a new version.
     before = table_version(spark, gold_location)
     refit = gold.run(spark, conf, "run-5", refit=True)
-    assert refit["mode"] == "refit" and refit["model_version"] != fit["model_version"]
-    assert (refit["fit_rows"], refit["rows_written"], refit["gold_rows"], refit["rejected"]) == (ROWS + 10, ROWS + 10, ROWS + 10, 0)
+    assert refit.mode == "refit" and refit.model_version != fit.model_version
+    assert (refit.fit_rows, refit.rows_written, refit.gold_rows, refit.rejected) == (ROWS + 10, ROWS + 10, ROWS + 10, 0)
     assert table_version(spark, gold_location) == before + 1
     last = DeltaTable.forPath(spark, gold_location).history(1).first()
     assert last["operation"] == "WRITE" and last["operationParameters"]["mode"] == "Overwrite"
     matrix = gold_matrix(spark, conf)
-    assert set(matrix["model_version"]) == {refit["model_version"]} and set(matrix["run_id"]) == {"run-5"}
+    assert set(matrix["model_version"]) == {refit.model_version} and set(matrix["run_id"]) == {"run-5"}
     everything = np.concatenate([first, new])
-    assert_equal_up_to_sign(np.stack(matrix["pca"]), numpy_pca(everything)[1][:, : refit["k"]])
+    assert_equal_up_to_sign(np.stack(matrix["pca"]), numpy_pca(everything)[1][:, : refit.k])
     # The refit's exports: one part of the new version, the old version's folders gone; new plots.
-    assert set(csv_parts(conf)) == {(refit["model_version"], "run-5")}
-    assert [Path(p).name for p in refit["exports"]["removed"]] == [f"model_version={fit['model_version']}"] * 2
-    assert_exports_equal_gold(spark, conf, refit["k"])
-    assert refit["plots"]["variance"].endswith("/gold/run-5/cumulative_variance.png")
+    assert set(csv_parts(conf)) == {(refit.model_version, "run-5")}
+    assert [Path(p).name for p in refit.exports["removed"]] == [f"model_version={fit.model_version}"] * 2
+    assert_exports_equal_gold(spark, conf, refit.k)
+    assert refit.plots["variance"].endswith("/gold/run-5/cumulative_variance.png")
     registry = spark.read.format("delta").load(Layout.from_conf(conf).location("pca_registry"))
-    assert sorted(r["model_version"] for r in registry.collect()) == sorted([fit["model_version"], refit["model_version"]])
+    assert sorted(r["model_version"] for r in registry.collect()) == sorted([fit.model_version, refit.model_version])
 
     # A gold table whose model folder is gone is refused with the way out, not silently refitted.
-    shutil.rmtree(Layout.from_conf(conf).pca_model(refit["model_version"]))
+    shutil.rmtree(Layout.from_conf(conf).pca_model(refit.model_version))
     with pytest.raises(gold_model.GoldStateError, match="--refit"):
         gold.run(spark, conf, "run-6")
 
@@ -310,10 +310,10 @@ def test_the_audit_sees_every_staged_table_of_the_fit_and_a_failure_publishes_no
 
     audited = []
     stats = gold.run(spark, conf, "gated-again", audit=lambda staged: audited.append(staged.batch.count()))
-    assert audited == [ROWS] and (stats["gold_rows"], stats["rejected"]) == (ROWS, 1)
-    assert [r["model_version"] for r in Layout.from_conf(conf).read(spark, "pca_registry").collect()] == [stats["model_version"]]
+    assert audited == [ROWS] and (stats.gold_rows, stats.rejected) == (ROWS, 1)
+    assert [r["model_version"] for r in Layout.from_conf(conf).read(spark, "pca_registry").collect()] == [stats.model_version]
     variance = Layout.from_conf(conf).read(spark, "gold_variance")
-    assert {r[0] for r in variance.select("model_version").distinct().collect()} == {stats["model_version"]}
+    assert {r[0] for r in variance.select("model_version").distinct().collect()} == {stats.model_version}
 
 
 def test_a_fit_killed_between_its_commits_never_leaves_gold_rows_without_their_model(spark, silver_lake, monkeypatch):
@@ -344,15 +344,15 @@ def test_a_fit_killed_between_its_commits_never_leaves_gold_rows_without_their_m
 
     monkeypatch.delenv(lake.FAULT_AFTER_PUBLISH_ENV)
     stats = gold.run(spark, conf, "after-kills")
-    assert (stats["mode"], stats["model_version"], stats["rows_written"], stats["rejected"]) == ("incremental", version, 0, 1)
+    assert (stats.mode, stats.model_version, stats.rows_written, stats.rejected) == ("incremental", version, 0, 1)
 
 
 def test_fixed_k_and_standardized_features(spark, silver_lake):
     conf, features = silver_lake("gold.k=2", "gold.standardize=true")
     stats = gold.run(spark, conf, "fixed")
     ratios, scores, _ = numpy_pca(features, standardize=True)
-    assert (stats["k"], stats["k_fitted"], stats["fixed_k"], stats["variance_target"]) == (2, 2, 2, None)
-    assert stats["variance_reached"] == pytest.approx(ratios[:2].sum(), rel=1e-6)
+    assert (stats.k, stats.k_fitted, stats.fixed_k, stats.variance_target) == (2, 2, 2, None)
+    assert stats.variance_reached == pytest.approx(ratios[:2].sum(), rel=1e-6)
     assert "fixed k 2" in gold.summary_line(stats, "fixed")
     assert_equal_up_to_sign(np.stack(gold_matrix(spark, conf)["pca"]), scores[:, :2])
 
@@ -361,8 +361,8 @@ def test_max_k_caps_the_fit_and_k_when_the_target_is_out_of_reach(spark, silver_
     conf, features = silver_lake("gold.max_k=2")
     stats = gold.run(spark, conf, "capped")
     ratios, _, _ = numpy_pca(features)
-    assert (stats["k"], stats["k_fitted"]) == (2, 2)
-    assert stats["variance_reached"] == pytest.approx(ratios[:2].sum(), rel=1e-6) and stats["variance_reached"] < 0.95
+    assert (stats.k, stats.k_fitted) == (2, 2)
+    assert stats.variance_reached == pytest.approx(ratios[:2].sum(), rel=1e-6) and stats.variance_reached < 0.95
 
 
 def test_fixed_k_above_the_feature_count_names_the_setting(spark, silver_lake):
@@ -375,7 +375,7 @@ def test_fewer_than_two_valid_rows_fit_nothing_and_quarantine_the_rest(spark, ma
     conf = make_conf(None)
     append_silver(spark, conf, silver_records([np.ones(4, np.float32), None]))
     stats = gold.run(spark, conf, "tiny")
-    assert stats["k"] is None and stats["gold_rows"] == 0 and stats["rejected"] == 1
+    assert stats.k is None and stats.gold_rows == 0 and stats.rejected == 1
     assert "not fitted" in gold.summary_line(stats, "tiny")
     assert Layout.from_conf(conf).read(spark, "gold") is None
 

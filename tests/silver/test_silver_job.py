@@ -94,7 +94,7 @@ def test_spark_features_equal_single_process_keras_predict(spark, make_conf, tmp
     )
     bronze.run(spark, conf, "bronze-1")
     stats = silver.run(spark, conf, "silver-1")
-    assert (stats["new"], stats["featurized"], stats["quarantined"]) == (20, 20, 0)
+    assert (stats.new, stats.featurized, stats.quarantined) == (20, 20, 0)
 
     rows = _silver_table(spark, conf).join(
         spark.read.format("delta").load(Layout.from_conf(conf).location("bronze")).select("image_id", "path"), "image_id"
@@ -121,10 +121,10 @@ def test_spark_features_equal_single_process_keras_predict(spark, make_conf, tmp
     assert np.abs(spark_features - expected).max() < 1e-4
     assert {r.model_weights_sha256 for r in rows} == {features.weights_sha256(model.get_weights())}
     assert {r.model_name for r in rows} == {features.MODEL_NAME}
-    assert stats["runtime"] == conf["silver.runtime"] and {r.model_runtime for r in rows} == {conf["silver.runtime"]}
+    assert stats.runtime == conf["silver.runtime"] and {r.model_runtime for r in rows} == {conf["silver.runtime"]}
 
     again = silver.run(spark, conf, "silver-2")
-    assert (again["new"], again["featurized"], again["weights"]) == (0, 0, None)
+    assert (again.new, again.featurized, again.weights) == (0, 0, None)
     assert _silver_table(spark, conf).count() == 20
 
 
@@ -169,8 +169,8 @@ def odd_lake(spark, make_conf, tmp_path, sample):
 def test_odd_images_get_features_and_bad_ones_are_quarantined(spark, odd_lake):
     conf, odd_ids = odd_lake
     stats = silver.run(spark, conf, "silver-1")
-    assert (stats["bronze_rows"], stats["new"], stats["featurized"], stats["quarantined"]) == (11, 11, 7, 4)
-    assert stats["quarantine_reasons"] == {"empty_content": 2, "undecodable": 2}
+    assert (stats.bronze_rows, stats.new, stats.featurized, stats.quarantined) == (11, 11, 7, 4)
+    assert stats.quarantine_reasons == {"empty_content": 2, "undecodable": 2}
 
     featurized = {r.image_id: r.features for r in _silver_table(spark, conf).collect()}
     for name, image_id in odd_ids.items():
@@ -186,5 +186,5 @@ def test_odd_images_get_features_and_bad_ones_are_quarantined(spark, odd_lake):
     assert bronze_count == _silver_table(spark, conf).count() + _silver_quarantine(spark, conf).count()
 
     again = silver.run(spark, conf, "silver-2")
-    assert (again["new"], again["featurized"], again["quarantined"]) == (0, 0, 0)
+    assert (again.new, again.featurized, again.quarantined) == (0, 0, 0)
     assert (_silver_table(spark, conf).count(), _silver_quarantine(spark, conf).count()) == (7, 4)

@@ -143,10 +143,10 @@ def test_a_silver_table_from_before_the_runtime_column_gets_it_and_its_rows_coun
     stats = silver.run(spark, conf, "silver-1")
 
     table = spark.read.format("delta").load(location)
-    assert (stats["new"], stats["featurized"], stats["runtime"]) == (1, 1, "keras")
+    assert (stats.new, stats.featurized, stats.runtime) == (1, 1, "keras")
     assert {r.image_id: r.model_runtime for r in table.collect()} == {done: None, new: "keras"}
     new_sha = table.where(F.col("image_id") == new).first().model_weights_sha256
     assert silver.feature_models(table) == {"a" * 64, new_sha}  # null runtime: Keras, bare sha256
-    assert stats["other_feature_models"] == ["a" * 64]
+    assert stats.other_feature_models == ["a" * 64]
     assert "NOTE: silver also holds features of 1 other feature model(s) (aaaaaaaaaaaa)" in silver.summary_line(stats, "r")
     assert silver.record_runtime_column(spark, location) is False  # added once
