@@ -33,6 +33,8 @@ def run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+# make test-long: a second JVM (the spark-sql shell), ~50 s; registration and the analysts' queries stay in make test.
+@pytest.mark.long
 def test_tables_registered_by_the_sql_command_persist_for_the_spark_sql_shell(spark, make_conf, tmp_path):
     conf = make_conf(None)
     write_tiny_lake(spark, conf)

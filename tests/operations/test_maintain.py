@@ -45,6 +45,8 @@ def small_lake(spark, make_conf, tmp_path):
     return conf
 
 
+# make test-long: ~30 s of OPTIMIZE over 50 small commits; make test keeps retention (erasure, VACUUM), bench.maintenance measures OPTIMIZE.
+@pytest.mark.long
 def test_optimize_compacts_the_small_files_and_keeps_the_rows(spark, small_lake):
     location = Layout.from_conf(small_lake).location("silver")
     before = sorted(r["image_id"] for r in spark.read.format("delta").load(location).collect())
