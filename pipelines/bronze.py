@@ -401,11 +401,12 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
         # inspection of each file, instead of one each.
         outcomes = assign_outcomes(inspected, bronze.select("image_id", "path", "orientation")).persist(StorageLevel.MEMORY_AND_DISK)
         try:
+            none_rejected = outcomes.where(F.col("reason").isNotNull()).isEmpty()
             results = lake.write_audit_publish(
                 spark, conf, STAGE, run_id,
                 {  # the rejections first, bronze last (lake.write_audit_publish: order)
-                    "quarantine": (quarantine_rows(outcomes, run_id), QUARANTINE_KEYS),
-                    "bronze": (bronze_rows(outcomes, run_id), ("image_id",)),
+                    "quarantine": lake.Batch(quarantine_rows(outcomes, run_id), QUARANTINE_KEYS, empty=none_rejected),
+                    "bronze": lake.Batch(bronze_rows(outcomes, run_id), ("image_id",)),
                 },
                 audit=audit,
             )

@@ -382,7 +382,7 @@ def _score_new_rows(
     model = LogisticRegressionModel.load(f"{Layout.from_conf(conf).classifier_model(metrics['model_version'])}/spark")
     labels = list(metrics["labels"])
     scored = scored_rows(model.transform(with_label_index(new, labels)), labels, metrics["model_version"], metrics["gold_model_version"], run_id)
-    results = lake.write_audit_publish(spark, conf, STAGE, run_id, {STAGE: (scored, ("image_id",))}, audit=audit)
+    results = lake.write_audit_publish(spark, conf, STAGE, run_id, {STAGE: lake.Batch(scored, ("image_id",))}, audit=audit)
     return results[STAGE].inserted_rows
 
 

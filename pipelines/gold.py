@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
+from pyspark import StorageLevel
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -295,7 +296,7 @@ def _fit_and_replace(
         except GoldInputError:
             checked.unpersist()
             raise
-    batches: list[tuple[str, lake.Batch]] = []
+    batches: dict[str, lake.Batch] = {}
     model = None
     if fitted is not None:
         pipeline, k, k_fitted = fitted
@@ -313,14 +314,14 @@ def _fit_and_replace(
             "fit_labels": sorted(summary["labels"]), "fit_feature_models": sorted(summary["feature_models"]),
         }
         # Declared in publish order: what the gold rows name first, gold, then its rejections.
-        batches += [
-            ("pca_registry", lake.Batch(spark.createDataFrame([record], REGISTRY_SCHEMA), ("model_version",))),
-            ("gold_variance", lake.Batch(spark.createDataFrame(variance_records(explained, version), VARIANCE_SCHEMA), VARIANCE_KEYS)),
-            ("gold", lake.Batch(gold_rows(pipeline.transform(vectors), version, run_id), replace=True)),
-        ]
+        batches.update(
+            pca_registry=lake.Batch(spark.createDataFrame([record], REGISTRY_SCHEMA), ("model_version",)),
+            gold_variance=lake.Batch(spark.createDataFrame(variance_records(explained, version), VARIANCE_SCHEMA), VARIANCE_KEYS),
+            gold=lake.Batch(gold_rows(pipeline.transform(vectors), version, run_id), replace=True),
+        )
         model = GoldModel(version, layout.pca_model(version), record, fitted=pipeline)
     if summary["rejected"]:
-        batches.append(("quarantine", lake.Batch(quarantine_rows(checked, run_id), lake.QUARANTINE_KEYS)))
+        batches["quarantine"] = lake.Batch(quarantine_rows(checked, run_id), lake.QUARANTINE_KEYS)
     if batches:  # without a model, only the rejections (nothing to audit: the gate validates gold rows)
         lake.write_audit_publish(spark, conf, STAGE, run_id, batches, audit=audit if model is not None else None)
     checked.unpersist()
@@ -342,7 +343,6 @@ def _project_new_rows(
     new = new_silver_rows(silver, gold, quarantine)
     if new.isEmpty():
         return
-    checked = check_features(new, model.feature_dim)
     problem = pca.components_problem(model.pipeline.stages[1].pc.toArray())
     if problem is not None:
         raise GoldStateError(
@@ -350,12 +350,21 @@ def _project_new_rows(
             "fitted by Spark's PCA.fit, wrong for fits with fewer rows than features (docs/gold.md); run gold with "
             "--refit to fit an exact model on all of silver"
         )
-    rows = gold_rows(model.pipeline.transform(with_feature_vectors(checked)), model.version, run_id)
-    lake.write_audit_publish(  # the rejections first, gold last (lake.write_audit_publish: order)
-        spark, conf, STAGE, run_id,
-        {"quarantine": (quarantine_rows(checked, run_id), lake.QUARANTINE_KEYS), "gold": (rows, ("image_id",))},
-        audit=audit,
-    )
+    # Persisted: the check of each row is computed once for the rejections' test and both batches.
+    checked = check_features(new, model.feature_dim).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        none_rejected = checked.where(F.col("reason").isNotNull()).isEmpty()
+        rows = gold_rows(model.pipeline.transform(with_feature_vectors(checked)), model.version, run_id)
+        lake.write_audit_publish(
+            spark, conf, STAGE, run_id,
+            {  # the rejections first, gold last (lake.write_audit_publish: order)
+                "quarantine": lake.Batch(quarantine_rows(checked, run_id), lake.QUARANTINE_KEYS, empty=none_rejected),
+                "gold": lake.Batch(rows, ("image_id",)),
+            },
+            audit=audit,
+        )
+    finally:
+        checked.unpersist()
 
 
 def _rejected_by_run(spark: SparkSession, conf: Conf, run_id: str) -> int:

@@ -49,11 +49,17 @@ class Batch:
     inserts nothing twice); with `replace=True`, the rows become the whole table (gold's fit: every
     row gets a new model version, and insert-if-absent would mix old and new rows). Its place is
     the layout's for the table's name (pipelines/layout.py).
+
+    `empty=True`: the caller knows the rows are none (counted on a frame it persisted, such as the
+    rejections of a run that rejected nothing). Such a batch is not staged, read back nor merged
+    (~2 s of fixed cost for nothing); the audit sees no rows for it, and the table is only created
+    when absent, so every table a stage declares exists after its run, as an analyst expects.
     """
 
     rows: DataFrame
     keys: Sequence[str] = ()
     replace: bool = False
+    empty: bool = False
 
     def __post_init__(self) -> None:
         if bool(self.keys) == self.replace:
@@ -266,11 +272,15 @@ def write_audit_publish(
     conf: Conf,
     stage: str,
     run_id: str,
-    batches: Mapping[str, Batch | tuple[DataFrame, Sequence[str]]] | Sequence[tuple[str, Batch]],
+    batches: Mapping[str, Batch],
     audit: Audit | None = None,
 ) -> dict[str, PublishResult]:
-    """Stage every batch (table name -> Batch, or (rows, keys) for an inserted one), audit them,
-    then publish each in the order the caller declared them (the mapping's order, or the list's).
+    """Stage every batch (table name -> Batch), audit them, then publish each in the order the
+    caller declared them (the mapping's order).
+
+    Every declared table costs a staging write, a read back and a commit (about 2 s each on a
+    small batch, whatever its size), except a batch declared `empty` (Batch): bronze, silver and
+    gold declare their rejections so when the run rejected nothing.
 
     `audit` gets every staged table (Staged) and validates the stage's own one, the table named
     like `stage`. If the audit raises, nothing is published: no table of the transaction has a
@@ -298,15 +308,13 @@ def write_audit_publish(
     InjectedFault there instead. The reliability tests use it to kill a run between two of its
     publishes deterministically; it works for every table of the transaction.
     """
-    declared = [
-        (table, batch if isinstance(batch, Batch) else Batch(*batch))
-        for table, batch in (batches.items() if isinstance(batches, Mapping) else batches)
-    ]
-    if len({table for table, _ in declared}) != len(declared):
-        raise ValueError(f"{stage}: a table is declared twice in one write-audit-publish: {[t for t, _ in declared]}")
     staged = {
-        table: replace(batch, rows=stage_batch(spark, conf, f"{stage}/{table}", run_id, batch.rows))
-        for table, batch in declared
+        table: replace(
+            batch,
+            rows=spark.createDataFrame([], batch.rows.schema) if batch.empty
+            else stage_batch(spark, conf, f"{stage}/{table}", run_id, batch.rows),
+        )
+        for table, batch in batches.items()
     }
     layout = Layout.from_conf(conf)
     if audit is not None:
@@ -319,13 +327,24 @@ def write_audit_publish(
     results = {}
     for table, batch in staged.items():
         location = layout.location(table)
-        results[table] = (
-            overwrite(spark, batch.rows, location) if batch.replace else publish(spark, batch.rows, location, batch.keys)
-        )
+        if batch.empty:
+            results[table] = create_if_absent(spark, batch.rows.schema, location)
+        elif batch.replace:
+            results[table] = overwrite(spark, batch.rows, location)
+        else:
+            results[table] = publish(spark, batch.rows, location, batch.keys)
         _fault_point(table)
-    for table in staged:
-        drop_staging(spark, conf, f"{stage}/{table}", run_id)
+    for table, batch in staged.items():
+        if not batch.empty:
+            drop_staging(spark, conf, f"{stage}/{table}", run_id)
     return results
+
+
+def create_if_absent(spark: SparkSession, schema: StructType, location: str) -> PublishResult:
+    """An empty batch's publish: no commit when the table exists, its creation (empty) when not."""
+    if DeltaTable.isDeltaTable(spark, location):
+        return PublishResult(location, 0, 0)
+    return _commit_retrying_conflicts(spark, schema, location, lambda: PublishResult(location, 0, 0), attempts=5)
 
 
 def drop_staging(spark: SparkSession, conf: Conf, stage: str, run_id: str) -> None:

@@ -351,10 +351,9 @@ def _infer_and_publish(
             results = lake.write_audit_publish(
                 spark, conf, STAGE, run_id,
                 {  # the rejections first, silver last (lake.write_audit_publish: order)
-                    "quarantine": (quarantine_rows(featurized, run_id), lake.QUARANTINE_KEYS),
-                    "silver": (
-                        silver_rows(featurized, features.MODEL_NAME, loaded.weights_sha256, chosen.name, run_id),
-                        ("image_id",),
+                    "quarantine": lake.Batch(quarantine_rows(featurized, run_id), lake.QUARANTINE_KEYS, empty=not reasons),
+                    "silver": lake.Batch(
+                        silver_rows(featurized, features.MODEL_NAME, loaded.weights_sha256, chosen.name, run_id), ("image_id",)
                     ),
                 },
                 audit=audit,

@@ -170,7 +170,7 @@ def test_fault_point_stops_a_run_between_its_two_publishes_and_a_rerun_completes
     conf = make_conf()
     rows = spark.createDataFrame([("a", 1), ("b", 2)], "image_id string, v int")
     rejected = spark.createDataFrame([("c", "x/c.jpg", "bronze", "truncated: test", 3, None, "r", None)], lake.QUARANTINE_SCHEMA)
-    batches = {"quarantine": (rejected, lake.QUARANTINE_KEYS), "bronze": (rows, ("image_id",))}  # bronze's order
+    batches = {"quarantine": lake.Batch(rejected, lake.QUARANTINE_KEYS), "bronze": lake.Batch(rows, ("image_id",))}  # bronze's order
 
     monkeypatch.setenv(lake.FAULT_AFTER_PUBLISH_ENV, "quarantine:raise")
     with pytest.raises(lake.InjectedFault, match="after publishing quarantine"):
@@ -192,17 +192,16 @@ def test_fault_point_with_an_unknown_action_says_how_to_run_normally(monkeypatch
 
 def a_fit_transaction(spark):
     """Gold's fit in miniature: the model registry (beside the models, outside lake.tables) and a
-    variance table inserted, gold replaced, its rejections inserted, declared in that order (a list
-    of (table, Batch))."""
-    return [
-        ("pca_registry", lake.Batch(spark.createDataFrame([("v2",)], "model_version string"), ("model_version",))),
-        ("gold_variance", lake.Batch(spark.createDataFrame([(1, "v2")], "component int, model_version string"), ("model_version", "component"))),
-        ("gold", lake.Batch(spark.createDataFrame([("a", "v2"), ("b", "v2")], "image_id string, model_version string"), replace=True)),
-        ("quarantine", lake.Batch(
+    variance table inserted, gold replaced, its rejections inserted, declared in that order."""
+    return {
+        "pca_registry": lake.Batch(spark.createDataFrame([("v2",)], "model_version string"), ("model_version",)),
+        "gold_variance": lake.Batch(spark.createDataFrame([(1, "v2")], "component int, model_version string"), ("model_version", "component")),
+        "gold": lake.Batch(spark.createDataFrame([("a", "v2"), ("b", "v2")], "image_id string, model_version string"), replace=True),
+        "quarantine": lake.Batch(
             spark.createDataFrame([("c", None, "gold", "no_features: test", None, None, "r", None)], lake.QUARANTINE_SCHEMA),
             lake.QUARANTINE_KEYS,
-        )),
-    ]
+        ),
+    }
 
 
 def test_batches_are_published_in_the_declared_order_each_inserted_or_replaced(spark, make_conf, monkeypatch):
@@ -257,3 +256,35 @@ def test_a_batch_is_either_inserted_by_keys_or_replaced(spark):
     for wrong in ({}, {"keys": ("id",), "replace": True}):
         with pytest.raises(ValueError, match="inserted by its keys or replaced"):
             lake.Batch(rows, **wrong)
+
+
+def test_an_empty_batch_is_neither_staged_nor_committed_but_its_table_exists_after_the_run(spark, make_conf, monkeypatch):
+    """A run that rejected nothing declares its rejections `empty`: no staging table is written for
+    them (spied on stage_batch), the audit sees no rows for them, the quarantine table is created
+    when absent (analysts query it) and gets no commit when it exists."""
+    conf = make_conf()
+    layout = Layout.from_conf(conf)
+    staged_tables, seen = [], {}
+    stage_batch = lake.stage_batch
+    monkeypatch.setattr(lake, "stage_batch", lambda spark, conf, name, run_id, rows: staged_tables.append(name) or stage_batch(spark, conf, name, run_id, rows))
+
+    def audit(staged):
+        seen["quarantine"] = staged.table("quarantine").count()
+
+    def run(run_id, ids):
+        rows = spark.createDataFrame([(i, 1) for i in ids], "image_id string, v int")
+        never_read = spark.createDataFrame([("z", None, "bronze", "never staged", None, None, run_id, None)], lake.QUARANTINE_SCHEMA)
+        return lake.write_audit_publish(
+            spark, conf, "bronze", run_id,
+            {"quarantine": lake.Batch(never_read, lake.QUARANTINE_KEYS, empty=True), "bronze": lake.Batch(rows, ("image_id",))},
+            audit=audit,
+        )
+
+    first = run("run-1", ["a", "b"])
+    assert staged_tables == ["bronze/bronze"] and seen == {"quarantine": 0}
+    assert (first["quarantine"].inserted_rows, first["bronze"].inserted_rows) == (0, 2)
+    assert layout.read(spark, "quarantine").count() == 0  # created, empty
+    version = DeltaTable.forPath(spark, layout.location("quarantine")).history(1).first()["version"]
+    run("run-2", ["c"])
+    assert DeltaTable.forPath(spark, layout.location("quarantine")).history(1).first()["version"] == version
+    assert layout.read(spark, "bronze").count() == 3

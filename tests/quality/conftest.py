@@ -75,7 +75,7 @@ def gated_publish(spark, conf, layer, run_id, rows, quarantine=None, context=Non
     quarantine = quarantine if quarantine is not None else spark.createDataFrame([], lake.QUARANTINE_SCHEMA)
     return lake.write_audit_publish(
         spark, conf, layer, run_id,
-        {"quarantine": (quarantine, lake.QUARANTINE_KEYS), layer: (rows, ("image_id",))},
+        {"quarantine": lake.Batch(quarantine, lake.QUARANTINE_KEYS), layer: lake.Batch(rows, ("image_id",))},
         audit=gates.auditor(spark, conf, layer, run_id, context),
     )
 
