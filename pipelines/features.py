@@ -249,7 +249,7 @@ def _copy_verified(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     shutil.copyfile(source, partial)
-    if _file_sha256(partial) != _file_sha256(source):
+    if file_sha256(partial) != file_sha256(source):
         partial.unlink()
         raise WeightsUnavailable(f"copying '{source}' to '{target}' gave different bytes; check the disk and retry")
     partial.replace(target)  # atomic: a concurrent run never sees a half-copied file
@@ -265,7 +265,7 @@ def _download(settings: WeightsSettings, cached: Path) -> Path:
     )
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 

@@ -18,7 +18,11 @@ Why two (see docs/silver.md, "Runtimes"):
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import importlib.metadata
 import io
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -118,14 +122,86 @@ class DriverModel:
 
 
 def load_driver_model(settings: features.WeightsSettings, runtime: Runtime) -> DriverModel:
-    """Build the model once on the driver; its weights (keras) or its conversion (tflite) to broadcast."""
+    """Build the model once on the driver; its weights (keras) or its conversion (tflite) to broadcast.
+
+    For TFLite, a conversion an earlier run made from the same weights file is taken as it is
+    (recorded_conversion): the driver then neither imports TensorFlow nor builds the Keras model,
+    ~8 s and ~700 MB of the driver's memory on every run with new images.
+    """
+    if runtime.engine == "tflite":
+        recorded = recorded_conversion(settings, runtime)
+        if recorded is not None:
+            return recorded
     model, source = features.load_driver_keras_model(settings)
     arrays = [np.asarray(w) for w in model.get_weights()]
     sha256 = features.weights_sha256(arrays)
     if runtime.engine == "keras":
         return DriverModel(arrays, sha256, source, runtime)
     cache = Path(settings.keras_home) / features.KERAS_CACHE_SUBDIR
-    return DriverModel(cached_conversion(model, sha256, runtime, cache), sha256, source, runtime)
+    payload = cached_conversion(model, sha256, runtime, cache)
+    if settings.choice != "random":
+        record_conversion(settings, runtime, sha256, payload)
+    return DriverModel(payload, sha256, source, runtime)
+
+
+@functools.cache
+def tensorflow_version() -> str:
+    """The installed TensorFlow's version, from its package metadata, without importing it (~6 s);
+    the package providing `tensorflow` may be tensorflow, tensorflow-cpu (this project's pin), ..."""
+    distributions = importlib.metadata.packages_distributions().get("tensorflow") or ["tensorflow"]
+    return importlib.metadata.version(distributions[0])
+
+
+def conversion_file(folder: Path, weights_sha256: str, runtime: Runtime) -> Path:
+    """Where the conversion of these weights for this runtime is kept: its bytes depend only on the
+    weights, the quantization and TensorFlow's version."""
+    return folder / f"{features.MODEL_NAME}-{weights_sha256[:16]}-{runtime.name}-tf{tensorflow_version()}.tflite"
+
+
+def _conversion_record(settings: features.WeightsSettings, runtime: Runtime) -> tuple[Path, str, str]:
+    """(record file, the weights file's sha256, how the weights file was found) for these settings.
+
+    The record is named by the weights file's bytes, the runtime and TensorFlow's installed version,
+    so another file, runtime or version has none.
+    """
+    path, source = features.locate_weights_file(settings)
+    file_sha256 = features.file_sha256(path)
+    folder = Path(settings.keras_home) / features.KERAS_CACHE_SUBDIR
+    name = f"{features.MODEL_NAME}-file{file_sha256[:16]}-{runtime.name}-tf{tensorflow_version()}.json"
+    return folder / name, file_sha256, source
+
+
+def recorded_conversion(settings: features.WeightsSettings, runtime: Runtime) -> DriverModel | None:
+    """The conversion record_conversion kept for this weights file and runtime, or None (no record,
+    another file, a damaged record or conversion file: the caller converts again, which rewrites both)."""
+    if settings.choice == "random":
+        return None
+    record_path, file_sha256, source = _conversion_record(settings, runtime)
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        payload = (record_path.parent / record["conversion"]).read_bytes()
+        if record["weights_file_sha256"] != file_sha256 or hashlib.sha256(payload).hexdigest() != record["conversion_sha256"]:
+            return None
+        return DriverModel(payload, record["weights_sha256"], source, runtime)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def record_conversion(settings: features.WeightsSettings, runtime: Runtime, weights_sha256: str, payload: bytes) -> None:
+    """Keep, beside the cached conversion, which weights file it came from and the sha256 of its
+    weight arrays (what silver rows record), so the next run needs neither TensorFlow nor Keras."""
+    record_path, file_sha256, _ = _conversion_record(settings, runtime)
+    conversion = conversion_file(record_path.parent, weights_sha256, runtime)
+    if not conversion.is_file():
+        return  # a read-only cache kept no conversion: nothing to point at
+    record = {
+        "weights_file_sha256": file_sha256, "weights_sha256": weights_sha256, "runtime": runtime.name,
+        "conversion": conversion.name, "conversion_sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    with contextlib.suppress(OSError):  # a read-only cache only costs the next run a Keras build
+        partial = record_path.with_name(f"{record_path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        partial.replace(record_path)
 
 
 def cached_conversion(model: Any, weights_sha256: str, runtime: Runtime, folder: Path) -> bytes:
@@ -136,8 +212,7 @@ def cached_conversion(model: Any, weights_sha256: str, runtime: Runtime, folder:
     depend only on the weights, the quantization and the TensorFlow version, which name the file.
     A cached file the interpreter cannot load is converted again and replaced.
     """
-    tf = features.import_tensorflow()
-    path = folder / f"{features.MODEL_NAME}-{weights_sha256[:16]}-{runtime.name}-tf{tf.__version__}.tflite"
+    path = conversion_file(folder, weights_sha256, runtime)
     if path.is_file():
         cached = path.read_bytes()
         try:
@@ -198,6 +273,14 @@ def worker_predictor(broadcast_payload: Any, weights_sha256: str, runtime_name: 
         _worker_interpreter.clear()
         _worker_interpreter[key] = TFLiteModel(broadcast_payload.value, threads)
     return _worker_interpreter[key]
+
+
+def warm_predictor(broadcast_payload: Any, weights_sha256: str, runtime_name: str, threads: int, batch_size: int) -> None:
+    """Build this worker's predictor (worker_predictor) and run it once on a batch of `batch_size`
+    blank images: the interpreter's tensors are then allocated and XNNPACK's plan made for the
+    shape the inference's batches have, before the inference pass instead of in its first batch."""
+    predictor = worker_predictor(broadcast_payload, weights_sha256, runtime_name, threads)
+    predictor.predict_on_batch(np.zeros((batch_size, features.IMAGE_SIZE, features.IMAGE_SIZE, 3), np.float32))
 
 
 def warm_worker(runtime_name: str, threads: int) -> None:

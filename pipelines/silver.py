@@ -17,6 +17,9 @@ Decisions (see docs/silver.md):
   workers that would get a handful of images.
 - While the driver loads the weights, warm-up tasks already start TensorFlow and build the model
   in the Python workers the inference reuses; the broadcast weights are then only set into it.
+  With TFLite, a conversion an earlier run recorded (pipelines/runtimes.py) spares the driver
+  TensorFlow and the Keras build: it is broadcast at once, and the warm-up tasks build each
+  worker's interpreter and run it once at the batches' shape, while the bronze bytes are read ahead.
 - TensorFlow threads per worker = cores per executor / concurrent Python workers per executor,
   which is `spark.task.cpus` (each task runs in its own Python worker): the workers never
   oversubscribe the cores. The TFLite interpreter gets the same number of threads.
@@ -36,6 +39,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from pyspark import StorageLevel
@@ -158,20 +162,36 @@ def make_feature_udf(broadcast_payload, weights_sha256: str, runtime_name: str, 
     return featurize_images
 
 
-def warm_up_workers(spark: SparkSession, workers: int, runtime_name: str, tf_threads: int) -> Future:
+def warm_up_workers(
+    spark: SparkSession, workers: int, runtime_name: str, tf_threads: int, ready: "ReadyModel | None" = None
+) -> Future:
     """Run runtimes.warm_worker in `workers` Python workers, in the background; returns the job's future.
 
     A pandas UDF like the feature UDF, so the workers it starts are the ones the inference tasks
     reuse (`spark.python.worker.reuse`): their TensorFlow import and model build then overlap the
-    driver's weights loading (and conversion) instead of following it.
+    driver's weights loading (and conversion) and the read-ahead instead of following them. With
+    the model `ready` (broadcast already: a recorded TFLite conversion), each worker also builds
+    its interpreter and runs it once on a batch of the inference's shape, so the inference pass
+    starts on planned interpreters.
     """
 
     @pandas_udf(T.BooleanType())
     def warm_worker(ids: pd.Series) -> pd.Series:
         runtimes.warm_worker(runtime_name, tf_threads)
+        if ready is not None:
+            runtimes.warm_predictor(ready.broadcast, ready.weights_sha256, runtime_name, tf_threads, ready.batch_size)
         return pd.Series([True] * len(ids))
 
     return in_background("silver-warm-up", lambda: spark.range(0, workers, 1, workers).select(warm_worker("id")).collect())
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadyModel:
+    """A model broadcast before the warm-up (warm_up_workers): its bytes, identity and batch size."""
+
+    broadcast: Any
+    weights_sha256: str
+    batch_size: int
 
 
 def in_background(name: str, job: Callable[[], object]) -> Future:
@@ -310,31 +330,45 @@ def _featurize_and_publish(
     # where the Python workers would wait for them. Submitted before the warm-up: its tasks come first.
     to_featurize = new_images.repartition(partitions).persist(StorageLevel.MEMORY_AND_DISK)
     read_ahead = in_background("silver-read-ahead", to_featurize.count)
-    warm_up = warm_up_workers(spark, min(slots, partitions), chosen.name, result.tf_threads)
+    broadcast_payload, warm_up = None, None
     try:
         try:
-            loaded = runtimes.load_driver_model(driver_weights_settings(spark, conf), chosen)
+            settings = driver_weights_settings(spark, conf)
+            # A TFLite conversion an earlier run recorded is read in a fraction of a second (no
+            # TensorFlow on the driver): broadcast at once, the warm-up then plans the interpreters.
+            loaded = runtimes.recorded_conversion(settings, chosen) if chosen.engine == "tflite" else None
+            if loaded is not None:
+                broadcast_payload = spark.sparkContext.broadcast(loaded.payload)
+            ready = ReadyModel(broadcast_payload, loaded.weights_sha256, batch_size) if loaded is not None else None
+            warm_up = warm_up_workers(spark, min(slots, partitions), chosen.name, result.tf_threads, ready)
+            if loaded is None:
+                loaded = runtimes.load_driver_model(settings, chosen)
         except BaseException:
             for job in (read_ahead, warm_up):
-                job.exception()  # wait for it; its own failure must not hide why the weights failed
+                if job is not None:
+                    job.exception()  # wait for it; its own failure must not hide why the weights failed
             raise
         read_ahead.result()
         warm_up.result()
-        return _infer_and_publish(spark, conf, run_id, to_featurize, partitions, loaded, chosen, result, audit)
+        if broadcast_payload is None:
+            broadcast_payload = spark.sparkContext.broadcast(loaded.payload)
+        return _infer_and_publish(spark, conf, run_id, to_featurize, partitions, loaded, broadcast_payload, chosen, result, audit)
     finally:
         to_featurize.unpersist()
+        if broadcast_payload is not None:
+            broadcast_payload.destroy()
 
 
 def _infer_and_publish(
     spark: SparkSession, conf: Conf, run_id: str, to_featurize: DataFrame, partitions: int,
-    loaded: runtimes.DriverModel, chosen: runtimes.Runtime, result: SilverResult, audit: lake.Audit | None,
+    loaded: runtimes.DriverModel, broadcast_payload: Any, chosen: runtimes.Runtime, result: SilverResult,
+    audit: lake.Audit | None,
 ) -> SilverResult:
     """The inference pass over the read-ahead images, then write-audit-publish of silver and its quarantine."""
     batch_size = conf["silver.batch_size"]
     existing = Layout.from_conf(conf).read(spark, "silver")
     other_models = feature_models(existing) if existing is not None else set()
     other_models.discard(runtimes.model_identity(loaded.weights_sha256, chosen.name))
-    broadcast_payload = spark.sparkContext.broadcast(loaded.payload)
     feature_udf = make_feature_udf(broadcast_payload, loaded.weights_sha256, chosen.name, batch_size, result.tf_threads)
     featurized = with_features(to_featurize, feature_udf).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -360,7 +394,6 @@ def _infer_and_publish(
             )
     finally:
         featurized.unpersist()
-        broadcast_payload.destroy()
     return dataclasses.replace(
         result,
         featurized=results["silver"].inserted_rows,

@@ -4,6 +4,8 @@ before the runtime was recorded."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
@@ -57,6 +59,37 @@ def test_a_conversion_is_kept_in_the_keras_cache_and_a_damaged_copy_is_replaced(
     assert runtimes.cached_conversion(tiny, "d" * 64, tflite, tmp_path) == first and cached.read_bytes() == first
     runtimes.cached_conversion(tiny, "d" * 64, runtimes.Runtime("tflite", "float16"), tmp_path)
     assert conversions == ["none", "none", "float16"] and len(list(tmp_path.glob("*.tflite"))) == 2
+
+
+def test_the_driver_takes_a_recorded_conversion_without_building_keras_until_the_weights_file_changes(tmp_path, monkeypatch):
+    """The second run with the same weights file reads the conversion and the weights' sha256 from
+    the record beside it (no Keras build, no TensorFlow on the driver); another weights file, or a
+    damaged conversion, is built and converted again."""
+    import keras
+
+    tiny = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    weights_file = tmp_path / "weights.h5"
+    weights_file.write_bytes(b"weights, first version")
+    builds = []
+    monkeypatch.setattr(features, "locate_weights_file", lambda settings: (weights_file, f"weights_file {weights_file}"))
+    monkeypatch.setattr(features, "load_driver_keras_model", lambda settings: builds.append(1) or (tiny, f"weights_file {weights_file}"))
+    settings = features.WeightsSettings("imagenet", str(tmp_path / "keras"), "", str(weights_file), "", False)
+    tflite = runtimes.Runtime("tflite")
+
+    first = runtimes.load_driver_model(settings, tflite)
+    again = runtimes.load_driver_model(settings, tflite)
+    assert len(builds) == 1
+    assert (again.payload, again.weights_sha256, again.source) == (first.payload, first.weights_sha256, first.source)
+    (record,) = (tmp_path / "keras" / features.KERAS_CACHE_SUBDIR).glob("*.json")
+    assert json.loads(record.read_text())["weights_sha256"] == first.weights_sha256
+
+    runtimes.conversion_file(record.parent, first.weights_sha256, tflite).write_bytes(b"damaged")
+    assert runtimes.load_driver_model(settings, tflite).payload == first.payload and len(builds) == 2
+    weights_file.write_bytes(b"weights, second version")
+    runtimes.load_driver_model(settings, tflite)
+    assert len(builds) == 3
+    assert runtimes.load_driver_model(settings, runtimes.Runtime("keras")).weights_sha256 == first.weights_sha256
+    assert len(builds) == 4  # Keras broadcasts the arrays: always built
 
 
 # ---------------------------------------------------------------- the same features
