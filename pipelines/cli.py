@@ -88,7 +88,11 @@ def execute_stage(
         lake.check_root(spark, conf)
         gates.require_upstream_passed(spark, conf, stage)
         audit = gates.auditor(spark, conf, stage, run_id, context(conf) if context else None)
-        result = marks.run_unless_unchanged(spark, conf, stage, run_id, lambda: run(spark, conf, run_id, audit), force)
+        def run_stage() -> Result:
+            gates.preload()  # the audit's Great Expectations import, while the stage reads its tables
+            return run(spark, conf, run_id, audit)
+
+        result = marks.run_unless_unchanged(spark, conf, stage, run_id, run_stage, force)
         if not audit.called:  # nothing new: the run is recorded, nothing is validated
             gates.record_unvalidated(spark, conf, audit)
     except (*INPUT_ERRORS, *input_errors) as exc:

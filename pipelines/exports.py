@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote, unquote
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -60,7 +61,8 @@ def export_frame(gold: DataFrame, k: int, paths: DataFrame | None = None) -> Dat
         rows = gold.withColumn("path", F.lit(None).cast("string"))
     else:
         rows = gold.join(paths.select("image_id", "path"), "image_id", "left")
-    return rows.select("image_id", "label", "split", "path", *[F.col("pca")[i].alias(f"pc_{i + 1}") for i in range(k)])
+    # One SQL list, parsed by the JVM: a Column per component is k round trips to it (~1.5 s for k = 411).
+    return rows.selectExpr("image_id", "label", "split", "path", *[f"pca[{i}] AS pc_{i + 1}" for i in range(k)])
 
 
 def gold_runs(gold: DataFrame) -> dict[tuple[str, str], int]:
@@ -96,13 +98,17 @@ def sync(
     written = []
     for n, (version, part_run) in enumerate(sorted(key for key in runs if key not in present)):
         part = gold.where((F.col("model_version") == version) & (F.col("run_id") == part_run))
-        rows = export_frame(part, k, paths)
-        rows.write.mode("overwrite").parquet(part_folder(where["parquet"], version, part_run))
-        write_single_csv(
-            spark, rows.coalesce(1).sortWithinPartitions("split", "label", "image_id"),
-            f"{part_folder(where['csv'], version, part_run)}/{conf['gold.export_csv_name']}",
-            layout.staging(f"{STAGE}/csv", f"{run_id}-{n}"),
-        )
+        # Computed once for both files; on disk: a refit's part is the whole matrix, kept off the heap.
+        rows = export_frame(part, k, paths).persist(StorageLevel.DISK_ONLY)
+        try:
+            rows.write.mode("overwrite").parquet(part_folder(where["parquet"], version, part_run))
+            write_single_csv(
+                spark, rows.coalesce(1).sortWithinPartitions("split", "label", "image_id"),
+                f"{part_folder(where['csv'], version, part_run)}/{conf['gold.export_csv_name']}",
+                layout.staging(f"{STAGE}/csv", f"{run_id}-{n}"),
+            )
+        finally:
+            rows.unpersist()
         written.append(f"{version}/{part_run}")
     removed = _remove_other_parts(spark, where, set(runs))
     return {**where, "written": written, "removed": removed}

@@ -27,6 +27,10 @@ upstream check keeps reading the layer's last real one.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -146,6 +150,26 @@ def failure_message(outcome: Outcome) -> str:
 def docs_index_location(conf: Conf) -> str:
     """The Data Docs' front page, in the GX project's folder under the lake (Layout.quality_reports)."""
     return f"{Layout.from_conf(conf).quality_reports}/{gx_runner.GX_DIR}/{gx_runner.SITE_DIR}/index.html"
+
+
+def preload() -> None:
+    """Import Great Expectations (quality/suites.py, ~3 s of Python) in a background thread, once per
+    process: a stage with something new calls this before reading its tables, so the import runs
+    while the driver waits on Spark instead of when the audit starts. An import error is raised
+    again, in the stage's own thread, by the audit's own import."""
+    global _preloading
+    if _preloading is not None or "quality.suites" in sys.modules:
+        return
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module("quality.suites")
+
+    _preloading = threading.Thread(target=load, name="gx-import", daemon=True)
+    _preloading.start()
+
+
+_preloading: threading.Thread | None = None
 
 
 # ---------------------------------------------------------------- validation

@@ -10,16 +10,19 @@ under Delta's optimistic concurrency, the same code reads it on local disk and o
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines import lake
+from pipelines import lake, lakefs
 from pipelines.config import Conf
 from pipelines.layout import Layout
 
@@ -75,16 +78,39 @@ _held: dict[str, list[Outcome]] = {}
 def record(spark: SparkSession, conf: Conf, outcome: Outcome) -> None:
     """Append one outcome (a single-row Delta commit), or hold it until the end of the chain
     (`held_until_end`) when it is the row of a run that validated nothing."""
-    location = Layout.from_conf(conf).location("quality_outcomes")
+    layout = Layout.from_conf(conf)
+    location = layout.location("quality_outcomes")
     if not outcome.validated and location in _held:
         _held[location].append(outcome)
         return
-    _append(spark, location, [outcome])
+    _append(spark, layout, [outcome])
 
 
-def _append(spark: SparkSession, location: str, rows: list[Outcome]) -> None:
+def _append(spark: SparkSession, layout: Layout, rows: list[Outcome]) -> None:
+    """Append `rows` in one commit. When the table's latest commit is then the one right after the
+    commit the remembered answers of `latest_runs` hold, it can only be this append: the answers
+    are brought up to date with these rows, without reading the table."""
+    location = layout.location("quality_outcomes")
+    remembered = _latest_read.get(location) or _read_answers_file(spark, layout)
     frame = spark.createDataFrame([outcome.as_row() for outcome in rows], OUTCOME_SCHEMA)
     frame.write.format("delta").mode("append").save(location)
+    commit = lake.latest_commit(spark, location)
+    if remembered is None or commit is None or commit[0] != remembered[0][0] + 1:
+        return  # another process committed too, or nothing was read: the next read reads the table
+    validations, last_runs = dict(remembered[1]), dict(remembered[2])
+    for outcome in (_as_read(row) for row in rows):
+        for answers, counted in ((last_runs, True), (validations, outcome.validated)):
+            current = answers.get(outcome.layer)
+            if counted and (current is None or (outcome.validated_at, outcome.run_id) >= (current.validated_at, current.run_id)):
+                answers[outcome.layer] = outcome
+    _remember(spark, layout, commit, validations, last_runs)
+
+
+def _as_read(outcome: Outcome) -> Outcome:
+    """The outcome as a read of the table gives it back: PySpark returns a timestamp as a naive
+    datetime in the process's local time zone."""
+    at = outcome.validated_at
+    return replace(outcome, validated_at=datetime.fromtimestamp(at.timestamp()) if at.tzinfo is not None else at)
 
 
 @contextmanager
@@ -104,11 +130,11 @@ def held_until_end(spark: SparkSession, conf: Conf) -> Iterator[None]:
     finally:
         rows = _held.pop(location)
         if rows:
-            _append(spark, location, rows)
+            _append(spark, Layout.from_conf(conf), rows)
 
 
 # The last answers of `latest_runs`, by location, with the table's commit they were read at.
-_latest_read: dict[str, tuple[list[int], dict[str, Outcome], dict[str, Outcome]]] = {}
+_latest_read: dict[str, "Answers"] = {}
 
 
 def latest(spark: SparkSession, conf: Conf, validated: bool = True) -> dict[str, Outcome]:
@@ -122,13 +148,20 @@ def latest_runs(spark: SparkSession, conf: Conf) -> tuple[dict[str, Outcome], di
     """Both answers of `latest` from one read of the table: (the most recent validation of each
     layer, the most recent row of each layer).
 
-    Read again only when the table has a commit since the last read in this process (one listing
-    of its log): the stages of a chain each check their upstream layer's outcome.
+    Read again only when the table has a commit since the answers this process remembers (one
+    listing of its log): the stages of a chain each check their upstream layer's outcome. The
+    answers are also kept in a file beside the stage marks with the commit they hold, and brought
+    up to date by this process's own appends (`_append`), so a new process, a no-op chain first,
+    reads that file instead of the table while no other process has committed to it.
     """
-    location = Layout.from_conf(conf).location("quality_outcomes")
+    layout = Layout.from_conf(conf)
+    location = layout.location("quality_outcomes")
     commit = lake.latest_commit(spark, location)
     remembered = _latest_read.get(location)
+    if commit is not None and (remembered is None or remembered[0] != commit):
+        remembered = _read_answers_file(spark, layout)  # another process's answers, maybe at this commit
     if commit is not None and remembered is not None and remembered[0] == commit:
+        _latest_read[location] = remembered
         return dict(remembered[1]), dict(remembered[2])
     table = lake.read_table(spark, location)
     if table is None:
@@ -144,8 +177,49 @@ def latest_runs(spark: SparkSession, conf: Conf) -> tuple[dict[str, Outcome], di
     validations = {row["layer"]: _outcome(row) for row in rows if row["_validated"] == 1}
     last_runs = {row["layer"]: _outcome(row) for row in rows if row["_newest"] == 1}
     if commit is not None:
-        _latest_read[location] = (commit, dict(validations), dict(last_runs))
+        _remember(spark, layout, commit, validations, last_runs)
     return validations, last_runs
+
+
+# The answers of latest_runs are also kept in a small file beside the stage marks, with the commit
+# they hold: a new process whose table has that same latest commit reads the file instead of the
+# table (the first Delta read of a process costs ~10 s of JVM warm-up: most of a no-op chain).
+ANSWERS_FILE = "quality_outcomes"
+Answers = tuple[list[int], dict[str, Outcome], dict[str, Outcome]]
+
+
+def _remember(spark: SparkSession, layout: Layout, commit: list[int], validations: dict, last_runs: dict) -> None:
+    _latest_read[layout.location("quality_outcomes")] = (commit, dict(validations), dict(last_runs))
+    document = {
+        "commit": commit,
+        "validations": {layer: _as_json(o) for layer, o in validations.items()},
+        "last_runs": {layer: _as_json(o) for layer, o in last_runs.items()},
+    }
+    with tempfile.TemporaryDirectory(prefix="fruits-outcomes-") as scratch:
+        local = Path(scratch) / "answers.json"
+        local.write_text(json.dumps(document, indent=1), encoding="utf-8")
+        lakefs.put_file(spark, local, layout.mark(ANSWERS_FILE))
+
+
+def _read_answers_file(spark: SparkSession, layout: Layout) -> Answers | None:
+    """The answers _remember kept, or None (no file, or a torn or foreign one: the table is read)."""
+    raw = lakefs.read_small_file(spark, layout.mark(ANSWERS_FILE))
+    try:
+        document = json.loads(raw) if raw is not None else None
+        if document is None:
+            return None
+        answers = tuple({layer: _from_json(o) for layer, o in document[key].items()} for key in ("validations", "last_runs"))
+        return list(document["commit"]), answers[0], answers[1]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _as_json(outcome: Outcome) -> dict:
+    return {**outcome.__dict__, "validated_at": outcome.validated_at.isoformat()}
+
+
+def _from_json(document: dict) -> Outcome:
+    return Outcome(**{**document, "validated_at": datetime.fromisoformat(document["validated_at"])})
 
 
 def _outcome(row) -> Outcome:

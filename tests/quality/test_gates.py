@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines import lake
+from pipelines.config import PROJECT_ROOT
 from pipelines.layout import Layout
 from quality import gates, metrics, outcomes
 from tests.quality.conftest import IMAGE_IDS, NOW, bronze_rows, gated_publish, report_output
@@ -186,3 +189,54 @@ def test_a_chain_appends_its_rows_of_nothing_new_in_one_commit(spark, make_conf)
     spark.createDataFrame([dataclasses.replace(passed, run_id="bronze-elsewhere", validated_at=datetime.now(timezone.utc)).as_row()],
                           outcomes.OUTCOME_SCHEMA).write.format("delta").mode("append").save(location)
     assert outcomes.latest(spark, conf)["bronze"].run_id == "bronze-elsewhere"
+
+
+def test_a_new_process_takes_the_latest_outcomes_from_the_answers_file_until_another_process_commits(spark, make_conf, monkeypatch):
+    """The answers of the last read, kept up to date by this process's appends, are in a file with
+    the commit they hold: a process that remembers nothing (the in-memory answers cleared) reads
+    the file, not the table, while the table's latest commit is that one; a commit by another
+    process (a direct append) makes it read the table."""
+    conf = make_conf()
+    location = Layout.from_conf(conf).location("quality_outcomes")
+    passed = outcomes.Outcome(
+        layer="bronze", run_id="bronze-passed", success=True, validated_at=NOW, batch_rows=3, evaluated_expectations=5,
+        failed_expectations=["one"], metrics={"batch_rows": 3.0}, report_path="page.html", result_paths=["r.json"],
+        docs_index="index.html", context={"input": "in"},
+    )
+    outcomes.record(spark, conf, passed)
+    read_from_table = outcomes.latest_runs(spark, conf)  # the table read; the answers file written
+    outcomes.record(spark, conf, dataclasses.replace(passed, layer="silver", run_id="silver-failed", success=False))
+    outcomes.record(spark, conf, dataclasses.replace(passed, layer="silver", run_id="silver-nothing", evaluated_expectations=0))
+
+    reads = []
+    read_table = lake.read_table
+    monkeypatch.setattr(lake, "read_table", lambda spark, location: reads.append(location) or read_table(spark, location))
+    monkeypatch.setattr(outcomes, "_latest_read", {})  # a new process
+    validations, last_runs = outcomes.latest_runs(spark, conf)
+    assert reads == []
+    assert validations["bronze"] == read_from_table[0]["bronze"]
+    assert (validations["silver"].run_id, last_runs["silver"].run_id) == ("silver-failed", "silver-nothing")
+    monkeypatch.setattr(outcomes, "_latest_read", {})
+    assert outcomes.latest_runs(spark, conf) == (validations, last_runs) and reads == []
+    with pytest.raises(gates.UpstreamNotValidated, match="run silver-failed"):
+        gates.require_upstream_passed(spark, conf, "gold")
+
+    spark.createDataFrame([dataclasses.replace(passed, run_id="bronze-elsewhere", validated_at=datetime.now(timezone.utc)).as_row()],
+                          outcomes.OUTCOME_SCHEMA).write.format("delta").mode("append").save(location)
+    assert outcomes.latest(spark, conf)["bronze"].run_id == "bronze-elsewhere" and reads == [location]
+    monkeypatch.setattr(outcomes, "_latest_read", {})
+    table_answers = read_table(spark, location)
+    assert outcomes.latest(spark, conf)["bronze"].run_id == "bronze-elsewhere" and reads == [location]  # the file again
+    assert table_answers.count() == 4
+
+
+def test_preload_imports_great_expectations_in_the_background_once():
+    """A stage with something new starts the audit's Great Expectations import at once, in a
+    thread (gates.preload), while it reads its tables; a fresh interpreter shows the import done."""
+    code = (
+        "import sys; from quality import gates; assert 'great_expectations' not in sys.modules; "
+        "gates.preload(); first = gates._preloading; gates.preload(); assert gates._preloading is first; "
+        "first.join(120); assert 'great_expectations' in sys.modules and 'quality.suites' in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]

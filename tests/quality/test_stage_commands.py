@@ -104,11 +104,14 @@ class Scenario:
 
 
 def lake_files(conf: Conf) -> dict[str, int]:
-    """Every file of the lake with its modification time (ns), the outcomes table's files left out."""
-    root, outcome_files = Path(conf.path("lake.root")), Path(Layout.from_conf(conf).location("quality_outcomes"))
+    """Every file of the lake with its modification time (ns), the outcome record left out: the
+    outcomes table's files and the latest answers kept beside the marks (quality/outcomes.py)."""
+    layout = Layout.from_conf(conf)
+    root, outcome_files = Path(conf.path("lake.root")), Path(layout.location("quality_outcomes"))
+    answers = Path(layout.mark(outcomes.ANSWERS_FILE))
     return {
         str(p): p.stat().st_mtime_ns for p in root.rglob("*")
-        if p.is_file() and outcome_files not in p.parents
+        if p.is_file() and outcome_files not in p.parents and p != answers
     }
 
 
