@@ -39,18 +39,21 @@ def bench_order(paths: Sequence[str], seed: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Selection:
-    """The relative paths of each input: `base` (N), `increment` (after base), `memory` (4N), and
-    `memory_increment` (as many as `increment`, after the 4N)."""
+    """The relative paths of each input: `base` (N), `increment` (after base), `memory` (4N),
+    `memory_increment` (as many as `increment`, after the 4N), and `warm_increments`: two more of
+    that size after `increment`, added one after the other in one application (bench.measure's
+    chain_warm)."""
 
     base: list[str]
     increment: list[str]
     memory: list[str]
     memory_increment: list[str]
+    warm_increments: tuple[list[str], list[str]] = ([], [])
 
 
 def select(order: Sequence[str], images: int, incremental_fraction: float, memory_factor: int) -> Selection:
     increment = max(1, round(images * incremental_fraction))
-    needed = max(images + increment, images * memory_factor + increment)
+    needed = max(images + 3 * increment, images * memory_factor + increment)
     if images < 2:
         raise BenchDataError(f"bench.images={images}: the bench needs at least 2 images (gold fits a PCA)")
     if len(order) < needed:
@@ -65,6 +68,9 @@ def select(order: Sequence[str], images: int, incremental_fraction: float, memor
         increment=list(order[images : images + increment]),
         memory=list(order[: images * memory_factor]),
         memory_increment=list(order[images * memory_factor : images * memory_factor + increment]),
+        warm_increments=(
+            list(order[images + increment : images + 2 * increment]), list(order[images + 2 * increment : images + 3 * increment]),
+        ),
     )
 
 

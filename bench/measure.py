@@ -22,6 +22,9 @@ Kinds:
   then the run after the increment. The classifier after them trains on gold's Training and Test
   images, which a bench's N images spread over 114 fruits barely provide: `python -m
   bench.classifier` measures it on the whole sample's lake instead (docs/classifier.md).
+- chain_warm: the chain in one application after each `--then-add FOLDER` is copied into the
+  input: the last run is timed, as `python -m pipelines.run --watch` runs an increment after its
+  first (bench.run adds two increments of the bench's size).
 Session start is outside every timing: it is a per-process constant, not the stage's work.
 """
 
@@ -29,10 +32,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +46,7 @@ from pipelines import features
 from pipelines.options import load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf
 
-KINDS = ("limit", "runtimes", "reference", "bronze", "silver", "chain")
+KINDS = ("limit", "runtimes", "reference", "bronze", "silver", "chain", "chain_warm")
 
 
 def timed(function: Callable[[], object]) -> tuple[object, float]:
@@ -290,6 +294,20 @@ def measure_chain(spark, conf: Conf) -> dict:
     return result
 
 
+def measure_chain_warm(spark, conf: Conf, then_add: Sequence[Path] = ()) -> dict:
+    """The chain in one application after each folder of `then_add` is copied into input.path:
+    the last run is the measurement (the watch mode's case, `python -m pipelines.run --watch`: the
+    JVM, the generated code and the Delta logs warm from the runs before), the first in process
+    is kept beside it for comparison."""
+    if len(then_add) < 2:
+        raise ValueError("chain_warm needs two --then-add folders: one to warm the application, one to time")
+    runs = []
+    for folder in then_add:
+        shutil.copytree(folder, conf.path("input.path"), dirs_exist_ok=True)  # copy2: times kept
+        runs.append(run_chain(spark, conf))
+    return {**runs[-1], "first_in_process": runs[0]}
+
+
 # The Spark measurements, each given the process's session (started outside the timing).
 SPARK_MEASUREMENTS: dict[str, Callable[..., dict]] = {
     "runtimes": measure_runtimes,
@@ -300,7 +318,7 @@ SPARK_MEASUREMENTS: dict[str, Callable[..., dict]] = {
 }
 
 
-def run_measurement(kind: str, conf: Conf) -> dict:
+def run_measurement(kind: str, conf: Conf, then_add: Sequence[Path] = ()) -> dict:
     """`limit` without Spark; the others on a SparkSession started (and stopped) around them."""
     if kind == "limit":
         return measure_limit(conf)
@@ -308,6 +326,8 @@ def run_measurement(kind: str, conf: Conf) -> dict:
 
     spark = build_spark_session(conf, f"bench-{kind}")
     try:
+        if kind == "chain_warm":
+            return measure_chain_warm(spark, conf, then_add)
         return SPARK_MEASUREMENTS[kind](spark, conf)
     finally:
         spark.stop()
@@ -317,13 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--out", required=True, help="JSON file for the result")
+    parser.add_argument("--then-add", action="append", default=[], type=Path, metavar="FOLDER",
+                        help="chain_warm: copy FOLDER into input.path, then run the chain (repeatable, in order)")
     args = parser.parse_args(argv)
     conf = load_stage_conf(args)
     # Before Keras or the JVM start: the JVM's Python workers inherit it (the reference loads the
     # weights file from the Keras cache in every task).
     features.use_keras_home(conf.path("silver.keras_home"))
     try:
-        result = run_measurement(args.kind, conf)
+        result = run_measurement(args.kind, conf, args.then_add)
     except Exception as exc:  # noqa: BLE001 - reported to bench.run, which goes on with the others
         traceback.print_exc()
         Path(args.out).write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), encoding="utf-8")

@@ -8,7 +8,8 @@ work folder (`bench.work_dir`/<timestamp>), then runs each measurement of bench/
 its own process, in this order: the Keras limit, the TFLite limit, the runtime options (speed,
 feature error, gold accuracy), reference, bronze + silver at N (memory sampled) + silver with the
 other runtime on a copy of that bronze lake, the chain at N, again with nothing new (also as whole
-processes: one per stage, then `python -m pipelines.run`), and after adding the increment; bronze +
+processes: one per stage, then `python -m pipelines.run`), and after adding the increment (in a
+new process, then twice more in one application: the watch mode's case); bronze +
 silver at memory_factor x N, the chain on that lake, and again after an increment of the same size. It
 prints the measurements, every ratio with PASS/MISS against `bench.targets`, and the memory
 peaks, and writes all of it, with the machine's description, to `bench.results_dir`/<timestamp>.json
@@ -64,12 +65,15 @@ class Bench:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def measure(self, name: str, kind: str, input_dir: Path, lake_dir: Path | None, extra: Sequence[str] = ()) -> dict:
-        """Run `bench.measure KIND` in a new process (own session) and return its JSON result."""
+    def measure(
+        self, name: str, kind: str, input_dir: Path, lake_dir: Path | None, extra: Sequence[str] = (),
+        arguments: Sequence[str] = (),
+    ) -> dict:
+        """Run `bench.measure KIND [arguments]` in a new process (own session) and return its JSON result."""
         self.done += 1
         out = self.folder("measurements") / f"{name}.json"
         log = self.folder("logs") / f"{name}.log"
-        command = [sys.executable, "-m", "bench.measure", kind, "--out", str(out)]
+        command = [sys.executable, "-m", "bench.measure", kind, "--out", str(out), *arguments]
         for file in self.conf_files:
             command += ["--conf", file]
         lake = [f"lake.root={lake_dir}"] if lake_dir is not None else []
@@ -152,12 +156,20 @@ def source_folder(conf: Conf) -> Path:
 
 
 def prepare_weights(conf: Conf) -> None:
-    """Put the weights file in the Keras cache once, before the measurements that read it from there."""
-    from pipelines import silver
+    """Put the weights file in the Keras cache once, before the measurements that read it from there,
+    and with `silver.runtime: tflite` its conversion and the record naming it (pipelines/runtimes.py):
+    a one-time cost per weights file and TensorFlow version (10-15 s) that only a machine's first
+    run pays, so the measurements time the runs after it, as every later run of the pipeline is."""
+    from pipelines import runtimes, silver
 
     settings = silver.weights_settings(conf)
-    if settings.choice == "imagenet":
-        features.locate_weights_file(settings)
+    if settings.choice != "imagenet":
+        return
+    features.locate_weights_file(settings)
+    runtime = silver.runtime(conf)
+    if runtime.engine == "tflite":
+        features.use_keras_home(settings.keras_home)
+        runtimes.load_driver_model(settings, runtime)
 
 
 def new_bench(conf: Conf, conf_files: list[str], overrides: list[str], planned: int, stamp: str) -> Bench:
@@ -197,6 +209,13 @@ def full_bench(bench: Bench, source: Path, selection: dataset.Selection) -> dict
         )
         dataset.materialize(source, selection.increment, chain_input)
         m[summary.INCREMENTAL] = bench.measure(summary.INCREMENTAL, "chain", chain_input, chain_lake)
+        if "error" not in m[summary.INCREMENTAL]:
+            warm = [dataset.materialize(source, paths, bench.folder(inputs, f"warm-{n}"))
+                    for n, paths in enumerate(selection.warm_increments, 1)]
+            m[summary.INCREMENTAL_WARM] = bench.measure(
+                summary.INCREMENTAL_WARM, "chain_warm", chain_input, chain_lake,
+                arguments=[item for folder in warm for item in ("--then-add", str(folder))],
+            )
     m["bronze_memory"] = bench.measure("bronze_memory", "bronze", memory_input, memory_lake)
     if "error" not in m["bronze_memory"]:
         m[summary.SILVER_MEMORY] = bench.measure(summary.SILVER_MEMORY, "silver", memory_input, memory_lake)
@@ -295,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     files = args.conf or ["conf/local.yaml"]
     machine = describe_machine()
-    bench = new_bench(conf, files, args.overrides, 2 + len(sweep) if sweep else 16, stamp)
+    bench = new_bench(conf, files, args.overrides, 2 + len(sweep) if sweep else 17, stamp)
     print(f"bench {stamp}: N = {images} images from {source}, work folder {bench.root}\n"
           f"machine: {machine['cores']} cores, {machine['ram_gib']} GiB, {machine['cpu_model']}, "
           f"load average {machine['load_average_1m_5m_15m']}", flush=True)

@@ -16,6 +16,8 @@ LIMIT, REFERENCE, SILVER, CHAIN, NOOP, NOOP_PER_STAGE, NOOP_ONE_APP, INCREMENTAL
     "chain_incremental",
 )
 SILVER_MEMORY, CHAIN_MEMORY, INCREMENTAL_MEMORY = "silver_memory", "chain_memory", "chain_incremental_memory"
+# The increment in an application that has run one before (the watch mode's case: JVM, code and Delta warm).
+INCREMENTAL_WARM = "chain_incremental_warm"
 # The runtime measurements (docs/silver.md, "Runtimes"): LIMIT is Keras' limit, LIMIT_TFLITE the
 # TFLite interpreter's; SILVER runs silver.runtime, SILVER_OTHER the other runtime on the same images.
 LIMIT_TFLITE, RUNTIMES, SILVER_OTHER = "limit_tflite", "runtimes", "silver_other_runtime"
@@ -94,6 +96,10 @@ def ratios(measurements: Mapping[str, Mapping], targets: Mapping[str, float]) ->
          targets["noop_vs_full"], "<=", "chain run again with nothing new, over the full chain run"),
         ("incremental / full", _divide(_get(measurements, INCREMENTAL, "seconds"), _get(measurements, CHAIN, "seconds")),
          targets["incremental_vs_full"], "<=", "chain run after adding the increment, over the full chain run"),
+        ("incremental in a running application / full",
+         _divide(_get(measurements, INCREMENTAL_WARM, "seconds"), _get(measurements, CHAIN, "seconds")),
+         None, "<=", "the same number of new images, added to an application that ran an increment before "
+         "(python -m pipelines.run --watch), over the full chain run"),
         ("incremental on a 4x lake / incremental",
          _divide(_get(measurements, INCREMENTAL_MEMORY, "seconds"), _get(measurements, INCREMENTAL, "seconds")),
          targets["incremental_growth"], "<=", "the same number of new images on the 4N lake: cost follows the new images"),
@@ -228,12 +234,13 @@ MEASUREMENT_LABELS = {
     NOOP_PER_STAGE: "   nothing new, one process per stage",
     NOOP_ONE_APP: "   nothing new, python -m pipelines.run",
     INCREMENTAL: "6. chain after +increment",
+    INCREMENTAL_WARM: "6b. +increment, running application",
     "bronze_memory": "   bronze (prepares the memory run)",
     SILVER_MEMORY: "7. silver job, memory run",
     CHAIN_MEMORY: "   chain on the 4N lake (gold's fit)",
     INCREMENTAL_MEMORY: "8. chain after +increment, 4N lake",
 }
-CHAINS = (CHAIN, NOOP, INCREMENTAL, CHAIN_MEMORY, INCREMENTAL_MEMORY)
+CHAINS = (CHAIN, NOOP, INCREMENTAL, INCREMENTAL_WARM, CHAIN_MEMORY, INCREMENTAL_MEMORY)
 
 
 def measurements_table(measurements: Mapping[str, Mapping]) -> str:

@@ -32,6 +32,7 @@ def _measurements() -> dict:
         "noop_stage_processes": {"process_seconds": 60.0},
         "noop_one_application": {"process_seconds": 24.0},
         "chain_incremental": {"images": 5, "seconds": 2.0, "stages": {"bronze": 0.5, "silver": 1.0, "gold": 0.5}},
+        "chain_incremental_warm": {"images": 5, "seconds": 1.0, "stages": {"bronze": 0.2, "silver": 0.6, "gold": 0.2}},
         "chain_memory": {"images": 0, "seconds": 4.0, "stages": {"bronze": 0.5, "silver": 0.5, "gold": 3.0}},
         "chain_incremental_memory": {"images": 5, "seconds": 2.4, "stages": {"bronze": 0.6, "silver": 1.1, "gold": 0.7}},
         "silver_memory": {"images": 400, "seconds": 20.0, "images_per_s": 20.0, "inference_images_per_s": 21.0,
@@ -52,6 +53,8 @@ def test_ratios_are_computed_from_the_same_run_and_judged_against_their_targets(
     assert (rows["incremental on a 4x lake / incremental"].value, rows["incremental on a 4x lake / incremental"].status) == (1.2, "MISS")
     one_app = rows["no-op processes, one application / one per stage"]
     assert (one_app.value, one_app.status) == (0.4, "info")
+    warm = rows["incremental in a running application / full"]
+    assert (warm.value, warm.status) == (0.1, "info")
     assert rows["silver inference pass / limit"].status == "info"
     assert rows["silver inference pass / limit"].target is None
     # (400 - 100) images in (20 - 6.25) s = 21.82 images/s, over the limit's 20
@@ -146,6 +149,7 @@ def test_selection_is_nested_prefixes_of_one_seeded_order():
     assert chosen.memory == order[:80]
     assert chosen.memory_increment == order[80:81]  # new to the 4N lake, as the increment is to the N lake
     assert not set(chosen.increment) & set(chosen.base)
+    assert chosen.warm_increments == (order[21:22], order[22:23])  # new to the N lake after the increment
 
 
 def test_selection_asking_for_more_images_than_the_sample_names_the_settings():

@@ -62,7 +62,7 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     assert code == 0, printed
     assert measurements_in_this_process == [
         "limit", "limit", "runtimes", "reference", "bronze", "silver", "silver", "chain", "chain",
-        "pipelines.bronze", "pipelines.silver", "pipelines.gold", "pipelines.run", "chain", "bronze", "silver",
+        "pipelines.bronze", "pipelines.silver", "pipelines.gold", "pipelines.run", "chain", "chain_warm", "bronze", "silver",
         "chain", "chain",
     ]
 
@@ -81,7 +81,7 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     processes = {"noop_stage_processes", "noop_one_application"}
     assert set(m) == {
         "limit", "limit_tflite", "runtimes", "reference", "bronze", "silver", "silver_other_runtime", "chain",
-        "chain_noop", *processes, "chain_incremental", "bronze_memory", "silver_memory", "chain_memory",
+        "chain_noop", *processes, "chain_incremental", "chain_incremental_warm", "bronze_memory", "silver_memory", "chain_memory",
         "chain_incremental_memory",
     }
     for name, result in m.items():
@@ -98,6 +98,8 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     assert options["keras"]["max_abs_diff_vs_keras"] == 0 and options["tflite"]["max_abs_diff_vs_keras"] < 1e-4
     assert m["chain_incremental"]["images"] == 1 and m["chain_incremental"]["silver_images"] == 1
     assert m["chain_incremental"]["gold_mode"] == "incremental"
+    warm = m["chain_incremental_warm"]  # two more images, one at a time, in one application: the second timed
+    assert (warm["images"], warm["first_in_process"]["images"], warm["gold_mode"]) == (1, 1, "incremental")
     assert set(m["chain"]["stages"]) == {"bronze", "silver", "gold"}
     assert m["silver_memory"]["images"] == 16
     for name in ("silver", "silver_memory"):
