@@ -273,7 +273,12 @@ def run_chain(spark, conf: Conf) -> dict:
         def stage(module=declared.module(), name=name, run_id=run_id):
             gates.require_upstream_passed(spark, conf, name)
             audit = gates.auditor(spark, conf, name, run_id)
-            return marks.run_unless_unchanged(spark, conf, name, run_id, lambda: module.run(spark, conf, run_id, audit=audit))
+
+            def run():  # as pipelines.cli.execute_stage runs a stage
+                gates.preload()
+                return module.run(spark, conf, run_id, audit=audit)
+
+            return marks.run_unless_unchanged(spark, conf, name, run_id, run)
 
         results[name], seconds = timed(stage)
         stages[name] = round(seconds, 2)

@@ -64,6 +64,8 @@ class Batch:
     def __post_init__(self) -> None:
         if bool(self.keys) == self.replace:
             raise ValueError("a lake.Batch is inserted by its keys or replaced (replace=True): give exactly one of them")
+        if self.empty and self.replace:
+            raise ValueError("a replaced lake.Batch cannot be empty=True: replacing a table with no rows is a publish, not a skip")
 
 
 @dataclass(frozen=True)
@@ -341,10 +343,12 @@ def write_audit_publish(
 
 
 def create_if_absent(spark: SparkSession, schema: StructType, location: str) -> PublishResult:
-    """An empty batch's publish: no commit when the table exists, its creation (empty) when not."""
+    """An empty batch's publish: no commit when the table exists, its creation (empty) when not,
+    with every column nullable, as a staged batch read back from Delta creates it."""
     if DeltaTable.isDeltaTable(spark, location):
         return PublishResult(location, 0, 0)
-    return _commit_retrying_conflicts(spark, schema, location, lambda: PublishResult(location, 0, 0), attempts=5)
+    nullable = StructType([field.__class__(field.name, field.dataType, True, field.metadata) for field in schema])
+    return _commit_retrying_conflicts(spark, nullable, location, lambda: PublishResult(location, 0, 0), attempts=5)
 
 
 def drop_staging(spark: SparkSession, conf: Conf, stage: str, run_id: str) -> None:

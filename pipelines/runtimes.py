@@ -139,7 +139,7 @@ def load_driver_model(settings: features.WeightsSettings, runtime: Runtime) -> D
         return DriverModel(arrays, sha256, source, runtime)
     cache = Path(settings.keras_home) / features.KERAS_CACHE_SUBDIR
     payload = cached_conversion(model, sha256, runtime, cache)
-    if settings.choice != "random":
+    if settings.choice == "imagenet":
         record_conversion(settings, runtime, sha256, payload)
     return DriverModel(payload, sha256, source, runtime)
 
@@ -174,7 +174,7 @@ def _conversion_record(settings: features.WeightsSettings, runtime: Runtime) -> 
 def recorded_conversion(settings: features.WeightsSettings, runtime: Runtime) -> DriverModel | None:
     """The conversion record_conversion kept for this weights file and runtime, or None (no record,
     another file, a damaged record or conversion file: the caller converts again, which rewrites both)."""
-    if settings.choice == "random":
+    if settings.choice != "imagenet":  # random initial values have no file; another value is refused by the full path
         return None
     record_path, file_sha256, source = _conversion_record(settings, runtime)
     try:
@@ -276,9 +276,9 @@ def worker_predictor(broadcast_payload: Any, weights_sha256: str, runtime_name: 
 
 
 def warm_predictor(broadcast_payload: Any, weights_sha256: str, runtime_name: str, threads: int, batch_size: int) -> None:
-    """Build this worker's predictor (worker_predictor) and run it once on a batch of `batch_size`
-    blank images: the interpreter's tensors are then allocated and XNNPACK's plan made for the
-    shape the inference's batches have, before the inference pass instead of in its first batch."""
+    """Build this worker's predictor (worker_predictor) and run it once on `batch_size` blank images:
+    the interpreter's tensors are then allocated and XNNPACK's plan made for the shape of the
+    inference's first batch (silver.first_batch_rows), before the inference pass instead of in it."""
     predictor = worker_predictor(broadcast_payload, weights_sha256, runtime_name, threads)
     predictor.predict_on_batch(np.zeros((batch_size, features.IMAGE_SIZE, features.IMAGE_SIZE, 3), np.float32))
 

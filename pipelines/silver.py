@@ -187,7 +187,8 @@ def warm_up_workers(
 
 @dataclasses.dataclass(frozen=True)
 class ReadyModel:
-    """A model broadcast before the warm-up (warm_up_workers): its bytes, identity and batch size."""
+    """A model broadcast before the warm-up (warm_up_workers): its bytes, identity, and the rows of
+    the inference's first batch in each task (first_batch_rows), the shape the warm-up plans."""
 
     broadcast: Any
     weights_sha256: str
@@ -337,9 +338,10 @@ def _featurize_and_publish(
             # A TFLite conversion an earlier run recorded is read in a fraction of a second (no
             # TensorFlow on the driver): broadcast at once, the warm-up then plans the interpreters.
             loaded = runtimes.recorded_conversion(settings, chosen) if chosen.engine == "tflite" else None
+            ready = None
             if loaded is not None:
                 broadcast_payload = spark.sparkContext.broadcast(loaded.payload)
-            ready = ReadyModel(broadcast_payload, loaded.weights_sha256, batch_size) if loaded is not None else None
+                ready = ReadyModel(broadcast_payload, loaded.weights_sha256, first_batch_rows(result.new, partitions, conf))
             warm_up = warm_up_workers(spark, min(slots, partitions), chosen.name, result.tf_threads, ready)
             if loaded is None:
                 loaded = runtimes.load_driver_model(settings, chosen)
@@ -354,9 +356,17 @@ def _featurize_and_publish(
             broadcast_payload = spark.sparkContext.broadcast(loaded.payload)
         return _infer_and_publish(spark, conf, run_id, to_featurize, partitions, loaded, broadcast_payload, chosen, result, audit)
     finally:
+        if warm_up is not None:
+            warm_up.exception()  # the warm-up reads the broadcast: it ends before the broadcast is destroyed
         to_featurize.unpersist()
         if broadcast_payload is not None:
             broadcast_payload.destroy()
+
+
+def first_batch_rows(images: int, partitions: int, conf: Conf) -> int:
+    """The rows of the first model batch of an inference task: a partition's rows (the images
+    spread evenly), at most one Arrow batch and one `silver.batch_size`."""
+    return max(1, min(conf["silver.batch_size"], conf["silver.arrow_batch_rows"], math.ceil(images / partitions)))
 
 
 def _infer_and_publish(

@@ -154,9 +154,9 @@ def docs_index_location(conf: Conf) -> str:
 
 def preload() -> None:
     """Import Great Expectations (quality/suites.py, ~3 s of Python) in a background thread, once per
-    process: a stage with something new calls this before reading its tables, so the import runs
-    while the driver waits on Spark instead of when the audit starts. An import error is raised
-    again, in the stage's own thread, by the audit's own import."""
+    process: a stage that runs (its mark did not match) calls this before reading its tables, so
+    the import runs while the driver waits on Spark instead of when the audit starts. An import
+    error is raised again, in the stage's own thread, by the audit's own import."""
     global _preloading
     if _preloading is not None or "quality.suites" in sys.modules:
         return

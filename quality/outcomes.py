@@ -91,24 +91,26 @@ def _append(spark: SparkSession, layout: Layout, rows: list[Outcome]) -> None:
     commit the remembered answers of `latest_runs` hold, it can only be this append: the answers
     are brought up to date with these rows, without reading the table."""
     location = layout.location("quality_outcomes")
+    before = lake.latest_commit(spark, location)
     remembered = _latest_read.get(location) or _read_answers_file(spark, layout)
     frame = spark.createDataFrame([outcome.as_row() for outcome in rows], OUTCOME_SCHEMA)
     frame.write.format("delta").mode("append").save(location)
-    commit = lake.latest_commit(spark, location)
-    if remembered is None or commit is None or commit[0] != remembered[0][0] + 1:
-        return  # another process committed too, or nothing was read: the next read reads the table
+    after = lake.latest_commit(spark, location)
+    if remembered is None or before is None or remembered[0] != before or after is None or after[0] != before[0] + 1:
+        return  # answers of another state, or another commit came too: the next read reads the table
     validations, last_runs = dict(remembered[1]), dict(remembered[2])
+    newest = lambda o: (o.validated_at.timestamp(), o.run_id)  # noqa: E731 - instants, not wall-clock times
     for outcome in (_as_read(row) for row in rows):
         for answers, counted in ((last_runs, True), (validations, outcome.validated)):
             current = answers.get(outcome.layer)
-            if counted and (current is None or (outcome.validated_at, outcome.run_id) >= (current.validated_at, current.run_id)):
+            if counted and (current is None or newest(outcome) >= newest(current)):
                 answers[outcome.layer] = outcome
-    _remember(spark, layout, commit, validations, last_runs)
+    _remember(spark, layout, after, validations, last_runs)
 
 
 def _as_read(outcome: Outcome) -> Outcome:
     """The outcome as a read of the table gives it back: PySpark returns a timestamp as a naive
-    datetime in the process's local time zone."""
+    datetime in the process's local time zone (`fromtimestamp` keeps the instant, DST fold included)."""
     at = outcome.validated_at
     return replace(outcome, validated_at=datetime.fromtimestamp(at.timestamp()) if at.tzinfo is not None else at)
 
@@ -189,37 +191,50 @@ Answers = tuple[list[int], dict[str, Outcome], dict[str, Outcome]]
 
 
 def _remember(spark: SparkSession, layout: Layout, commit: list[int], validations: dict, last_runs: dict) -> None:
-    _latest_read[layout.location("quality_outcomes")] = (commit, dict(validations), dict(last_runs))
+    """Keep the answers in memory and in the answers file. The file is a cache: failing to write it
+    costs the next process a read of the table, never a stage's run (nor a read-only report's)."""
+    location = layout.location("quality_outcomes")
+    _latest_read[location] = (commit, dict(validations), dict(last_runs))
     document = {
-        "commit": commit,
+        "table": location, "commit": commit,
         "validations": {layer: _as_json(o) for layer, o in validations.items()},
         "last_runs": {layer: _as_json(o) for layer, o in last_runs.items()},
     }
-    with tempfile.TemporaryDirectory(prefix="fruits-outcomes-") as scratch:
-        local = Path(scratch) / "answers.json"
-        local.write_text(json.dumps(document, indent=1), encoding="utf-8")
-        lakefs.put_file(spark, local, layout.mark(ANSWERS_FILE))
+    try:
+        with tempfile.TemporaryDirectory(prefix="fruits-outcomes-") as scratch:
+            local = Path(scratch) / "answers.json"
+            local.write_text(json.dumps(document, indent=1), encoding="utf-8")
+            lakefs.put_file(spark, local, layout.mark(ANSWERS_FILE))
+    except Exception:  # noqa: BLE001 - an unwritable marks folder only loses the cache
+        pass
 
 
 def _read_answers_file(spark: SparkSession, layout: Layout) -> Answers | None:
-    """The answers _remember kept, or None (no file, or a torn or foreign one: the table is read)."""
-    raw = lakefs.read_small_file(spark, layout.mark(ANSWERS_FILE))
+    """The answers _remember kept for this outcome table, or None (no file, a torn one, or one of
+    another table, e.g. after quality.outcomes_table changed: the table is read)."""
     try:
+        raw = lakefs.read_small_file(spark, layout.mark(ANSWERS_FILE))
         document = json.loads(raw) if raw is not None else None
-        if document is None:
+        if document is None or document["table"] != layout.location("quality_outcomes"):
             return None
         answers = tuple({layer: _from_json(o) for layer, o in document[key].items()} for key in ("validations", "last_runs"))
         return list(document["commit"]), answers[0], answers[1]
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except Exception:  # noqa: BLE001 - an unreadable cache is no answer: the table is read
         return None
 
 
 def _as_json(outcome: Outcome) -> dict:
-    return {**outcome.__dict__, "validated_at": outcome.validated_at.isoformat()}
+    """The outcome with its time as an instant (microseconds since the epoch): the file is read
+    back by processes in any time zone, each giving it as a read of the table would (_as_read)."""
+    at = outcome.validated_at
+    return {**outcome.__dict__, "validated_at": int(at.replace(microsecond=0).timestamp()) * 1_000_000 + at.microsecond}
 
 
 def _from_json(document: dict) -> Outcome:
-    return Outcome(**{**document, "validated_at": datetime.fromisoformat(document["validated_at"])})
+    """As PySpark gives a timestamp read from the table (a naive local time, to the microsecond)."""
+    micros = int(document["validated_at"])
+    local = datetime.fromtimestamp(micros // 1_000_000).replace(microsecond=micros % 1_000_000)
+    return Outcome(**{**document, "validated_at": local})
 
 
 def _outcome(row) -> Outcome:

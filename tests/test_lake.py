@@ -256,6 +256,8 @@ def test_a_batch_is_either_inserted_by_keys_or_replaced(spark):
     for wrong in ({}, {"keys": ("id",), "replace": True}):
         with pytest.raises(ValueError, match="inserted by its keys or replaced"):
             lake.Batch(rows, **wrong)
+    with pytest.raises(ValueError, match="cannot be empty=True"):
+        lake.Batch(rows, replace=True, empty=True)
 
 
 def test_an_empty_batch_is_neither_staged_nor_committed_but_its_table_exists_after_the_run(spark, make_conf, monkeypatch):
@@ -283,7 +285,8 @@ def test_an_empty_batch_is_neither_staged_nor_committed_but_its_table_exists_aft
     first = run("run-1", ["a", "b"])
     assert staged_tables == ["bronze/bronze"] and seen == {"quarantine": 0}
     assert (first["quarantine"].inserted_rows, first["bronze"].inserted_rows) == (0, 2)
-    assert layout.read(spark, "quarantine").count() == 0  # created, empty
+    assert layout.read(spark, "quarantine").count() == 0  # created, empty, nullable as a staged batch makes it
+    assert all(field.nullable for field in layout.read(spark, "quarantine").schema)
     version = DeltaTable.forPath(spark, layout.location("quarantine")).history(1).first()["version"]
     run("run-2", ["c"])
     assert DeltaTable.forPath(spark, layout.location("quarantine")).history(1).first()["version"] == version

@@ -229,6 +229,18 @@ def test_a_new_process_takes_the_latest_outcomes_from_the_answers_file_until_ano
     assert outcomes.latest(spark, conf)["bronze"].run_id == "bronze-elsewhere" and reads == [location]  # the file again
     assert table_answers.count() == 4
 
+    # Answers of an older state are never brought forward by an append: the table is read again.
+    stale = outcomes._latest_read[location]
+    spark.createDataFrame([dataclasses.replace(passed, run_id="bronze-foreign", validated_at=datetime.now(timezone.utc)).as_row()],
+                          outcomes.OUTCOME_SCHEMA).write.format("delta").mode("append").save(location)
+    monkeypatch.setattr(outcomes, "_latest_read", {location: stale})
+    outcomes.record(spark, conf, dataclasses.replace(passed, layer="gold", run_id="gold-passed", validated_at=datetime.now(timezone.utc)))
+    assert outcomes.latest(spark, conf)["bronze"].run_id == "bronze-foreign" and reads == [location, location]
+    # The file names its table: another outcome table (quality.outcomes_table changed) does not use it.
+    moved = make_conf(None, "quality.outcomes_table=outcomes-moved")
+    assert outcomes._read_answers_file(spark, Layout.from_conf(conf)) is not None
+    assert outcomes._read_answers_file(spark, Layout.from_conf(moved)) is None
+
 
 def test_preload_imports_great_expectations_in_the_background_once():
     """A stage with something new starts the audit's Great Expectations import at once, in a

@@ -14,6 +14,7 @@ from pyspark.sql import Row
 from pyspark.sql import functions as F
 
 from pipelines import bronze, features, lake, silver
+from pipelines.config import load_conf
 from pipelines.layout import Layout
 from tests.conftest import MODEL_SEED, copy_sample, jpeg_bytes, png_bytes
 
@@ -70,6 +71,15 @@ def test_featurized_rows_split_into_silver_and_quarantine(spark):
 )
 def test_inference_partitions_fill_the_slots_without_tiny_partitions(images, expected):
     assert silver.inference_partitions(images, task_slots=2, partitions_per_slot=2, batch_size=64) == expected
+
+
+def test_the_warm_up_plans_the_shape_of_the_first_model_batch_of_a_task():
+    """An increment of 60 images in 2 partitions sends batches of 30 (not silver.batch_size=32)."""
+    conf = load_conf(["conf/local.yaml"], ["silver.batch_size=32", "silver.arrow_batch_rows=256"])
+    assert silver.first_batch_rows(60, 2, conf) == 30
+    assert silver.first_batch_rows(1200, 4, conf) == 32
+    assert silver.first_batch_rows(1, 1, conf) == 1
+    assert silver.first_batch_rows(1200, 4, load_conf(["conf/local.yaml"], ["silver.arrow_batch_rows=16"])) == 16
 
 
 # ---------------------------------------------------------------- correctness against Keras
