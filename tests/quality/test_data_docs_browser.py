@@ -13,7 +13,9 @@ import pytest
 from quality import gates
 from tests.conftest import load_script
 
-pytestmark = pytest.mark.spark
+# ~50 s (a gated lake, then Chromium twice): in make test-long; the pages' content is checked
+# without a browser in make test (tests/quality/test_docs.py, test_gates.py).
+pytestmark = [pytest.mark.spark, pytest.mark.long]
 
 
 @pytest.fixture(scope="module")
