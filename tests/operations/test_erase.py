@@ -22,7 +22,7 @@ from pipelines.layout import Layout
 from tests.operations.conftest import DUPLICATE, image_rows
 
 # Its lake (a whole chain plus a duplicate upload) takes ~4 min to build: `make test-long`; `make test`
-# erases through the same path in tests/operations/test_maintain.py (retention).
+# erases one image of a bronze and silver lake through the same command (tests/operations/test_maintain.py).
 pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.long]
 
 # Folders whose files may name the id by design: the audit of erasures, and Delta's commit logs

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipelines import lake, lock, maintain
+from pipelines import erase, lake, lock, maintain
 from pipelines.layout import Layout
 from tests.quality.conftest import bronze_rows, features, silver_rows
 
@@ -45,8 +45,6 @@ def small_lake(spark, make_conf, tmp_path):
     return conf
 
 
-# make test-long: ~30 s of OPTIMIZE over 50 small commits; make test keeps retention (erasure, VACUUM), bench.maintenance measures OPTIMIZE.
-@pytest.mark.long
 def test_optimize_compacts_the_small_files_and_keeps_the_rows(spark, small_lake):
     location = Layout.from_conf(small_lake).location("silver")
     before = sorted(r["image_id"] for r in spark.read.format("delta").load(location).collect())
@@ -57,10 +55,6 @@ def test_optimize_compacts_the_small_files_and_keeps_the_rows(spark, small_lake)
     assert sorted(r["image_id"] for r in spark.read.format("delta").load(location).collect()) == before
 
 
-# 67 to 93 s on the 2-core machine; the erasure it drives is tested end to end in make test
-# (tests/operations/test_erase.py), the retention settings' checks below too.
-@pytest.mark.long
-@pytest.mark.slow
 def test_retention_erases_expired_images_everywhere_and_audits_them(spark, small_lake, tmp_path):
     conf = small_lake.with_overrides(["bronze.retention_days=30"])
     code, out, err = run_maintain(conf, "--tables", "bronze,silver")
@@ -74,6 +68,33 @@ def test_retention_erases_expired_images_everywhere_and_audits_them(spark, small
     assert sorted(r["image_id"] for r in audit) == IDS[:2] and {r["reason"] for r in audit} == {"retention"}
     remaining = sorted(p.name for p in (tmp_path / "input").rglob("*.jpg"))
     assert remaining == ["2_100.jpg", "3_100.jpg"]  # expired sources deleted: no run ingests them again
+
+
+def test_erase_deletes_one_image_from_every_table_vacuums_and_audits(spark, small_lake, tmp_path):
+    """The GDPR erasure in make test (the whole chain's scan of every file is tests/operations/test_erase.py,
+    make test-long): the image leaves bronze and silver, time travel cannot return it after --vacuum,
+    its source file is deleted, and the audit row holds the path's hash, never the path."""
+    from delta.tables import DeltaTable
+
+    sets = [a for item in small_lake.sources if item.startswith("--set ") for a in ("--set", item[len("--set "):])]
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = erase.main(["--conf", "conf/local.yaml", *sets, "--image-id", IDS[0], "--vacuum", "--delete-source",
+                           "--requested-by", "dpo@example"])
+    assert code == 0, err.getvalue()
+    assert "1 image(s) erased" in out.getvalue()
+    layout = Layout.from_conf(small_lake)
+    for table in ("bronze", "silver"):
+        kept = sorted(r["image_id"] for r in spark.read.format("delta").load(layout.location(table)).collect())
+        assert kept == IDS[1:], table
+    bronze = layout.location("bronze")
+    deleted_at = DeltaTable.forPath(spark, bronze).history().where("operation = 'DELETE'").first()["version"]
+    with pytest.raises(Exception, match="(?i)not.?found|does not exist|FAILED_READ_FILE"):
+        spark.read.format("delta").option("versionAsOf", deleted_at - 1).load(bronze).where(f"image_id = '{IDS[0]}'").collect()
+    (audit,) = spark.read.format("delta").load(layout.location("erasures")).collect()
+    assert audit["image_id"] == IDS[0] and audit["requested_by"] == "dpo@example" and audit["vacuum"] is True
+    assert audit["rows_deleted"] == {"bronze": 1, "silver": 1} and "Training/Apple Red 1/0_100.jpg" not in str(audit.asDict())
+    assert not (tmp_path / "input" / "Training" / "Apple Red 1" / "0_100.jpg").exists()
 
 
 @pytest.mark.parametrize(
