@@ -348,6 +348,12 @@ def _hadoop_path_string(uri: str) -> str:
     return re.sub(r"^file:///", "file:/", unquote(uri))
 
 
+def inspection_tasks(new_files: int, files_per_partition: int, cores: int) -> int:
+    """Partitions of the new files to inspect: `files_per_partition` files each, at least one per
+    core to keep every core busy, never more than one per file."""
+    return max(1, min(new_files, max(cores, -(-new_files // files_per_partition))))
+
+
 def read_contents(spark: SparkSession, root_uri: str, rel_paths: list[str], files_per_partition: int) -> DataFrame:
     """Bytes of the given files only (glob characters in names escaped), with `rel_path`."""
     if not rel_paths:
@@ -381,7 +387,10 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
     results = {}
     if counts.new_files:
         name_reason = unreadable_name(F.element_at(F.split("rel_path", "/"), -1), not is_remote(root_uri))
-        candidates = new_files.select("rel_path", name_reason.alias("name_reason"))
+        # The inspection (Python, one round trip per partition) runs in the tasks the new files
+        # need, not in the listing's partitions: 16 for a few dozen new files, most of their time overhead.
+        tasks = inspection_tasks(counts.new_files, conf["bronze.files_per_partition"], spark.sparkContext.defaultParallelism)
+        candidates = new_files.select("rel_path", name_reason.alias("name_reason")).coalesce(tasks)
         readable = [r.rel_path for r in candidates.where(F.col("name_reason").isNull()).select("rel_path").collect()]
         contents = read_contents(spark, root_uri, readable, conf["bronze.files_per_partition"])
         inspected = (
@@ -396,7 +405,7 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
                 ),
                 "path",
             )
-        )
+        ).persist(StorageLevel.MEMORY_AND_DISK)  # assign_outcomes reads it twice: one read and inspection of each file
         # Persisted: both staged tables (accepted and rejected rows) come from one read and one
         # inspection of each file, instead of one each.
         outcomes = assign_outcomes(inspected, bronze.select("image_id", "path", "orientation")).persist(StorageLevel.MEMORY_AND_DISK)
@@ -412,6 +421,7 @@ def run(spark: SparkSession, conf: Conf, run_id: str, audit: lake.Audit | None =
             )
         finally:
             outcomes.unpersist()
+            inspected.unpersist()
     rejected = results["quarantine"].inserted_rows if results else 0
     rejected_reasons, rename_to_ingest = _run_quarantine(spark, conf, run_id) if rejected else ({}, [])
     result = BronzeResult(

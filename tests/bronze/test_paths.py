@@ -1,10 +1,11 @@
-"""Label, split and image-extension parsing from listed paths (a transform on a tiny listing, no I/O)."""
+"""Label, split and image-extension parsing from listed paths (a transform on a tiny listing, no I/O);
+the inspection's task count."""
 
 from datetime import datetime
 
 import pytest
 
-from pipelines.bronze import with_relative_paths
+from pipelines.bronze import inspection_tasks, with_relative_paths
 
 SPLITS = ["Training", "Test"]
 ROOT = "file:/data/input"
@@ -48,3 +49,12 @@ def test_a_path_outside_the_root_has_no_relative_path(spark):
     listing = spark.createDataFrame([("file:/elsewhere/Kiwi/a.jpg", 1, datetime(2026, 1, 1))], "path string, length long, modificationTime timestamp")
     row = with_relative_paths(listing, ROOT, ["jpg"], SPLITS).first()
     assert (row["rel_path"], row["label"], row["is_image"]) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    "new_files, per_partition, cores, tasks",
+    [(60, 512, 2, 2), (1, 512, 2, 1), (6270, 512, 2, 13), (6270, 512, 32, 32), (3, 512, 8, 3), (0, 512, 2, 1)],
+)
+def test_the_inspection_runs_in_the_tasks_the_new_files_need(new_files, per_partition, cores, tasks):
+    """A few dozen new files: one task per core, not the listing's 16 partitions, each a Python round trip."""
+    assert inspection_tasks(new_files, per_partition, cores) == tasks
