@@ -20,12 +20,17 @@ OLD = datetime(2026, 1, 2, tzinfo=timezone.utc)
 IDS = [f"{i:064x}" for i in range(101, 105)]
 
 
-def run_maintain(conf, *args: str) -> tuple[int, str, str]:
+def run_command(main, conf, *args: str) -> tuple[int, str, str]:
+    """`main` (a command's entry point) with the conf's overrides and `args`: exit code, stdout, stderr."""
     out, err = io.StringIO(), io.StringIO()
     sets = [a for item in conf.sources if item.startswith("--set ") for a in ("--set", item[len("--set "):])]
     with redirect_stdout(out), redirect_stderr(err):
-        code = maintain.main(["--conf", "conf/local.yaml", *sets, *args])
+        code = main(["--conf", "conf/local.yaml", *sets, *args])
     return code, out.getvalue(), err.getvalue()
+
+
+def run_maintain(conf, *args: str) -> tuple[int, str, str]:
+    return run_command(maintain.main, conf, *args)
 
 
 @pytest.fixture
@@ -79,13 +84,11 @@ def test_erase_deletes_one_image_from_every_table_vacuums_and_audits(spark, smal
     its source file is deleted, and the audit row holds the path's hash, never the path."""
     from delta.tables import DeltaTable
 
-    sets = [a for item in small_lake.sources if item.startswith("--set ") for a in ("--set", item[len("--set "):])]
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = erase.main(["--conf", "conf/local.yaml", *sets, "--image-id", IDS[0], "--vacuum", "--delete-source",
-                           "--requested-by", "dpo@example"])
-    assert code == 0, err.getvalue()
-    assert "1 image(s) erased" in out.getvalue()
+    code, out, err = run_command(
+        erase.main, small_lake, "--image-id", IDS[0], "--vacuum", "--delete-source", "--requested-by", "dpo@example"
+    )
+    assert code == 0, err
+    assert "1 image(s) erased" in out
     layout = Layout.from_conf(small_lake)
     for table in ("bronze", "silver"):
         kept = sorted(r["image_id"] for r in spark.read.format("delta").load(layout.location(table)).collect())
