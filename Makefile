@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup run run-s3 serve rehearse notebook demo test test-fast test-long test-data bench profile clean-lake help deploy-cost deploy-plan
+.PHONY: setup jvm-archive run run-s3 serve rehearse notebook demo test test-fast test-long test-data bench profile clean-lake help deploy-cost deploy-plan
 .DEFAULT_GOAL := help
 
 help:
@@ -69,7 +69,12 @@ $(STAMPS)/graphviz: | $(STAMPS)
 		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends graphviz; }
 	@touch $@
 
-setup: $(STAMPS)/venv $(STAMPS)/jars $(STAMPS)/s3-server $(STAMPS)/chromium $(STAMPS)/graphviz
+# The driver JVM's class archive for this Java and these jars (pipelines/jvm_archive.py, ~1 min once;
+# silent when it is up to date): every JVM a stage starts maps Spark's classes from it.
+jvm-archive: $(STAMPS)/jars
+	@$(PY) -m pipelines.jvm_archive --conf $(CONF)
+
+setup: $(STAMPS)/venv $(STAMPS)/jars jvm-archive $(STAMPS)/s3-server $(STAMPS)/chromium $(STAMPS)/graphviz
 
 run: setup
 	$(PY) scripts/fetch_dataset.py --conf $(CONF) $(ARGS)

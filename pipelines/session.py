@@ -11,7 +11,8 @@ packages then come from the submit command, and this module only adds the sessio
 A JVM started here takes the Maven packages' jars from the list the first resolution left in the
 Ivy folder (`make setup` makes it), so a run resolves nothing and prints none of Ivy's report, and
 it logs Spark's routine lines to a file (conf `spark.log_dir`), keeping the console for the stage's
-own lines and errors.
+own lines and errors. Such a JVM also maps the classes of Spark, Delta and Hadoop from a class
+archive when `make setup` made one for this Java and these jars (pipelines/jvm_archive.py).
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import argparse
 import hashlib
 import os
 import shlex
+import shutil
 import sys
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import pyspark
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
@@ -64,7 +68,50 @@ def jvm_settings(conf: Conf, app_name: str) -> dict[str, str]:
         log_file = Path(resolve_location(conf["spark.log_dir"])) / f"{app_name}.log"
         config_file = "file:" + resolve_location(conf["spark.log_config"])
         settings[JAVA_OPTIONS] = shlex.join([f"-Dlog4j2.configurationFile={config_file}", f"-Dfruits.log.file={log_file}"])
+    archive = class_archive(conf)
+    if archive is not None and archive.is_file():
+        settings = merge_java_options(settings, {JAVA_OPTIONS: shlex.join(class_archive_options(archive))})
     return settings
+
+
+def class_archive_options(archive: Path) -> list[str]:
+    """The JVM options that map `archive` (Java's application class-data sharing, AppCDS).
+
+    Its own log lines are off: an archive another Java or other jars made (a JDK update, a
+    pyspark upgrade) is refused by the JVM, which then loads every class from the jars as without
+    it, and says so on the console, where it would be noise in every stage's output.
+    """
+    return [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds=off,cds+dynamic=off"]
+
+
+def class_archive(conf: Conf) -> Path | None:
+    """Where the driver JVM's class archive for this Java and these jars is (whether made or not),
+    None without `spark.class_archive_dir` or before the packages' jars were resolved.
+
+    The name is a digest of what the archive is only valid for: the `java` that spark-submit
+    starts, Spark's own jars, the packages' jars and the driver's heap size (the JVM refuses an
+    archive made with another of these, and loads the classes from the jars as without one).
+    """
+    if not conf["spark.class_archive_dir"]:
+        return None
+    packages = resolved_jars(conf) if conf["spark.packages"] else []
+    java = java_executable()
+    if packages is None or java is None:
+        return None
+    spark_jars = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent) / "jars"
+    digest = hashlib.sha256()
+    for jar in [java, *sorted(spark_jars.glob("*.jar")), *map(Path, packages)]:
+        stat = jar.stat()
+        digest.update(f"{jar}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    digest.update(str(conf["spark.driver_memory"]).encode())
+    return Path(resolve_location(conf["spark.class_archive_dir"])) / f"classes-{digest.hexdigest()[:16]}.jsa"
+
+
+def java_executable() -> Path | None:
+    """The `java` spark-submit starts (bin/spark-class: $JAVA_HOME/bin/java, else the one on PATH)."""
+    home = os.environ.get("JAVA_HOME")
+    found = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    return Path(os.path.realpath(found)) if found and Path(found).is_file() else None
 
 
 def resolved_jars_list(conf: Conf) -> Path | None:
@@ -200,10 +247,13 @@ def catalog_settings(conf: Conf) -> dict[str, str]:
     return settings
 
 
-def build_spark_session(conf: Conf, stage: str, catalog: bool = False) -> SparkSession:
+def build_spark_session(
+    conf: Conf, stage: str, catalog: bool = False, java_options: Sequence[str] = ()
+) -> SparkSession:
     """Create (or join, under spark-submit) the session for one stage, named `<prefix>-<stage>`.
 
     `catalog=True` adds catalog_settings (the persistent metastore; spark.extra still wins).
+    `java_options` are added to the driver JVM's when this call starts it.
     """
     if not launched_by_spark_submit():
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -214,6 +264,8 @@ def build_spark_session(conf: Conf, stage: str, catalog: bool = False) -> SparkS
     starts_jvm = not launched_by_spark_submit()
     if starts_jvm:
         settings = merge_java_options(settings, jvm_settings(conf, app_name))
+        if java_options:
+            settings = merge_java_options(settings, {JAVA_OPTIONS: shlex.join(java_options)})
     for key, value in settings.items():
         builder = builder.config(key, value)
     with jvm_console(conf, app_name, starts_jvm and SparkContext._active_spark_context is None):

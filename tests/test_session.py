@@ -120,3 +120,42 @@ def test_a_vacuum_lists_the_table_in_a_few_tasks_not_ten_thousand(spark, tmp_pat
     tasks = sum(tracker.getStageInfo(s).numTasks for s in stages if tracker.getStageInfo(s) is not None)
     assert stages and tasks < 1_000, tasks
     assert len(spark.read.format("delta").load(location).collect()) == 2
+
+
+# ---------------------------------------------------------------- the class archive
+
+def test_the_test_session_maps_its_classes_from_the_archive_make_setup_made(spark):
+    """`make setup` (python -m pipelines.jvm_archive) made the archive for this Java and these jars,
+    and a JVM a session starts maps it: the archive file is among the JVM process's mappings."""
+    from pathlib import Path
+
+    archive = session.class_archive(load_conf(["conf/local.yaml"]))
+    assert archive is not None and archive.is_file(), f"no class archive at {archive}: `make setup` makes it"
+    assert f"-XX:SharedArchiveFile={archive}" in spark.sparkContext.getConf().get(session.JAVA_OPTIONS, "")
+    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+    mapped = str(archive) in Path(f"/proc/{pid}/maps").read_text()
+    assert mapped, f"the JVM refused the class archive {archive} (made by another Java or other jars?)"
+
+
+def test_an_archive_is_named_for_its_java_and_jars_and_used_only_once_made(tmp_path, monkeypatch):
+    conf = _conf(tmp_path, f"spark.class_archive_dir={tmp_path / 'jvm'}")
+    jars = [tmp_path / "a.jar"]
+    jars[0].write_bytes(b"PK")
+    _list_jars(conf, jars)
+    archive = session.class_archive(conf)
+    assert archive.parent == tmp_path / "jvm" and archive.name.startswith("classes-") and archive.suffix == ".jsa"
+    assert "SharedArchiveFile" not in session.jvm_settings(conf, "fruits-bronze")[session.JAVA_OPTIONS]
+    archive.parent.mkdir()
+    archive.write_bytes(b"archive")
+    options = session.jvm_settings(conf, "fruits-bronze")[session.JAVA_OPTIONS]
+    assert f"-XX:SharedArchiveFile={archive}" in options and "fruits-bronze.log" in options
+    # Another jar (a new package version), another heap size or another Java: another archive.
+    jars[0].write_bytes(b"PK, rebuilt")
+    assert session.class_archive(conf) != archive
+    assert session.class_archive(_conf(tmp_path, f"spark.class_archive_dir={tmp_path / 'jvm'}", "spark.driver_memory=8g")) != session.class_archive(conf)
+    other_java = tmp_path / "jdk" / "bin" / "java"
+    other_java.parent.mkdir(parents=True)
+    other_java.write_bytes(b"#!")
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    assert session.java_executable() == other_java and session.class_archive(conf) != archive
+    assert session.class_archive(_conf(tmp_path, "spark.class_archive_dir=")) is None
