@@ -199,8 +199,9 @@ def session_settings(conf: Conf) -> dict[str, str]:
         # binaryFile reads open one small file per image: cap the scan's task count instead of
         # letting Spark's 4 MB open cost per file split a few MB of images into hundreds of tasks.
         "spark.sql.files.maxPartitionNum": str(conf["spark.max_file_partitions"]),
-        # Delta rebuilds table state with this many tasks (default 50): match the data's size.
-        "spark.databricks.delta.snapshotPartitions": str(conf["spark.shuffle_partitions"]),
+        # Delta rebuilds a table's state (its file list) in this many partitions (default 50), and
+        # every query on the table filters that state in as many tasks: size it as the tables' logs.
+        "spark.databricks.delta.snapshotPartitions": str(conf["spark.delta_snapshot_partitions"]),
         # Delta's VACUUM lists and compares a table's files in stages of this many tasks (Spark's
         # default 10,000: ~170,000 tasks and ~38 s on 2 cores for a four-file table, in every erasure
         # and maintenance run); Spark's parallel listing of many paths caps its tasks at it too.

@@ -115,11 +115,35 @@ def test_a_vacuum_lists_the_table_in_a_few_tasks_not_ten_thousand(spark, tmp_pat
     finally:
         context.setLocalProperty("spark.jobGroup.id", None)
         spark.conf.set(check, "true")
-    tracker = context.statusTracker()
-    stages = [s for j in tracker.getJobIdsForGroup("vacuum-tasks") for s in tracker.getJobInfo(j).stageIds]
-    tasks = sum(tracker.getStageInfo(s).numTasks for s in stages if tracker.getStageInfo(s) is not None)
-    assert stages and tasks < 1_000, tasks
+    tasks = sum(_stage_tasks(context, "vacuum-tasks"))
+    assert 0 < tasks < 1_000, tasks
     assert len(spark.read.format("delta").load(location).collect()) == 2
+
+
+def _stage_tasks(context, group: str) -> list[int]:
+    """The task count of each stage the jobs of `group` ran."""
+    tracker = context.statusTracker()
+    stages = [tracker.getStageInfo(s) for j in tracker.getJobIdsForGroup(group) for s in tracker.getJobInfo(j).stageIds]
+    return [stage.numTasks for stage in stages if stage is not None]
+
+
+def test_a_query_filters_a_tables_file_list_in_as_many_tasks_as_conf_says(spark, tmp_path):
+    """Every query on a Delta table lists its files from the table's state, in a job of one task per
+    state partition (spark.delta_snapshot_partitions): 2 locally, where Delta's default made 50 and
+    the shuffles' 8 made a warm increment's gates and commits run ~670 more tasks."""
+    location = str(tmp_path / "table")
+    for n in range(3):
+        spark.range(n, n + 1).write.format("delta").mode("append").save(location)
+    context = spark.sparkContext
+    context.setJobGroup("state-tasks", "test: a table scan's file-list tasks")
+    try:
+        assert len(spark.read.format("delta").load(location).where("id > 0").collect()) == 2
+    finally:
+        context.setLocalProperty("spark.jobGroup.id", None)
+    partitions = load_conf(["conf/local.yaml"])["spark.delta_snapshot_partitions"]
+    tasks = _stage_tasks(context, "state-tasks")
+    # The state's stages, then the scan of three one-row files in at most three tasks.
+    assert tasks and max(tasks) <= max(partitions, 3), tasks
 
 
 # ---------------------------------------------------------------- the class archive
