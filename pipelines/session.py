@@ -214,8 +214,20 @@ def session_settings(conf: Conf) -> dict[str, str]:
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         **s3a_settings(conf),
     }
+    if not conf["spark.query_codegen"]:
+        settings.update(INTERPRETED_QUERIES)
     settings.update({str(k): str(v) for k, v in conf["spark.extra"].items()})
     return settings
+
+
+# `spark.query_codegen: false`: queries evaluated by Spark's interpreted path, compiling no Java
+# (whole-stage code generation off, and the expression factories' NO_CODEGEN mode). Spark marks the
+# factory setting as internal, not meant for end users: its interpreted path is the one Spark falls
+# back to when generated code fails to compile, and Spark's own tests run every expression that way.
+INTERPRETED_QUERIES = {
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
 
 
 _GLUE_CLIENT_FACTORY = "com.amazonaws.glue.catalog.metastore.AWSGlueDataCatalogHiveClientFactory"

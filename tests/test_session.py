@@ -183,3 +183,31 @@ def test_an_archive_is_named_for_its_java_and_jars_and_used_only_once_made(tmp_p
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
     assert session.java_executable() == other_java and session.class_archive(conf) != archive
     assert session.class_archive(_conf(tmp_path, "spark.class_archive_dir=")) is None
+
+
+def test_local_queries_compile_no_code_and_aws_keeps_spark_codegen(spark, monkeypatch):
+    """conf/base.yaml `spark.query_codegen: false`: a query runs on Spark's interpreted path (no
+    whole-stage code, next to no class compiled, where code generation compiles several);
+    conf/aws.yaml keeps code generation for millions of rows."""
+    compilations = spark.sparkContext._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
+
+    def classes_compiled(multiplier: int) -> tuple[int, str]:
+        before = compilations.getCount()
+        query = spark.range(40).selectExpr(f"id * {multiplier} + 3 AS y", "sha2(CAST(id AS STRING), 256) AS h")
+        query = query.where("y % 2 = 0").groupBy("h").count()
+        assert len(query.collect()) == (20 if multiplier % 2 else 40)
+        return compilations.getCount() - before, query._jdf.queryExecution().executedPlan().toString()
+
+    interpreted, plan = classes_compiled(7)
+    assert "*(" not in plan  # a whole-stage code block shows as *(n) before its operators
+    try:
+        for key in session.INTERPRETED_QUERIES:
+            spark.conf.unset(key)
+        generated, generated_plan = classes_compiled(11)
+    finally:
+        for key, value in session.INTERPRETED_QUERIES.items():
+            spark.conf.set(key, value)
+    assert "*(" in generated_plan and interpreted <= 1 < generated, (interpreted, generated)
+    monkeypatch.setenv("FRUITS_BUCKET", "fruits-test")
+    aws = session.session_settings(load_conf(["conf/aws.yaml"]))
+    assert not set(session.INTERPRETED_QUERIES) & set(aws)
