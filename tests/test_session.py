@@ -130,7 +130,7 @@ def _stage_tasks(context, group: str) -> list[int]:
 def test_a_query_filters_a_tables_file_list_in_as_many_tasks_as_conf_says(spark, tmp_path):
     """Every query on a Delta table lists its files from the table's state, in a job of one task per
     state partition (spark.delta_snapshot_partitions): 2 locally, where Delta's default made 50 and
-    the shuffles' 8 made a warm increment's gates and commits run ~670 more tasks."""
+    the shuffles' 8 (tables of tens of files locally)."""
     location = str(tmp_path / "table")
     for n in range(3):
         spark.range(n, n + 1).write.format("delta").mode("append").save(location)
