@@ -81,16 +81,18 @@ def class_archive_options(archive: Path) -> list[str]:
     pyspark upgrade) is refused by the JVM, which then loads every class from the jars as without
     it, and says so on the console, where it would be noise in every stage's output.
     """
-    return [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds=off,cds+dynamic=off"]
+    return [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds*=off"]
 
 
 def class_archive(conf: Conf) -> Path | None:
     """Where the driver JVM's class archive for this Java and these jars is (whether made or not),
     None without `spark.class_archive_dir` or before the packages' jars were resolved.
 
-    The name is a digest of what the archive is only valid for: the `java` that spark-submit
-    starts, Spark's own jars, the packages' jars and the driver's heap size (the JVM refuses an
-    archive made with another of these, and loads the classes from the jars as without one).
+    The name is a digest of what the archive is only valid for: the JVM that spark-submit starts
+    (its `java` and `libjvm.so`), Spark's own jars and the packages' jars, each by path, size and
+    modification time (the JVM refuses an archive made with another classpath or JVM build, and
+    loads the classes from the jars as without one). The heap size is not in it: Java checks only
+    the compressed-pointer modes, the same for every heap under 32 GB.
     """
     if not conf["spark.class_archive_dir"]:
         return None
@@ -99,12 +101,15 @@ def class_archive(conf: Conf) -> Path | None:
     if packages is None or java is None:
         return None
     spark_jars = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent) / "jars"
+    libjvm = java.parent.parent / "lib" / "server" / "libjvm.so"
     digest = hashlib.sha256()
-    for jar in [java, *sorted(spark_jars.glob("*.jar")), *map(Path, packages)]:
-        stat = jar.stat()
-        digest.update(f"{jar}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    digest.update(str(conf["spark.driver_memory"]).encode())
-    return Path(resolve_location(conf["spark.class_archive_dir"])) / f"classes-{digest.hexdigest()[:16]}.jsa"
+    for path in [java, *([libjvm] if libjvm.is_file() else []), *sorted(spark_jars.glob("*.jar")), *map(Path, packages)]:
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return Path(resolve_location(conf["spark.class_archive_dir"])) / f"{CLASS_ARCHIVE_PREFIX}{digest.hexdigest()[:16]}.jsa"
+
+
+CLASS_ARCHIVE_PREFIX = "classes-"
 
 
 def java_executable() -> Path | None:

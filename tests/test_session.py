@@ -132,18 +132,17 @@ def test_a_query_filters_a_tables_file_list_in_as_many_tasks_as_conf_says(spark,
     state partition (spark.delta_snapshot_partitions): 2 locally, where Delta's default made 50 and
     the shuffles' 8 (tables of tens of files locally)."""
     location = str(tmp_path / "table")
-    for n in range(3):
-        spark.range(n, n + 1).write.format("delta").mode("append").save(location)
+    spark.range(1).write.format("delta").save(location)  # one file: its scan is one task
     context = spark.sparkContext
     context.setJobGroup("state-tasks", "test: a table scan's file-list tasks")
     try:
-        assert len(spark.read.format("delta").load(location).where("id > 0").collect()) == 2
+        assert len(spark.read.format("delta").load(location).collect()) == 1
     finally:
         context.setLocalProperty("spark.jobGroup.id", None)
     partitions = load_conf(["conf/local.yaml"])["spark.delta_snapshot_partitions"]
     tasks = _stage_tasks(context, "state-tasks")
-    # The state's stages, then the scan of three one-row files in at most three tasks.
-    assert tasks and max(tasks) <= max(partitions, 3), tasks
+    # The state's stages run one task per partition, the scan of the one file one task.
+    assert partitions > 1 and partitions in tasks and max(tasks) == partitions, tasks
 
 
 # ---------------------------------------------------------------- the class archive
@@ -173,10 +172,11 @@ def test_an_archive_is_named_for_its_java_and_jars_and_used_only_once_made(tmp_p
     archive.write_bytes(b"archive")
     options = session.jvm_settings(conf, "fruits-bronze")[session.JAVA_OPTIONS]
     assert f"-XX:SharedArchiveFile={archive}" in options and "fruits-bronze.log" in options
-    # Another jar (a new package version), another heap size or another Java: another archive.
+    # Another heap size: the same archive (Java checks only the compressed-pointer modes).
+    assert session.class_archive(_conf(tmp_path, f"spark.class_archive_dir={tmp_path / 'jvm'}", "spark.driver_memory=2g")) == archive
+    # Another jar (a new package version) or another Java: another archive.
     jars[0].write_bytes(b"PK, rebuilt")
     assert session.class_archive(conf) != archive
-    assert session.class_archive(_conf(tmp_path, f"spark.class_archive_dir={tmp_path / 'jvm'}", "spark.driver_memory=8g")) != session.class_archive(conf)
     other_java = tmp_path / "jdk" / "bin" / "java"
     other_java.parent.mkdir(parents=True)
     other_java.write_bytes(b"#!")
@@ -195,7 +195,7 @@ def test_local_queries_compile_no_code_and_aws_keeps_spark_codegen(spark, monkey
         before = compilations.getCount()
         query = spark.range(40).selectExpr(f"id * {multiplier} + 3 AS y", "sha2(CAST(id AS STRING), 256) AS h")
         query = query.where("y % 2 = 0").groupBy("h").count()
-        assert len(query.collect()) == (20 if multiplier % 2 else 40)
+        assert len(query.collect()) == 20  # odd multipliers: the odd ids
         return compilations.getCount() - before, query._jdf.queryExecution().executedPlan().toString()
 
     interpreted, plan = classes_compiled(7)
