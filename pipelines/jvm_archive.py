@@ -14,8 +14,8 @@ Measured with -Xlog:class+load on a session that reads, counts, writes and merge
 
 `python -m pipelines.jvm_archive --conf conf/local.yaml` makes the archive for this Java and these
 jars (pipelines.session.class_archive names it) unless it exists, and deletes the archives of other
-Java or jar versions in the same folder; the JVM refuses those anyway. Under spark-submit (EMR) the platform starts
-the JVM and no archive is used.
+Java or jar versions in the same folder; the JVM refuses those anyway. Under spark-submit (EMR)
+the platform starts the JVM and no archive is used.
 """
 
 from __future__ import annotations
