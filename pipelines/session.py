@@ -84,6 +84,9 @@ def class_archive_options(archive: Path) -> list[str]:
     return [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds*=off"]
 
 
+CLASS_ARCHIVE_PREFIX = "classes-"  # then a digest of the JVM and the jars (class_archive)
+
+
 def class_archive(conf: Conf) -> Path | None:
     """Where the driver JVM's class archive for this Java and these jars is (whether made or not),
     None without `spark.class_archive_dir` or before the packages' jars were resolved.
@@ -107,9 +110,6 @@ def class_archive(conf: Conf) -> Path | None:
         stat = path.stat()
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return Path(resolve_location(conf["spark.class_archive_dir"])) / f"{CLASS_ARCHIVE_PREFIX}{digest.hexdigest()[:16]}.jsa"
-
-
-CLASS_ARCHIVE_PREFIX = "classes-"
 
 
 def java_executable() -> Path | None:

@@ -166,7 +166,7 @@ def test_an_archive_is_named_for_its_java_and_jars_and_used_only_once_made(tmp_p
     jars[0].write_bytes(b"PK")
     _list_jars(conf, jars)
     archive = session.class_archive(conf)
-    assert archive.parent == tmp_path / "jvm" and archive.name.startswith("classes-") and archive.suffix == ".jsa"
+    assert archive.parent == tmp_path / "jvm" and archive.name.startswith(session.CLASS_ARCHIVE_PREFIX) and archive.suffix == ".jsa"
     assert "SharedArchiveFile" not in session.jvm_settings(conf, "fruits-bronze")[session.JAVA_OPTIONS]
     archive.parent.mkdir()
     archive.write_bytes(b"archive")
