@@ -48,7 +48,8 @@ JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 
 
 def jvm_settings(conf: Conf, app_name: str) -> dict[str, str]:
-    """Settings that only take effect when the JVM starts: master, driver memory, jars, logging.
+    """Settings that only take effect when the JVM starts: master, driver memory, jars, logging,
+    `spark.driver_java_options` and the class archive.
 
     The packages' jars come from the resolved list when there is one (resolved_jars), else from an
     Ivy resolution. `app_name` names the log file.
@@ -68,6 +69,8 @@ def jvm_settings(conf: Conf, app_name: str) -> dict[str, str]:
         log_file = Path(resolve_location(conf["spark.log_dir"])) / f"{app_name}.log"
         config_file = "file:" + resolve_location(conf["spark.log_config"])
         settings[JAVA_OPTIONS] = shlex.join([f"-Dlog4j2.configurationFile={config_file}", f"-Dfruits.log.file={log_file}"])
+    if conf["spark.driver_java_options"]:
+        settings = merge_java_options(settings, {JAVA_OPTIONS: conf["spark.driver_java_options"]})
     archive = class_archive(conf)
     if archive is not None and archive.is_file():
         settings = merge_java_options(settings, {JAVA_OPTIONS: shlex.join(class_archive_options(archive))})

@@ -69,7 +69,8 @@ def test_spark_logs_go_to_a_file_per_application_beside_the_catalogs_java_option
     assert f"-Dlog4j2.configurationFile=file:{PROJECT_ROOT / 'conf' / 'log4j2.properties'}" in options
     merged = session.merge_java_options(session.catalog_settings(conf), session.jvm_settings(conf, "fruits-catalog"))
     assert merged[session.JAVA_OPTIONS].startswith("-Dderby.system.home=") and "fruits-catalog.log" in merged[session.JAVA_OPTIONS]
-    assert session.JAVA_OPTIONS not in session.jvm_settings(_conf(tmp_path, "spark.log_dir="), "x")
+    assert "-Dfruits.log.file" not in session.jvm_settings(_conf(tmp_path, "spark.log_dir="), "x").get(session.JAVA_OPTIONS, "")
+    assert session.JAVA_OPTIONS not in session.jvm_settings(_conf(tmp_path, "spark.log_dir=", "spark.driver_java_options="), "x")
 
 
 def test_the_test_session_was_started_from_the_resolved_list(spark):
@@ -143,6 +144,17 @@ def test_a_query_filters_a_tables_file_list_in_as_many_tasks_as_conf_says(spark,
     tasks = _stage_tasks(context, "state-tasks")
     # The state's stages run one task per partition, the scan of the one file one task.
     assert partitions > 1 and partitions in tasks and max(tasks) == partitions, tasks
+
+
+def test_the_driver_jvm_a_session_starts_runs_with_the_confs_java_options(spark):
+    """conf/base.yaml `spark.driver_java_options` (the parallel collector) reach the JVM the test
+    session started: its collectors are the parallel ones, not Java's default G1."""
+    options = load_conf(["conf/local.yaml"])["spark.driver_java_options"]
+    assert options == "-XX:+UseParallelGC"
+    jvm = spark.sparkContext._jvm
+    assert options in list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    collectors = {bean.getName() for bean in jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()}
+    assert collectors == {"PS Scavenge", "PS MarkSweep"}, collectors
 
 
 # ---------------------------------------------------------------- the class archive
