@@ -123,8 +123,16 @@ def image_array(content: bytes | None, orientation: int | None) -> np.ndarray:
 
 
 def preprocess(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """Stack and scale to the model's input range with Keras' own `mobilenet_v2.preprocess_input`."""
-    return import_keras().applications.mobilenet_v2.preprocess_input(np.stack(arrays).astype(np.float32))
+    """Stack and scale pixels from [0, 255] to the model's input range [-1, 1].
+
+    The arithmetic of Keras' `mobilenet_v2.preprocess_input` (mode "tf": x / 127.5 - 1, in
+    float32), written out so that a TFLite worker runs without importing Keras and TensorFlow; a
+    test holds it equal to Keras' function, element for element.
+    """
+    batch = np.stack(arrays).astype(np.float32)
+    batch /= np.float32(127.5)
+    batch -= np.float32(1.0)
+    return batch
 
 
 def featurize(

@@ -2,10 +2,13 @@
 
 Why two (see docs/silver.md, "Runtimes"):
 - Keras runs MobileNetV2 as a TensorFlow graph: every batch goes through TensorFlow's executor
-  and its oneDNN kernels. The TFLite interpreter (inside the pinned `tensorflow` wheel,
-  `tf.lite.Interpreter`) runs the converted flat buffer with XNNPACK's fused CPU kernels and no
-  graph dispatch per batch: on this project's machine it computes the same features 2 to 4 times
-  faster (`make bench`, measurement `limit_tflite`).
+  and its oneDNN kernels. The TFLite interpreter runs the converted flat buffer with XNNPACK's
+  fused CPU kernels and no graph dispatch per batch: on this project's machine it computes the
+  same features 2 to 4 times faster (`make bench`, measurement `limit_tflite`).
+- The interpreter is LiteRT's (package `ai-edge-litert`), not `tf.lite.Interpreter`: the same
+  kernels and the same features, but a Python worker imports it in ~0.1 s and ~40 MB where
+  importing TensorFlow took ~2.5 s and ~600 MB, in every worker of every run (docs/silver.md).
+  TensorFlow stays on the driver, for the Keras model and the conversion.
 - The driver builds and converts the model once and broadcasts the converted bytes (~9 MB, as the
   weights); each Python worker builds one interpreter from them and keeps it at module level for
   every batch and task it runs, as it keeps the Keras model.
@@ -240,10 +243,10 @@ class TFLiteModel:
     """
 
     def __init__(self, model_bytes: bytes, threads: int):
-        tf = features.import_tensorflow()
-        with warnings.catch_warnings(), features.native_stderr_silenced():
-            warnings.simplefilter("ignore")  # tf.lite.Interpreter's notice about the ai_edge_litert package
-            self._interpreter = tf.lite.Interpreter(model_content=model_bytes, num_threads=threads)
+        from ai_edge_litert.interpreter import Interpreter
+
+        with features.native_stderr_silenced():
+            self._interpreter = Interpreter(model_content=model_bytes, num_threads=threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._shape: tuple[int, ...] | None = None
@@ -284,11 +287,10 @@ def warm_predictor(broadcast_payload: Any, weights_sha256: str, runtime_name: st
 
 
 def warm_worker(runtime_name: str, threads: int) -> None:
-    """What a worker can do before the broadcast: Keras builds its model; TFLite imports TensorFlow
-    and Keras' preprocessing (the interpreter needs the bytes, it is built in a few milliseconds)."""
+    """What a worker can do before the broadcast: Keras builds its model; TFLite imports LiteRT's
+    interpreter (it needs the bytes to be built, which takes a few milliseconds)."""
     if runtime_name == "keras":
         features.warm_worker(threads)
         return
-    features.import_tensorflow()
-    from keras.applications import mobilenet_v2  # noqa: F401 - imported now, used by features.preprocess
+    import ai_edge_litert.interpreter  # noqa: F401 - imported now, used by TFLiteModel
 

@@ -130,6 +130,16 @@ def test_preprocess_scales_to_minus_one_one():
     assert batch[0].max() == -1.0 and batch[1].min() == 1.0
 
 
+def test_preprocess_equals_keras_mobilenet_v2_preprocess_input_element_for_element():
+    from keras.applications import mobilenet_v2
+
+    pixels = np.random.default_rng(7).uniform(0, 255, (3, 224, 224, 3)).astype(np.float32)
+    pixels[0, 0, 0] = [0, 127.5, 255]
+    ours = features.preprocess(list(pixels))
+    assert ours.dtype == np.float32
+    assert np.array_equal(ours, mobilenet_v2.preprocess_input(pixels.copy()))
+
+
 class RecordingModel:
     """Stands in for MobileNetV2: returns each image's mean input value, and records batch sizes.
 

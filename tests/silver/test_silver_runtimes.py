@@ -5,6 +5,8 @@ before the runtime was recorded."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines import bronze, features, runtimes, silver
-from pipelines.config import ConfError
+from pipelines.config import PROJECT_ROOT, ConfError
 from pipelines.layout import Layout
 from tests.conftest import MODEL_SEED, copy_sample, sample_files
 from tests.reliability import corpus
@@ -90,6 +92,29 @@ def test_the_driver_takes_a_recorded_conversion_without_building_keras_until_the
     assert len(builds) == 3
     assert runtimes.load_driver_model(settings, runtimes.Runtime("keras")).weights_sha256 == first.weights_sha256
     assert len(builds) == 4  # Keras broadcasts the arrays: always built
+
+
+def test_a_tflite_worker_featurizes_without_importing_tensorflow_or_keras(tmp_path):
+    """What a Python worker of the TFLite runtime runs (warm-up, interpreter, decode, preprocess,
+    inference), in a fresh interpreter: it must not pay TensorFlow's import (~2.5 s, ~600 MB)."""
+    import keras
+
+    tiny = keras.Sequential([keras.Input((features.IMAGE_SIZE, features.IMAGE_SIZE, 3)), keras.layers.GlobalAveragePooling2D()])
+    model_file = tmp_path / "tiny.tflite"
+    model_file.write_bytes(runtimes.convert(tiny, "none"))
+    image = sample_files(1, "Test")[0]
+    script = (
+        "import sys\n"
+        "from pipelines import features, runtimes\n"
+        "runtimes.warm_worker('tflite', 1)\n"
+        f"model = runtimes.TFLiteModel(open({str(model_file)!r}, 'rb').read(), threads=1)\n"
+        f"vectors, errors = features.featurize(model, [open({str(image)!r}, 'rb').read()], [None], 4)\n"
+        "assert errors == [None] and vectors[0].shape == (3,), (errors, vectors)\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 # ---------------------------------------------------------------- the same features
