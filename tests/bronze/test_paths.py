@@ -45,6 +45,14 @@ def test_image_extension_in_any_case(spark, extensions):
     assert {name: rows[f"Label/{name}"]["is_image"] for name, _ in EXTENSIONS} == dict(EXTENSIONS)
 
 
+def test_image_extensions_are_matched_without_lower(spark):
+    """The first lower() in a Spark 4 JVM computes ICU's title case of every Unicode code point
+    (seconds of a cold stage): the listing's parsing must not call it."""
+    listing = spark.createDataFrame([(f"{ROOT}/Kiwi/a.JPG", 1, datetime(2026, 1, 1))], "path string, length long, modificationTime timestamp")
+    plan = with_relative_paths(listing, ROOT, ["jpg", "jp+g"], SPLITS)._jdf.queryExecution().analyzed().toString()
+    assert "lower(" not in plan.lower() and "(?i)[.](jpg|jp\\+g)$" in plan
+
+
 def test_a_path_outside_the_root_has_no_relative_path(spark):
     listing = spark.createDataFrame([("file:/elsewhere/Kiwi/a.jpg", 1, datetime(2026, 1, 1))], "path string, length long, modificationTime timestamp")
     row = with_relative_paths(listing, ROOT, ["jpg"], SPLITS).first()
