@@ -7,7 +7,7 @@ import platform
 import subprocess
 from importlib import metadata
 
-PACKAGES = ("pyspark", "delta-spark", "tensorflow-cpu", "keras", "pillow", "numpy", "pandas", "pyarrow")
+PACKAGES = ("pyspark", "delta-spark", "tensorflow-cpu", "ai-edge-litert", "keras", "pillow", "numpy", "pandas", "pyarrow")
 
 
 def cpu_model(cpuinfo: str) -> str | None:
