@@ -119,12 +119,13 @@ def with_relative_paths(listing: DataFrame, root_uri: str, extensions: Sequence[
     holder = F.try_element_at(folders, F.lit(-1))
     split_names = F.array(*[F.lit(s) for s in splits])
     name = F.element_at(parts, -1)
-    image_name = "(?i)[.](" + "|".join(re.escape(e) for e in extensions) + ")$"
+    # \z, not $: Java's $ also matches before a final line break, and "a.jpg\n" is no image file.
+    image_name = "(?i)[.](" + "|".join(re.escape(e) for e in extensions) + ")\\z"
     return (
         listing.withColumn("rel_path", rel)
         .withColumn("label", F.when(~F.array_contains(split_names, holder), holder))
         .withColumn("split", F.try_element_at(F.filter(folders, lambda f: F.array_contains(split_names, f)), F.lit(1)))
-        .withColumn("is_image", name.rlike(image_name))
+        .withColumn("is_image", name.rlike(image_name) if extensions else F.lit(False))
     )
 
 

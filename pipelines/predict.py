@@ -102,7 +102,8 @@ class FeatureModel:
 
         settings = weights_settings(conf)
         threads = conf["predict.threads"] or os.cpu_count() or 1
-        features.configure_tensorflow(threads)  # before TensorFlow's first operation (the model build)
+        if runtime.engine == "keras":  # TFLite runs on LiteRT: no TensorFlow unless a conversion is made
+            features.configure_tensorflow(threads)  # before TensorFlow's first operation (the model build)
         with tempfile.TemporaryDirectory(prefix="fruits-weights-") as scratch:
             if "://" in settings.weights_file:  # on AWS the weights file is an S3 object, as for silver
                 local = Path(scratch) / settings.weights_file.rsplit("/", 1)[-1]

@@ -36,7 +36,10 @@ def test_label_is_the_holding_folder_and_split_the_first_split_folder(spark):
     assert {path: (rows[path]["label"], rows[path]["split"]) for path, _ in LABELS} == dict(LABELS)
 
 
-EXTENSIONS = [("a.jpg", True), ("a.JPEG", True), ("b.Png", True), ("c.gif", False), ("README", False), ("x.jpg.txt", False), ("jpg", False)]
+EXTENSIONS = [
+    ("a.jpg", True), ("a.JPEG", True), ("b.Png", True), ("c.gif", False), ("README", False), ("x.jpg.txt", False),
+    ("jpg", False), ("d.", False), ("e.jpg\n", False), ("f.tar.png", True),
+]
 
 
 @pytest.mark.parametrize("extensions", [("jpg", "jpeg", "png"), ("JPG", "JPEG", "PNG")])
@@ -50,7 +53,12 @@ def test_image_extensions_are_matched_without_lower(spark):
     (seconds of a cold stage): the listing's parsing must not call it."""
     listing = spark.createDataFrame([(f"{ROOT}/Kiwi/a.JPG", 1, datetime(2026, 1, 1))], "path string, length long, modificationTime timestamp")
     plan = with_relative_paths(listing, ROOT, ["jpg", "jp+g"], SPLITS)._jdf.queryExecution().analyzed().toString()
-    assert "lower(" not in plan.lower() and "(?i)[.](jpg|jp\\+g)$" in plan
+    assert "lower(" not in plan.lower() and "(?i)[.](jpg|jp\\+g)\\z" in plan
+
+
+def test_no_extension_configured_means_no_image(spark):
+    rows = parsed(spark, ["Label/a.jpg", "Label/b."], extensions=())
+    assert [rows[p]["is_image"] for p in ("Label/a.jpg", "Label/b.")] == [False, False]
 
 
 def test_a_path_outside_the_root_has_no_relative_path(spark):
