@@ -6,10 +6,12 @@ lake's tables (`lake_tables`), so the rehearsal states in figures how close the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines import stages
 from pipelines.config import Conf
 from pipelines.layout import Layout
 
@@ -26,11 +28,19 @@ class LakeSnapshot:
     scores: dict[str, np.ndarray]  # gold: image_id -> PCA scores
 
 
-def lake_tables(spark, conf: Conf) -> LakeSnapshot:
-    """Row counts of every lake table of conf, silver's features and gold's scores by image_id."""
+def tables_of(jobs: Sequence[str], lake_tables: Sequence[str]) -> list[str]:
+    """The lake tables the stages among `jobs` read or write (a stage's `reads` holds its own tables
+    too), in the order of `lake_tables`. A table of a stage the deployment does not run (the
+    classifier, not in aws.stages) is in neither lake, so it is not compared."""
+    used = {table for job in jobs if job in stages.names() for table in stages.get(job).reads}
+    return [table for table in lake_tables if table in used]
+
+
+def lake_tables(spark, conf: Conf, tables: Sequence[str]) -> LakeSnapshot:
+    """Row counts of `tables` (None: not published), silver's features and gold's scores by image_id."""
     counts: dict[str, int | None] = {}
     layout = Layout.from_conf(conf)
-    for table in conf["lake.tables"]:
+    for table in tables:
         frame = layout.read(spark, table)
         counts[table] = None if frame is None else frame.count()
     return LakeSnapshot(

@@ -178,8 +178,9 @@ def _read_back(s: Settings, local: Conf, server: LocalS3Server, credentials, sub
                     code = importlib.import_module(f"pipelines.{stage}").main([*reference_args, "--set", f"run.id=local-{stage}"])
                 if code != 0:
                     raise RehearsalError(f"the local reference run of {stage} failed (exit {code}): {output.getvalue()[-500:]}")
-            remote = compare.lake_tables(spark, remote_conf)
-            reference = compare.lake_tables(spark, load_conf([LOCAL_CONF], reference_sets))
+            tables = compare.tables_of(s.conf["aws.stages"], list(s.conf["lake.tables"]))
+            remote = compare.lake_tables(spark, remote_conf, tables)
+            reference = compare.lake_tables(spark, load_conf([LOCAL_CONF], reference_sets), tables)
         finally:
             spark.stop()
     return _report(images, input_keys, export_keys, remote, reference, s.conf)

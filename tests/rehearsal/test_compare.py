@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from pipelines.config import load_conf
 from rehearsal import compare, sample
 
 
@@ -46,3 +47,14 @@ def test_spread_takes_evenly_spaced_files_and_all_when_asked_for_more(tmp_path):
     files = [tmp_path / f"{i:02d}.jpg" for i in range(10)]
     assert sample.spread(files, 5) == files[::2]
     assert sample.spread(files, 0) == files and sample.spread(files, 50) == files
+
+
+def test_the_tables_compared_are_those_of_the_stages_the_deployment_runs():
+    """The classifier is not in aws.stages: its tables are in neither lake and must not be compared
+    (they were, and the read-back failed on 'classifier: None rows on S3, None in the local run')."""
+    tables = list(load_conf(["conf/local.yaml"])["lake.tables"])
+    assert compare.tables_of(["bronze", "silver", "gold", "catalog"], tables) == [
+        "bronze", "silver", "gold", "gold_variance", "quarantine"
+    ]
+    assert compare.tables_of(["bronze", "silver", "gold", "classifier", "catalog"], tables) == tables
+    assert compare.tables_of(["bronze"], tables) == ["bronze", "quarantine"]
