@@ -109,8 +109,8 @@ def with_relative_paths(listing: DataFrame, root_uri: str, extensions: Sequence[
     is_image = the file's extension is one of `extensions` (any case). Spark SQL expressions, not
     Python UDFs: listing a lake's worth of files starts no Python worker. The extension is matched
     by a case-insensitive pattern, not with `lower()`: the first `lower()` a Spark 4 JVM evaluates
-    builds ICU's title case of every Unicode code point (CollationAwareUTF8String's static table),
-    ~2.5 s of every bronze run's cold start on 2 cores.
+    builds ICU's title case of every Unicode code point (CollationAwareUTF8String's static table):
+    1 to 3 s of a bronze run's cold start on 2 cores (docs/benchmarks.md, "3 December, night").
     """
     prefix = root_uri.rstrip("/") + "/"
     rel = F.when(F.col("path").startswith(prefix), F.expr(f"substring(path, {len(prefix) + 1})"))

@@ -170,10 +170,9 @@ def warm_up_workers(
     A pandas UDF like the feature UDF, so the workers it starts are the ones the inference tasks
     reuse (`spark.python.worker.reuse`): their start (and, for Keras, TensorFlow's import and the
     model build) then overlaps the driver's weights loading (and conversion) and the read-ahead
-    instead of following them. With
-    the model `ready` (broadcast already: a recorded TFLite conversion), each worker also builds
-    its interpreter and runs it once on a batch of the inference's shape, so the inference pass
-    starts on planned interpreters.
+    instead of following them. With the model `ready` (broadcast already: a recorded TFLite
+    conversion), each worker also builds its interpreter and runs it once on a batch of the
+    inference's shape, so the inference pass starts on planned interpreters.
     """
 
     @pandas_udf(T.BooleanType())
