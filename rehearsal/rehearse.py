@@ -172,13 +172,14 @@ def _read_back(s: Settings, local: Conf, server: LocalS3Server, credentials, sub
         spark = build_spark_session(remote_conf, "rehearsal-check")
         try:
             # The stages the deployment ran (aws.stages: a prefix of the registry's chain, then its after-chain jobs).
-            for stage in [job for job in s.conf["aws.stages"] if job in stages.names()]:
+            ran = [job for job in s.conf["aws.stages"] if job in stages.names()]
+            for stage in ran:
                 output = io.StringIO()
                 with contextlib.redirect_stdout(output):
                     code = importlib.import_module(f"pipelines.{stage}").main([*reference_args, "--set", f"run.id=local-{stage}"])
                 if code != 0:
                     raise RehearsalError(f"the local reference run of {stage} failed (exit {code}): {output.getvalue()[-500:]}")
-            tables = compare.tables_of(s.conf["aws.stages"], list(s.conf["lake.tables"]))
+            tables = compare.tables_of(ran, list(s.conf["lake.tables"]))
             remote = compare.lake_tables(spark, remote_conf, tables)
             reference = compare.lake_tables(spark, load_conf([LOCAL_CONF], reference_sets), tables)
         finally:
