@@ -10,9 +10,10 @@ staged beside it), before anything is published. The audit:
    layer, quarantine rate, gold's variance);
 2. runs one GX checkpoint per suite (quality/gx_runner.py: the per-row frame on Spark, the one row
    of counts, collected from Spark, on pandas) against a file Data Context kept under the lake
-   at `<lake.root>/<lake.reports>/<quality.reports_dir>/gx`: validation results as JSON in its
-   validations store, Data Docs (HTML) rebuilt by the checkpoint's UpdateDataDocsAction; a remote
-   lake is worked on in a local folder and copied back (quality/docs.py);
+   at `<lake.root>/<lake.reports>/<quality.reports_dir>/gx` (after quality.docs_volume_runs runs,
+   the next volume's: `.../volume-<n>/gx`): validation results as JSON in its validations store,
+   Data Docs (HTML) built once for the gate's suites; a remote lake is worked on in a local folder
+   and copied back (quality/docs.py);
 3. appends the outcome to the outcomes table (quality/outcomes.py);
 4. raises GateFailed, listing the failed expectations and the report, when any expectation failed:
    write_audit_publish then publishes nothing.
@@ -39,7 +40,7 @@ from datetime import datetime, timezone
 from pyspark.sql import DataFrame, SparkSession
 
 from pipelines import lake, stages
-from pipelines.config import Conf
+from pipelines.config import Conf, ConfError
 from pipelines.layout import Layout
 from pipelines.stages import ROW_ID
 from quality import docs, gx_runner, outcomes
@@ -69,7 +70,9 @@ def auditor(
     themselves need none: they derive everything from the staged tables (the batch and the
     quarantine rows staged beside it) and the published tables.
     """
-    stages.get(layer)  # an unknown layer fails here, not at the audit
+    stages.get(layer)  # an unknown layer fails here, not at the audit, and so does a bad setting:
+    if conf["quality.docs_volume_runs"] < 1:
+        raise ConfError(f"quality.docs_volume_runs is {conf['quality.docs_volume_runs']}: set it to 1 or more (runs per Data Docs volume)")
     return Auditor(spark, conf, layer, run_id, {str(key): str(value) for key, value in (context or {}).items()})
 
 
@@ -109,7 +112,7 @@ def record_unvalidated(spark: SparkSession, conf: Conf, audit: Auditor) -> Outco
     outcome = Outcome(
         layer=audit.layer, run_id=audit.run_id, success=True, validated_at=datetime.now(timezone.utc), batch_rows=0,
         evaluated_expectations=0, failed_expectations=[], metrics={}, report_path="", result_paths=[],
-        docs_index=docs_index_location(conf), context={**audit.notes, NOTHING_VALIDATED[0]: NOTHING_VALIDATED[1]},
+        docs_index=docs_index_location(spark, conf), context={**audit.notes, NOTHING_VALIDATED[0]: NOTHING_VALIDATED[1]},
     )
     outcomes.record(spark, conf, outcome)
     return outcome
@@ -147,9 +150,10 @@ def failure_message(outcome: Outcome) -> str:
     )
 
 
-def docs_index_location(conf: Conf) -> str:
-    """The Data Docs' front page, in the GX project's folder under the lake (Layout.quality_reports)."""
-    return f"{Layout.from_conf(conf).quality_reports}/{gx_runner.GX_DIR}/{gx_runner.SITE_DIR}/index.html"
+def docs_index_location(spark: SparkSession, conf: Conf) -> str:
+    """The Data Docs' front page of the newest volume (gx_runner.volumes), under the lake
+    (Layout.quality_reports): the one the latest gates wrote to."""
+    return gx_runner.index_page(gx_runner.volumes(spark, Layout.from_conf(conf).quality_reports)[-1])
 
 
 def preload() -> None:
@@ -198,9 +202,12 @@ def validate(
             (suites.rows_suite(layer, conf, facts), rows, [ROW_ID]),
             (suites.totals_suite(layer, conf, facts, quarantined), suites.non_finite_as_null(totals_frame(metrics)), []),
         ]
-        with gx_runner.workspace(spark, Layout.from_conf(conf).quality_reports, started) as (local_root, to_lake):
+        reports, volume_runs = Layout.from_conf(conf).quality_reports, conf["quality.docs_volume_runs"]
+        suite_names = [suite.name for suite, _, _ in checks]
+        with gx_runner.workspace(spark, reports, started, suite_names, volume_runs) as (local_root, to_lake):
             results = gx_runner.run_checkpoints(local_root, conf, run_id, validated_at, checks)
             docs.localise_site(local_root / gx_runner.GX_DIR / gx_runner.SITE_DIR, started - 1)
+            docs_index = to_lake(str(local_root / gx_runner.GX_DIR / gx_runner.SITE_DIR / "index.html"))
             results = [
                 gx_runner.SuiteResult(r.suite, r.success, r.evaluated, r.failures, to_lake(r.page), to_lake(r.result_json))
                 for r in results
@@ -221,7 +228,7 @@ def validate(
         metrics={k: float(v) for k, v in metrics.items() if v is not None},
         report_path=(failed or results)[0].page,
         result_paths=[r.result_json for r in results],
-        docs_index=docs_index_location(conf),
+        docs_index=docs_index,
         context=context or {},
     )
     outcomes.record(spark, conf, outcome)

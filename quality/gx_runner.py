@@ -2,18 +2,21 @@
 describe their failures in one line each (quality/gates.py decides and records; quality/suites.py
 builds the suites; quality/metrics.py the frames they check).
 
-The Data Context is kept under the lake at `<lake.root>/<lake.reports>/<quality.reports_dir>/gx`:
-validation results as JSON in its validations store, Data Docs (HTML) rebuilt by the checkpoint's
-UpdateDataDocsAction; a remote lake is worked on in a local folder and copied back (quality/docs.py).
+The Data Context is kept under the lake at `<lake.root>/<lake.reports>/<quality.reports_dir>/gx`
+(later volumes: `.../volume-<n>/gx`, see VOLUME_PREFIX): validation results as JSON in its
+validations store, Data Docs (HTML) built once per gate for its suites; a remote lake is worked on
+in a local folder and copied back (quality/docs.py).
 The per-row frame is validated on Spark (or pandas when small), the one row of counts on pandas.
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +26,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 from pyspark.sql import SparkSession
 
+from pipelines import lakefs
 from pipelines.config import Conf, is_remote
 from pipelines.stages import ROW_ID
 from quality import docs
@@ -45,27 +49,82 @@ class SuiteResult:
     result_json: str
 
 
-@contextmanager
-def workspace(spark: SparkSession, reports: str, started: float) -> Iterator[tuple[Path, Callable[[str], str]]]:
-    """The local folder GX works in, and the function mapping a file in it to its place in the lake
-    (`reports`: the GX project's folder, pipelines.layout.Layout.quality_reports).
+# Data Docs volumes: GX's index build lists, and parses the run time of, every result stored in the
+# project at every build (and, on a remote lake, the gate downloads the whole project first), so
+# one project for every run ever made costs each gate more as runs accumulate (`python -m
+# bench.data_docs`: bronze's gate 0.50 s with 100 runs held, 2.10 s with 1,000; docs/quality.md,
+# "Costs and limits"). A project therefore takes the gates of at most quality.docs_volume_runs runs per suite; the next gate opens
+# the next volume. Volume 1 is the GX project directly under the reports folder (where it always
+# was), volume n >= 2 the one under <reports>/volume-<n>. Nothing is moved: every page and result
+# stays where its outcome row says it is.
+VOLUME_PREFIX = "volume-"
 
-    A local lake is written in place. For a remote lake, the GX project is downloaded (GX's index
-    lists the validation pages already in the site, so those come too; the static assets, rewritten
-    by every build, do not), and the files this run wrote are copied back once the checkpoints are done.
+
+def volumes(spark: SparkSession, reports: str) -> list[str]:
+    """The GX project roots (Data Docs volumes) under `reports`, oldest first: `reports` itself,
+    then `reports/volume-2`, `reports/volume-3` ... as they exist."""
+    if is_remote(reports):
+        names = [entry.name for entry in lakefs.children(spark, reports) if entry.is_dir]
+    else:
+        names = [entry.name for entry in os.scandir(reports) if entry.is_dir()] if os.path.isdir(reports) else []
+    numbers = sorted(int(name[len(VOLUME_PREFIX):]) for name in names if re.fullmatch(rf"{VOLUME_PREFIX}[0-9]+", name))
+    return [reports, *(volume_root(reports, n) for n in numbers if n >= 2)]
+
+
+def volume_root(reports: str, number: int) -> str:
+    return reports if number == 1 else f"{reports.rstrip('/')}/{VOLUME_PREFIX}{number}"
+
+
+def next_volume(reports: str, newest: str) -> str:
+    """The root of the volume after `newest` (one of `volumes(..., reports)`)."""
+    number = 1 if newest == reports else int(newest.rsplit(VOLUME_PREFIX, 1)[1])
+    return volume_root(reports, number + 1)
+
+
+def index_page(volume: str) -> str:
+    """The Data Docs front page of the volume whose project root is `volume`."""
+    return f"{volume.rstrip('/')}/{GX_DIR}/{SITE_DIR}/index.html"
+
+
+def runs_held(project_root: Path, suites: Iterable[str]) -> int:
+    """The most runs any of `suites` has results of in the local GX project at `project_root`."""
+    validations = project_root / GX_DIR / "uncommitted" / "validations"
+    return max((len(os.listdir(validations / suite)) for suite in suites if (validations / suite).is_dir()), default=0)
+
+
+@contextmanager
+def workspace(
+    spark: SparkSession, reports: str, started: float, suites: list[str], volume_runs: int
+) -> Iterator[tuple[Path, Callable[[str], str]]]:
+    """The local folder of the GX project this gate writes to, and the function mapping a file in
+    it to its place in the lake (`reports`: the reports folder, pipelines.layout.Layout.quality_reports).
+
+    The project is the newest volume, or the next one when the newest holds `volume_runs` runs of
+    one of `suites` already. A local lake is written in place. For a remote lake, the volume is
+    downloaded (GX's index lists the validation pages already in the site, so those come too; the
+    static assets, rewritten by every build, do not), and the files this run wrote are copied back
+    once the checkpoints are done.
     """
     if not is_remote(reports):
         Path(reports).mkdir(parents=True, exist_ok=True)
         # Two gates at once (two runs of a stage) would rewrite the same GX files: one at a time.
         with open(Path(reports) / ".gx.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            yield Path(reports), lambda local: local
+            root = volumes(spark, reports)[-1]
+            if runs_held(Path(root), suites) >= volume_runs:
+                root = next_volume(reports, root)
+                Path(root).mkdir(parents=True, exist_ok=True)
+            yield Path(root), lambda local: local
         return
     local = Path(tempfile.mkdtemp(prefix="fruits-gx-"))
     try:
-        docs.download_tree(spark, f"{reports}/{GX_DIR}", local / GX_DIR, skip_prefixes=(f"{SITE_DIR}/static/",))
-        yield local, lambda path: reports + "/" + Path(path).relative_to(local).as_posix()
-        docs.upload_tree(spark, local, reports, started - 1)
+        root = volumes(spark, reports)[-1]
+        docs.download_tree(spark, f"{root}/{GX_DIR}", local / GX_DIR, skip_prefixes=(f"{SITE_DIR}/static/",))
+        if runs_held(local, suites) >= volume_runs:
+            shutil.rmtree(local / GX_DIR)
+            root = next_volume(reports, root)
+        yield local, lambda path: root.rstrip("/") + "/" + Path(path).relative_to(local).as_posix()
+        docs.upload_tree(spark, local, root, started - 1)
     finally:
         shutil.rmtree(local, ignore_errors=True)
 
@@ -74,29 +133,34 @@ def run_checkpoints(root: Path, conf: Conf, run_id: str, validated_at: datetime,
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
     context = gx.get_context(mode="file", project_root_dir=str(root))
     _configure(context, ProgressBarsConfig)
     docs.install_custom_styles(root / GX_DIR)
     examples = conf["quality.unexpected_examples"]
-    results = []
+    validated = []
     for suite, frame, index_columns in checks:
         checkpoint = _checkpoint(context, _data_source(context, frame), suite, index_columns, examples)
         run = checkpoint.run(
             batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_id, run_time=validated_at)
         )
-        for identifier, validation in run.run_results.items():
-            results.append(
-                SuiteResult(
-                    suite=suite.name,
-                    success=bool(validation.success),
-                    evaluated=int(validation.statistics["evaluated_expectations"]),
-                    failures=[describe_failure(suite.name, r) for r in validation.results if not r.success],
-                    page=_page_path(context, identifier),
-                    result_json=_result_json_path(context, identifier),
-                )
-            )
-    return results
+        validated += [(suite.name, identifier, validation) for identifier, validation in run.run_results.items()]
+    # One Data Docs build for the gate's suites (what GX's UpdateDataDocsAction does per checkpoint:
+    # their pages, then the index, which lists the whole volume: once, not once per suite).
+    suites = {ExpectationSuiteIdentifier(name=name) for name, _, _ in validated}
+    context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=[*(i for _, i, _ in validated), *suites])
+    return [
+        SuiteResult(
+            suite=name,
+            success=bool(validation.success),
+            evaluated=int(validation.statistics["evaluated_expectations"]),
+            failures=[describe_failure(name, r) for r in validation.results if not r.success],
+            page=_page_path(context, identifier),
+            result_json=_result_json_path(context, identifier),
+        )
+        for name, identifier, validation in validated
+    ]
 
 
 def _data_source(context, frame):
@@ -153,7 +217,7 @@ def _checkpoint(context, source, suite, index_columns: list[str], examples: int)
         gx.Checkpoint(
             name=name,
             validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs", site_names=[SITE_NAME])],
+            actions=[],  # the Data Docs: one build per gate, in run_checkpoints
             result_format=result_format,
         )
     )

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     conf = load_stage_conf(args)
     spark = build_spark_session(conf, "quality-report")
     validations, last_runs = outcomes.latest_runs(spark, conf)  # one read of the outcome table
-    print(format_report(validations, gates.docs_index_location(conf), conf.path("lake.root"), last_runs))
+    print(format_report(validations, gates.docs_index_location(spark, conf), conf.path("lake.root"), last_runs))
     return 0
 
 

@@ -50,8 +50,8 @@ def table_rows(dom: str) -> list[str]:
     return re.findall(r"<tr[^>]*data-index[^>]*>.*?</tr>", dom, flags=re.S)
 
 
-def test_index_shows_the_suites_and_the_failed_validation(gated_lake, chromium, tmp_path):
-    index = Path(gates.docs_index_location(gated_lake.conf))
+def test_index_shows_the_suites_and_the_failed_validation(spark, gated_lake, chromium, tmp_path):
+    index = Path(gates.docs_index_location(spark, gated_lake.conf))
     dom = rendered_dom(chromium, index, tmp_path / "profile")
     text = visible_text(dom)
 
@@ -64,8 +64,8 @@ def test_index_shows_the_suites_and_the_failed_validation(gated_lake, chromium, 
     assert len(passed) == 1 and "ge-success-icon" in passed[0]
 
 
-def test_the_failed_validation_page_shows_the_failed_expectations(gated_lake, chromium, tmp_path):
-    index = Path(gates.docs_index_location(gated_lake.conf))
+def test_the_failed_validation_page_shows_the_failed_expectations(spark, gated_lake, chromium, tmp_path):
+    index = Path(gates.docs_index_location(spark, gated_lake.conf))
     rows = table_rows(rendered_dom(chromium, index, tmp_path / "profile"))
     failed = next(row for row in rows if "silver-bad-run" in row and "silver_rows" in row)
     link = next(h for h in re.findall(r'href="([^"]+)"', failed) if h.startswith("validations/"))

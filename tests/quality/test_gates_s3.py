@@ -32,3 +32,14 @@ def test_gate_reports_go_to_the_bucket_and_accumulate(spark, s3_run):  # noqa: F
 
     with pytest.raises(gates.UpstreamNotValidated, match="run s3-silver"):
         gates.require_upstream_passed(spark, conf, "gold")
+
+    # A full volume (here: one run per suite) sends the next gate to the next one, in the bucket too;
+    # the first volume's pages stay where their outcome rows say they are.
+    rolled = conf.with_overrides(["quality.docs_volume_runs=1"])
+    gated_publish(spark, rolled, "bronze", "s3-bronze-2", bronze_rows(spark, IMAGE_IDS[3:5], "s3-bronze-2"))
+    keys = list_keys(s3_run.client, s3_run.bucket, "lake/_reports/quality/")
+    assert any(k.startswith("lake/_reports/quality/volume-2/gx/uncommitted/validations/bronze_rows/s3-bronze-2/") for k in keys)
+    assert report.removeprefix(f"s3a://{s3_run.bucket}/") in keys
+    index = s3_run.client.get_object(Bucket=s3_run.bucket, Key="lake/_reports/quality/volume-2/gx/data_docs/index.html")["Body"].read().decode()
+    assert "s3-bronze-2" in index and "s3-silver" not in index
+    assert gates.docs_index_location(spark, conf) == f"s3a://{s3_run.bucket}/lake/_reports/quality/volume-2/gx/data_docs/index.html"
