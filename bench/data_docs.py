@@ -9,7 +9,8 @@ on a 60-row pandas frame, then the one Data Docs build; no Spark) in a temporary
 earlier runs of each suite (copies of one real run's results and pages), for each H of --runs.
 A gate never works in a project holding more than quality.docs_volume_runs runs (conf; the gate
 then opens the next volume): the row at that H is the most a gate pays. Prints a Markdown table
-and writes <bench.results_dir>/data-docs-<stamp>.json.
+and writes <bench.results_dir>/data-docs-<stamp>.json. `make bench` runs the same timing with 1, a
+volume's and ten volumes' runs (bench.measure's data_docs, ratios in bench/summary.py).
 """
 
 from __future__ import annotations
@@ -63,6 +64,28 @@ def hold(project: Path, seed_run: str, runs: int) -> None:
                 shutil.copytree(suite / seed_run, suite / f"{seed_run}-copy{n:05d}")
 
 
+def timed_gates(conf: Conf, held: list[int], progress: bool = False) -> list[dict]:
+    """The GX side of bronze's gate, timed once with each number of runs of `held` (ascending)
+    in its project; a temporary project, removed at the end."""
+    from quality import gx_runner
+
+    project = Path(tempfile.mkdtemp(prefix="fruits-data-docs-"))
+    rows = []
+    try:
+        frames = checks(conf)
+        gx_runner.run_checkpoints(project, conf, "seed", datetime.now(timezone.utc), frames)  # GX imported, project made
+        for runs in held:
+            hold(project, "seed", runs)
+            started = time.perf_counter()
+            gx_runner.run_checkpoints(project, conf, f"timed-{runs}", datetime.now(timezone.utc), frames)
+            rows.append({"runs_held": runs, "gate_gx_seconds": round(time.perf_counter() - started, 3)})
+            if progress:
+                print(f"  {runs} run(s) of each suite held: {rows[-1]['gate_gx_seconds']} s", flush=True)
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--runs", default="1,100,1000,3000", help="runs held per suite, comma list (default: %(default)s)")
@@ -76,22 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.data_docs: --runs {args.runs!r}: every number must be 1 or more", file=sys.stderr)
         return 2
     conf = load_stage_conf(args)
-    from quality import gx_runner
-
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    project = Path(tempfile.mkdtemp(prefix="fruits-data-docs-"))
-    rows = []
-    try:
-        frames = checks(conf)
-        gx_runner.run_checkpoints(project, conf, "seed", datetime.now(timezone.utc), frames)  # GX imported, project made
-        for runs in held:
-            hold(project, "seed", runs)
-            started = time.perf_counter()
-            gx_runner.run_checkpoints(project, conf, f"timed-{runs}", datetime.now(timezone.utc), frames)
-            rows.append({"runs_held": runs, "gate_gx_seconds": round(time.perf_counter() - started, 3)})
-            print(f"  {runs} run(s) of each suite held: {rows[-1]['gate_gx_seconds']} s", flush=True)
-    finally:
-        shutil.rmtree(project, ignore_errors=True)
+    rows = timed_gates(conf, held, progress=True)
     volume = conf["quality.docs_volume_runs"]
     print("\n| runs held per suite | bronze gate, GX side (s) |\n|---:|---:|")
     for row in rows:

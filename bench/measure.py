@@ -25,6 +25,9 @@ Kinds:
 - chain_warm: the chain in one application after each `--then-add FOLDER` is copied into the
   input: the last run is timed, as `python -m pipelines.run --watch` runs an increment after its
   first (bench.run adds two increments of the bench's size).
+- data_docs: no Spark: the Great Expectations side of bronze's gate with 1 run, a full Data Docs
+  volume (quality.docs_volume_runs runs) and ten volumes' worth held in its GX project
+  (bench/data_docs.py): what a gate pays as the lake's runs accumulate, at most a volume's.
 Session start is outside every timing: it is a per-process constant, not the stage's work.
 """
 
@@ -46,7 +49,7 @@ from pipelines import features
 from pipelines.options import load_stage_conf, new_run_id, stage_parser
 from pipelines.config import Conf
 
-KINDS = ("limit", "runtimes", "reference", "bronze", "silver", "chain", "chain_warm")
+KINDS = ("limit", "runtimes", "reference", "bronze", "silver", "chain", "chain_warm", "data_docs")
 
 
 def timed(function: Callable[[], object]) -> tuple[object, float]:
@@ -313,6 +316,14 @@ def measure_chain_warm(spark, conf: Conf, then_add: Sequence[Path] = ()) -> dict
     return {**runs[-1], "first_in_process": runs[0]}
 
 
+def measure_data_docs(conf: Conf) -> dict:
+    from bench import data_docs
+
+    volume = conf["quality.docs_volume_runs"]
+    rows = data_docs.timed_gates(conf, [1, volume, 10 * volume])
+    return {"seconds": rows[1]["gate_gx_seconds"], "docs_volume_runs": volume, "runs": rows}
+
+
 # The Spark measurements, each given the process's session (started outside the timing).
 SPARK_MEASUREMENTS: dict[str, Callable[..., dict]] = {
     "runtimes": measure_runtimes,
@@ -324,9 +335,11 @@ SPARK_MEASUREMENTS: dict[str, Callable[..., dict]] = {
 
 
 def run_measurement(kind: str, conf: Conf, then_add: Sequence[Path] = ()) -> dict:
-    """`limit` without Spark; the others on a SparkSession started (and stopped) around them."""
+    """`limit` and `data_docs` without Spark; the others on a SparkSession started (and stopped) around them."""
     if kind == "limit":
         return measure_limit(conf)
+    if kind == "data_docs":
+        return measure_data_docs(conf)
     from pipelines.session import build_spark_session
 
     spark = build_spark_session(conf, f"bench-{kind}")

@@ -10,7 +10,8 @@ feature error, gold accuracy), reference, bronze + silver at N (memory sampled) 
 other runtime on a copy of that bronze lake, the chain at N, again with nothing new (also as whole
 processes: one per stage, then `python -m pipelines.run`), and after adding the increment (in a
 new process, then twice more in one application: the watch mode's case); bronze +
-silver at memory_factor x N, the chain on that lake, and again after an increment of the same size. It
+silver at memory_factor x N, the chain on that lake, and again after an increment of the same size;
+last, the GX side of a gate as the lake's runs accumulate (bench/data_docs.py). It
 prints the measurements, every ratio with PASS/MISS against `bench.targets`, and the memory
 peaks, and writes all of it, with the machine's description, to `bench.results_dir`/<timestamp>.json
 and latest.json (key silver.images_per_s_per_vcpu is read by `python -m deploy cost`).
@@ -92,8 +93,8 @@ class Bench:
             print(f"    FAILED: {result['error']}\n    log {log}, last lines:\n{tail(log)}", flush=True)
         else:
             rate = f", {result['images_per_s']} images/s" if result.get("images_per_s") is not None else ""
-            print(f"    {result.get('images')} images in {result.get('seconds')} s{rate} "
-                  f"(process {result['process_seconds']} s)", flush=True)
+            images = f"{result['images']} images in " if result.get("images") is not None else ""
+            print(f"    {images}{result.get('seconds')} s{rate} (process {result['process_seconds']} s)", flush=True)
         return result
 
 
@@ -224,6 +225,7 @@ def full_bench(bench: Bench, source: Path, selection: dataset.Selection) -> dict
         m[summary.CHAIN_MEMORY] = bench.measure(summary.CHAIN_MEMORY, "chain", memory_input, memory_lake)
         dataset.materialize(source, selection.memory_increment, memory_input)
         m[summary.INCREMENTAL_MEMORY] = bench.measure(summary.INCREMENTAL_MEMORY, "chain", memory_input, memory_lake)
+    m[summary.DATA_DOCS] = bench.measure(summary.DATA_DOCS, "data_docs", base, None)
     return m
 
 
@@ -314,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     files = args.conf or ["conf/local.yaml"]
     machine = describe_machine()
-    bench = new_bench(conf, files, args.overrides, 2 + len(sweep) if sweep else 17, stamp)
+    bench = new_bench(conf, files, args.overrides, 2 + len(sweep) if sweep else 18, stamp)
     print(f"bench {stamp}: N = {images} images from {source}, work folder {bench.root}\n"
           f"machine: {machine['cores']} cores, {machine['ram_gib']} GiB, {machine['cpu_model']}, "
           f"load average {machine['load_average_1m_5m_15m']}", flush=True)

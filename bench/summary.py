@@ -21,6 +21,8 @@ INCREMENTAL_WARM = "chain_incremental_warm"
 # The runtime measurements (docs/silver.md, "Runtimes"): LIMIT is Keras' limit, LIMIT_TFLITE the
 # TFLite interpreter's; SILVER runs silver.runtime, SILVER_OTHER the other runtime on the same images.
 LIMIT_TFLITE, RUNTIMES, SILVER_OTHER = "limit_tflite", "runtimes", "silver_other_runtime"
+# The GX side of bronze's gate with 1, a volume's and ten volumes' runs held (bench/data_docs.py).
+DATA_DOCS = "data_docs"
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,13 @@ def silver_marginal_rate(measurements: Mapping[str, Mapping]) -> float | None:
     return round((large - small) / (large_s - small_s), 2)
 
 
+def _data_docs_seconds(measurements: Mapping[str, Mapping], index: int) -> float | None:
+    """The GX side of the gate at the `index`-th number of runs held (1, a volume, ten volumes)."""
+    node = measurements.get(DATA_DOCS)
+    runs = node.get("runs") if isinstance(node, Mapping) and "error" not in node else None
+    return runs[index]["gate_gx_seconds"] if isinstance(runs, list) and len(runs) > index else None
+
+
 def ratios(measurements: Mapping[str, Mapping], targets: Mapping[str, float]) -> list[Ratio]:
     """Every ratio the bench reports, with its target from conf `bench.targets`."""
     silver_rate = _get(measurements, SILVER, "images_per_s")
@@ -103,6 +112,12 @@ def ratios(measurements: Mapping[str, Mapping], targets: Mapping[str, float]) ->
         ("incremental on a 4x lake / incremental",
          _divide(_get(measurements, INCREMENTAL_MEMORY, "seconds"), _get(measurements, INCREMENTAL, "seconds")),
          targets["incremental_growth"], "<=", "the same number of new images on the 4N lake: cost follows the new images"),
+        ("gate's GX side, a full Data Docs volume / one run held",
+         _divide(_get(measurements, DATA_DOCS, "seconds"), _data_docs_seconds(measurements, 0)),
+         None, "<=", "bronze's gate in a GX project holding quality.docs_volume_runs runs, the most a gate sees, over one run"),
+        ("gate's GX side, ten volumes' runs in one project / a full volume",
+         _divide(_data_docs_seconds(measurements, 2), _get(measurements, DATA_DOCS, "seconds")),
+         None, "<=", "what the volumes spare: one project keeping every run makes each gate dearer as the lake ages"),
         ("no-op processes, one application / one per stage",
          _divide(_get(measurements, NOOP_ONE_APP, "process_seconds"), _get(measurements, NOOP_PER_STAGE, "process_seconds")),
          None, "<=", "whole processes, JVM starts included: python -m pipelines.run over python -m pipelines.<stage> each"),
@@ -239,6 +254,7 @@ MEASUREMENT_LABELS = {
     SILVER_MEMORY: "7. silver job, memory run",
     CHAIN_MEMORY: "   chain on the 4N lake (gold's fit)",
     INCREMENTAL_MEMORY: "8. chain after +increment, 4N lake",
+    DATA_DOCS: "9. gate's GX side, a full Data Docs volume",
 }
 CHAINS = (CHAIN, NOOP, INCREMENTAL, INCREMENTAL_WARM, CHAIN_MEMORY, INCREMENTAL_MEMORY)
 
@@ -262,6 +278,8 @@ def measurements_table(measurements: Mapping[str, Mapping]) -> str:
             note = f"{m.get('runtime')}, inference pass {_fmt(m.get('inference_images_per_s'))} images/s"
         elif name == REFERENCE:
             note = f"{m.get('models_built')} models built"
+        elif name == DATA_DOCS:
+            note = "runs held: " + ", ".join(f"{r['runs_held']:,} {r['gate_gx_seconds']:.2f} s" for r in m.get("runs", []))
         rows.append([label, m.get("images"), m.get("seconds"), m.get("images_per_s"), note])
     return render_table(["measurement", "images", "seconds", "images/s", "notes"], rows)
 

@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.long]
 
 MEASUREMENT_KEYS = {"images", "seconds", "process_seconds", "log"}
 PROCESS_KEYS = {"modules", "process_seconds", "log"}
+DATA_DOCS_KEYS = {"seconds", "docs_volume_runs", "runs", "process_seconds", "log"}
 MEMORY_KEYS = {
     "python_driver_rss_mib", "jvm_rss_mib", "jvm_heap_used_mib", "jvm_heap_after_gc_mib",
     "worker_max_rss_mib", "workers_pss_sum_mib", "python_workers_seen", "samples", "mean_load_average_1m",
@@ -63,7 +64,7 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     assert measurements_in_this_process == [
         "limit", "limit", "runtimes", "reference", "bronze", "silver", "silver", "chain", "chain",
         "pipelines.bronze", "pipelines.silver", "pipelines.gold", "pipelines.run", "chain", "chain_warm", "bronze", "silver",
-        "chain", "chain",
+        "chain", "chain", "data_docs",
     ]
 
     files = sorted(p.name for p in results.iterdir())
@@ -82,10 +83,12 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     assert set(m) == {
         "limit", "limit_tflite", "runtimes", "reference", "bronze", "silver", "silver_other_runtime", "chain",
         "chain_noop", *processes, "chain_incremental", "chain_incremental_warm", "bronze_memory", "silver_memory", "chain_memory",
-        "chain_incremental_memory",
+        "chain_incremental_memory", "data_docs",
     }
     for name, result in m.items():
-        assert (PROCESS_KEYS if name in processes else MEASUREMENT_KEYS) <= set(result), name
+        keys = PROCESS_KEYS if name in processes else DATA_DOCS_KEYS if name == "data_docs" else MEASUREMENT_KEYS
+        assert keys <= set(result), name
+    assert [r["runs_held"] for r in m["data_docs"]["runs"]] == [1, 100, 1000]  # one, a volume's, ten volumes'
     assert m["chain_noop"]["images"] == 0 and m["chain_noop"]["silver_images"] == 0
     assert m["chain_incremental_memory"]["images"] == 1 and m["chain_incremental_memory"]["gold_mode"] == "incremental"
     assert m["limit"]["images"] == m["reference"]["images"] == m["silver"]["images"] == m["chain"]["images"] == 8
