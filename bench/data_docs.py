@@ -1,14 +1,15 @@
 """What a gate's Data Docs cost as the runs in its GX project accumulate (and what volumes cap).
 
-    python -m bench.data_docs [--conf FILE] [--set KEY=VALUE] [--runs 1,100,1000,3000]
+    python -m bench.data_docs [--conf FILE] [--set KEY=VALUE] [--runs 1,100,1000]
 
 GX's Data Docs index lists every validation result its project holds, parsing each one's run
 time, at every build: a project that kept every run would make each gate dearer as the lake ages.
 This times the GX side of bronze's gate (quality/gx_runner.run_checkpoints: its two checkpoints
-on a 60-row pandas frame, then the one Data Docs build; no Spark) in a temporary project holding H
-earlier runs of each suite (copies of one real run's results and pages), for each H of --runs.
-A gate never works in a project holding more than quality.docs_volume_runs runs (conf; the gate
-then opens the next volume): the row at that H is the most a gate pays. Prints a Markdown table
+on a 60-row pandas frame, then the one Data Docs build; no Spark) in a temporary project that
+holds H runs of every declared layer's suites once the gate is done (the earlier runs are copies
+of one real run's results and pages), for each H of --runs. A gate never leaves a volume holding
+more than quality.docs_volume_runs runs (conf; a gate finding it full opens the next volume): the
+row at that H is the most a gate pays. Prints a Markdown table
 and writes <bench.results_dir>/data-docs-<stamp>.json. `make bench` runs the same timing with 1, a
 volume's and ten volumes' runs (bench.measure's data_docs, ratios in bench/summary.py).
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.machine import describe_machine
+from pipelines import stages
 from pipelines.config import Conf
 from pipelines.options import load_stage_conf, stage_parser
 from pipelines.stages import ROW_ID
@@ -53,31 +55,46 @@ def checks(conf: Conf) -> list:
     ]
 
 
-def hold(project: Path, seed_run: str, runs: int) -> None:
-    """Make every suite of the project hold `runs` runs: copies of `seed_run`'s results and pages."""
+def _stores(project: Path) -> tuple[Path, Path]:
+    """The project's validation results store and its site's validation pages."""
     from quality.gx_runner import GX_DIR, SITE_DIR
 
-    for store in (project / GX_DIR / "uncommitted" / "validations", project / GX_DIR / SITE_DIR / "validations"):
-        for suite in (p for p in store.iterdir() if p.is_dir()):
-            have = sum(1 for _ in suite.iterdir())
-            for n in range(have, runs):
-                shutil.copytree(suite / seed_run, suite / f"{seed_run}-copy{n:05d}")
+    return project / GX_DIR / "uncommitted" / "validations", project / GX_DIR / SITE_DIR / "validations"
+
+
+def hold(project: Path, template: Path, runs: int) -> None:
+    """Make every suite of every declared layer hold `runs` runs in the project once bronze's timed
+    gate is done (bronze's suites one less before it): copies of the template run's results and
+    pages (a real volume holds every layer's suites, not only bronze's)."""
+    for store, kept in zip(_stores(project), _stores(template)):
+        for layer in stages.names():
+            for kind in ("rows", "totals"):
+                suite = store / f"{layer}_{kind}"
+                suite.mkdir(parents=True, exist_ok=True)
+                for n in range(sum(1 for _ in suite.iterdir()), runs - 1 if layer == LAYER else runs):
+                    shutil.copytree(kept / f"{LAYER}_{kind}" / "seed", suite / f"copy-{n:05d}")
 
 
 def timed_gates(conf: Conf, held: list[int], progress: bool = False) -> list[dict]:
-    """The GX side of bronze's gate, timed once with each number of runs of `held` (ascending)
-    in its project; a temporary project, removed at the end."""
+    """The GX side of bronze's gate, timed once for each number of runs of `held` (ascending): the
+    project holds that many runs of each suite once the timed gate is done. A temporary project,
+    removed at the end."""
     from quality import gx_runner
 
     project = Path(tempfile.mkdtemp(prefix="fruits-data-docs-"))
+    template = project / "template"
     rows = []
     try:
         frames = checks(conf)
         gx_runner.run_checkpoints(project, conf, "seed", datetime.now(timezone.utc), frames)  # GX imported, project made
-        for runs in held:
-            hold(project, "seed", runs)
+        for store, kept in zip(_stores(project), _stores(template)):  # the seed run leaves the project
+            for suite in (p for p in store.iterdir() if p.is_dir()):
+                (kept / suite.name).mkdir(parents=True)
+                shutil.move(suite / "seed", kept / suite.name / "seed")
+        for n, runs in enumerate(held):
+            hold(project, template, runs)
             started = time.perf_counter()
-            gx_runner.run_checkpoints(project, conf, f"timed-{runs}", datetime.now(timezone.utc), frames)
+            gx_runner.run_checkpoints(project, conf, f"timed-{n}", datetime.now(timezone.utc), frames)
             rows.append({"runs_held": runs, "gate_gx_seconds": round(time.perf_counter() - started, 3)})
             if progress:
                 print(f"  {runs} run(s) of each suite held: {rows[-1]['gate_gx_seconds']} s", flush=True)
@@ -88,7 +105,7 @@ def timed_gates(conf: Conf, held: list[int], progress: bool = False) -> list[dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="1,100,1000,3000", help="runs held per suite, comma list (default: %(default)s)")
+    parser.add_argument("--runs", default="1,100,1000", help="runs held per suite, comma list (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         held = sorted({int(n) for n in args.runs.split(",")})

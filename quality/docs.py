@@ -120,7 +120,10 @@ def localise_site(site_root: Path, changed_since: float) -> list[Path]:
 
 def download_tree(spark: SparkSession, remote: str, local: Path, skip_prefixes: tuple[str, ...] = ()) -> int:
     """Copy every file under `remote` into `local`, except those whose relative path starts with one
-    of `skip_prefixes`; returns the number of files copied (0 when `remote` does not exist)."""
+    of `skip_prefixes`; returns the number of files copied (0 when `remote` does not exist).
+
+    Each copy keeps the remote file's modification time: the gate then rewrites (localise_site) and
+    copies back (upload_tree) only the files its own run changed, not every file it downloaded."""
     base = lakefs.qualified(spark, remote).rstrip("/") + "/"
     copied = 0
     for entry in lakefs.files(spark, remote):
@@ -130,6 +133,7 @@ def download_tree(spark: SparkSession, remote: str, local: Path, skip_prefixes: 
         target = local / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         lakefs.download(spark, entry.location, target)
+        os.utime(target, (entry.modified_ms / 1000, entry.modified_ms / 1000))
         copied += 1
     return copied
 

@@ -71,8 +71,9 @@ def auditor(
     quarantine rows staged beside it) and the published tables.
     """
     stages.get(layer)  # an unknown layer fails here, not at the audit, and so does a bad setting:
-    if conf["quality.docs_volume_runs"] < 1:
-        raise ConfError(f"quality.docs_volume_runs is {conf['quality.docs_volume_runs']}: set it to 1 or more (runs per Data Docs volume)")
+    volume_runs = conf["quality.docs_volume_runs"]
+    if volume_runs < 1:  # conf/base.yaml's type makes it an int
+        raise ConfError(f"quality.docs_volume_runs is {volume_runs!r}: set 1 or more (runs per Data Docs volume)")
     return Auditor(spark, conf, layer, run_id, {str(key): str(value) for key, value in (context or {}).items()})
 
 
@@ -151,9 +152,9 @@ def failure_message(outcome: Outcome) -> str:
 
 
 def docs_index_location(spark: SparkSession, conf: Conf) -> str:
-    """The Data Docs' front page of the newest volume (gx_runner.volumes), under the lake
+    """The Data Docs' front page of the newest volume (gx_runner.newest_volume), under the lake
     (Layout.quality_reports): the one the latest gates wrote to."""
-    return gx_runner.index_page(gx_runner.volumes(spark, Layout.from_conf(conf).quality_reports)[-1])
+    return gx_runner.index_page(gx_runner.newest_volume(spark, Layout.from_conf(conf).quality_reports))
 
 
 def preload() -> None:

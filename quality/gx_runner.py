@@ -60,15 +60,20 @@ class SuiteResult:
 VOLUME_PREFIX = "volume-"
 
 
-def volumes(spark: SparkSession, reports: str) -> list[str]:
-    """The GX project roots (Data Docs volumes) under `reports`, oldest first: `reports` itself,
-    then `reports/volume-2`, `reports/volume-3` ... as they exist."""
+def newest_volume(spark: SparkSession, reports: str) -> str:
+    """The project root of the newest Data Docs volume under `reports`: the highest-numbered
+    `reports/volume-<n>` whose index page exists (a volume whose first gate is still running, or
+    failed before its build, has none and is not the newest yet), else `reports` itself (volume 1)."""
     if is_remote(reports):
         names = [entry.name for entry in lakefs.children(spark, reports) if entry.is_dir]
     else:
         names = [entry.name for entry in os.scandir(reports) if entry.is_dir()] if os.path.isdir(reports) else []
-    numbers = sorted(int(name[len(VOLUME_PREFIX):]) for name in names if re.fullmatch(rf"{VOLUME_PREFIX}[0-9]+", name))
-    return [reports, *(volume_root(reports, n) for n in numbers if n >= 2)]
+    numbers = [int(name[len(VOLUME_PREFIX):]) for name in names if re.fullmatch(rf"{VOLUME_PREFIX}[0-9]+", name)]
+    for number in sorted((n for n in numbers if n >= 2), reverse=True):
+        root = volume_root(reports, number)
+        if (lakefs.exists(spark, index_page(root)) if is_remote(reports) else os.path.isfile(index_page(root))):
+            return root
+    return reports
 
 
 def volume_root(reports: str, number: int) -> str:
@@ -76,7 +81,7 @@ def volume_root(reports: str, number: int) -> str:
 
 
 def next_volume(reports: str, newest: str) -> str:
-    """The root of the volume after `newest` (one of `volumes(..., reports)`)."""
+    """The root of the volume after `newest` (newest_volume's answer)."""
     number = 1 if newest == reports else int(newest.rsplit(VOLUME_PREFIX, 1)[1])
     return volume_root(reports, number + 1)
 
@@ -110,7 +115,7 @@ def workspace(
         # Two gates at once (two runs of a stage) would rewrite the same GX files: one at a time.
         with open(Path(reports) / ".gx.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            root = volumes(spark, reports)[-1]
+            root = newest_volume(spark, reports)
             if runs_held(Path(root), suites) >= volume_runs:
                 root = next_volume(reports, root)
                 Path(root).mkdir(parents=True, exist_ok=True)
@@ -118,7 +123,7 @@ def workspace(
         return
     local = Path(tempfile.mkdtemp(prefix="fruits-gx-"))
     try:
-        root = volumes(spark, reports)[-1]
+        root = newest_volume(spark, reports)
         docs.download_tree(spark, f"{root}/{GX_DIR}", local / GX_DIR, skip_prefixes=(f"{SITE_DIR}/static/",))
         if runs_held(local, suites) >= volume_runs:
             shutil.rmtree(local / GX_DIR)

@@ -44,6 +44,8 @@ def format_report(
                 lines.append(indent + "context: " + ", ".join(f"{k}={v}" for k, v in sorted(outcome.context.items())))
             lines += [f"{indent}failed: {failure}" for failure in outcome.failed_expectations]
             lines.append(f"{indent}report: {outcome.report_path}")
+            if outcome.docs_index and outcome.docs_index != docs_index:  # validated in an earlier Data Docs volume
+                lines.append(f"{indent}in the Data Docs of {outcome.docs_index}")
         last = (last_runs or {}).get(layer)
         if last is not None and not last.validated:
             lines.append(

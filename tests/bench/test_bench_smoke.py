@@ -56,7 +56,7 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     results = tmp_path / "results"
     code = run.main([
         "--conf", "conf/local.yaml", "--images", "8",
-        "--set", "silver.weights=random", "--set", "bench.memory_factor=2",
+        "--set", "silver.weights=random", "--set", "bench.memory_factor=2", "--set", "quality.docs_volume_runs=3",
         "--set", f"bench.results_dir={results}", "--set", f"bench.work_dir={tmp_path / 'work'}",
     ])
     printed = capsys.readouterr().out
@@ -88,7 +88,7 @@ def test_bench_runs_every_measurement_and_writes_the_results_schema(sample, tmp_
     for name, result in m.items():
         keys = PROCESS_KEYS if name in processes else DATA_DOCS_KEYS if name == "data_docs" else MEASUREMENT_KEYS
         assert keys <= set(result), name
-    assert [r["runs_held"] for r in m["data_docs"]["runs"]] == [1, 100, 1000]  # one, a volume's, ten volumes'
+    assert [r["runs_held"] for r in m["data_docs"]["runs"]] == [1, 3, 30]  # one, a volume's, ten volumes'
     assert m["chain_noop"]["images"] == 0 and m["chain_noop"]["silver_images"] == 0
     assert m["chain_incremental_memory"]["images"] == 1 and m["chain_incremental_memory"]["gold_mode"] == "incremental"
     assert m["limit"]["images"] == m["reference"]["images"] == m["silver"]["images"] == m["chain"]["images"] == 8

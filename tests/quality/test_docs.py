@@ -84,6 +84,10 @@ def test_tree_copies_through_hadoop_filesystem(spark, tmp_path):
     back = tmp_path / "back"
     assert docs.download_tree(spark, remote, back, skip_prefixes=("gx/data_docs/",)) == 1
     assert (back / "gx" / "great_expectations.yml").read_text() == "config"
+    # its remote time kept: the gate copies back only what its run changed
+    remote_time = (tmp_path / "remote" / "gx" / "great_expectations.yml").stat().st_mtime
+    assert abs((back / "gx" / "great_expectations.yml").stat().st_mtime - remote_time) < 0.01
+    assert docs.upload_tree(spark, back, remote, remote_time + 0.5) == 0  # a gate started after it was written
     assert not (back / "gx" / "data_docs").exists()
     assert docs.download_tree(spark, (tmp_path / "absent").as_uri(), back) == 0
     assert sorted(p.name for p in Path(back).rglob("*")) == ["great_expectations.yml", "gx"]
