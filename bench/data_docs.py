@@ -1,6 +1,6 @@
 """What a gate's Data Docs cost as the runs in its GX project accumulate (and what volumes cap).
 
-    python -m bench.data_docs [--conf FILE] [--set KEY=VALUE] [--runs 1,100,1000]
+    python -m bench.data_docs [--conf FILE] [--set KEY=VALUE] [--runs 1,50,100,1000]
 
 GX's Data Docs index lists every validation result its project holds, parsing each one's run
 time, at every build: a project that kept every run would make each gate dearer as the lake ages.
@@ -105,7 +105,7 @@ def timed_gates(conf: Conf, held: list[int], progress: bool = False) -> list[dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="1,100,1000", help="runs held per suite, comma list (default: %(default)s)")
+    parser.add_argument("--runs", default="1,50,100,1000", help="runs held per suite, comma list (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         held = sorted({int(n) for n in args.runs.split(",")})

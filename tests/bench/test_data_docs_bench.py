@@ -17,7 +17,7 @@ def test_times_a_gate_at_each_history_and_writes_the_results(tmp_path, capsys):
     document = json.loads(results.read_text())
     assert [row["runs_held"] for row in document["runs"]] == [1, 3]
     assert all(row["gate_gx_seconds"] > 0 for row in document["runs"])
-    assert document["docs_volume_runs"] == 100 and document["layer"] == "bronze"
+    assert document["docs_volume_runs"] == 50 and document["layer"] == "bronze"
     assert "| runs held per suite | bronze gate, GX side (s) |" in capsys.readouterr().out
 
 
