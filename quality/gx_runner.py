@@ -53,10 +53,10 @@ class SuiteResult:
 # project at every build (and, on a remote lake, the gate downloads the whole project first), so
 # one project for every run ever made costs each gate more as runs accumulate (`python -m
 # bench.data_docs`: bronze's gate 0.33 s in a new project, 0.64 s with 50 runs held, 7.53 s with
-# 1,000; docs/quality.md, "Costs and limits"). A project therefore takes the gates of at most quality.docs_volume_runs runs per suite; the next gate opens
-# the next volume. Volume 1 is the GX project directly under the reports folder (where it always
-# was), volume n >= 2 the one under <reports>/volume-<n>. Nothing is moved: every page and result
-# stays where its outcome row says it is.
+# 1,000; docs/quality.md, "Costs and limits"). A project therefore takes the gates of at most
+# quality.docs_volume_runs runs per suite; the next gate opens the next volume. Volume 1 is the GX
+# project directly under the reports folder (where it always was), volume n >= 2 the one under
+# <reports>/volume-<n>. Nothing is moved: every page and result stays where its outcome row says.
 VOLUME_PREFIX = "volume-"
 
 
