@@ -208,7 +208,7 @@ def validate(
         with gx_runner.workspace(spark, reports, started, suite_names, volume_runs) as (local_root, to_lake):
             results = gx_runner.run_checkpoints(local_root, conf, run_id, validated_at, checks)
             docs.localise_site(local_root / gx_runner.GX_DIR / gx_runner.SITE_DIR, started - 1)
-            docs_index = to_lake(str(local_root / gx_runner.GX_DIR / gx_runner.SITE_DIR / "index.html"))
+            docs_index = to_lake(gx_runner.index_page(str(local_root)))
             results = [
                 gx_runner.SuiteResult(r.suite, r.success, r.evaluated, r.failures, to_lake(r.page), to_lake(r.result_json))
                 for r in results
