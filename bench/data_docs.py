@@ -9,9 +9,9 @@ on a 60-row pandas frame, then the one Data Docs build; no Spark) in a temporary
 holds H runs of every declared layer's suites once the gate is done (the earlier runs are copies
 of one real run's results and pages), for each H of --runs. A gate never leaves a volume holding
 more than quality.docs_volume_runs runs (conf; a gate finding it full opens the next volume): the
-row at that H is the most a gate pays. Prints a Markdown table
-and writes <bench.results_dir>/data-docs-<stamp>.json. `make bench` runs the same timing with 1, a
-volume's and ten volumes' runs (bench.measure's data_docs, ratios in bench/summary.py).
+row at that H is the most a gate pays. Prints a Markdown table and writes
+<bench.results_dir>/data-docs-<stamp>.json. `make bench` runs the same timing with 1, a volume's
+and ten volumes' runs (bench.measure's data_docs, ratios in bench/summary.py).
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ def checks(conf: Conf) -> list:
 
 def _stores(project: Path) -> tuple[Path, Path]:
     """The project's validation results store and its site's validation pages."""
-    from quality.gx_runner import GX_DIR, SITE_DIR
+    from quality.gx_runner import GX_DIR, SITE_DIR, validations_store
 
-    return project / GX_DIR / "uncommitted" / "validations", project / GX_DIR / SITE_DIR / "validations"
+    return validations_store(project), project / GX_DIR / SITE_DIR / "validations"
 
 
 def hold(project: Path, template: Path, runs: int) -> None:

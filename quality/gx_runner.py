@@ -91,9 +91,14 @@ def index_page(volume: str) -> str:
     return f"{volume.rstrip('/')}/{GX_DIR}/{SITE_DIR}/index.html"
 
 
+def validations_store(project_root: Path) -> Path:
+    """The folder of the local GX project's validation results: <suite>/<run>/<time>/<batch>.json."""
+    return project_root / GX_DIR / "uncommitted" / "validations"
+
+
 def runs_held(project_root: Path, suites: Iterable[str]) -> int:
     """The most runs any of `suites` has results of in the local GX project at `project_root`."""
-    validations = project_root / GX_DIR / "uncommitted" / "validations"
+    validations = validations_store(project_root)
     return max((len(os.listdir(validations / suite)) for suite in suites if (validations / suite).is_dir()), default=0)
 
 
