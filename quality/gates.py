@@ -106,14 +106,16 @@ NOTHING_VALIDATED = ("validated", "nothing: no new batch")
 def record_unvalidated(spark: SparkSession, conf: Conf, audit: Auditor) -> Outcome:
     """Append the outcome row of a run that never called its audit (nothing new: no batch staged).
 
-    One Delta append, no GX: success (nothing failed), no expectation evaluated, no report page;
-    `outcomes.latest` skips such rows, so the layer's last validation, passed or failed, still
-    decides whether the next stage runs.
+    One Delta append, no GX: success (nothing failed), no expectation evaluated, no report page and
+    no Data Docs (report_path and docs_index empty: nothing under the reports folder is read, not
+    even listed, which on S3 was one LIST per stage of a run with nothing new); `outcomes.latest`
+    skips such rows, so the layer's last validation, passed or failed, still decides whether the
+    next stage runs.
     """
     outcome = Outcome(
         layer=audit.layer, run_id=audit.run_id, success=True, validated_at=datetime.now(timezone.utc), batch_rows=0,
         evaluated_expectations=0, failed_expectations=[], metrics={}, report_path="", result_paths=[],
-        docs_index=docs_index_location(spark, conf), context={**audit.notes, NOTHING_VALIDATED[0]: NOTHING_VALIDATED[1]},
+        docs_index="", context={**audit.notes, NOTHING_VALIDATED[0]: NOTHING_VALIDATED[1]},
     )
     outcomes.record(spark, conf, outcome)
     return outcome

@@ -151,6 +151,8 @@ def test_a_run_with_nothing_new_is_recorded_but_never_replaces_the_last_validati
     audit = gates.auditor(spark, conf, "silver", "silver-nothing-new", {"note": "x"})
     recorded = gates.record_unvalidated(spark, conf, audit)
     assert (recorded.success, recorded.validated, recorded.context) == (True, False, {"note": "x", "validated": "nothing: no new batch"})
+    # No report page, no Data Docs: the row names none, so nothing under the reports folder is looked up.
+    assert (recorded.report_path, recorded.result_paths, recorded.docs_index) == ("", [], "")
     # The failed batch was not published: gold still refuses, the run with nothing new changes nothing there...
     with pytest.raises(gates.UpstreamNotValidated, match="run silver-failed"):
         gates.require_upstream_passed(spark, conf, "gold")
