@@ -24,7 +24,8 @@ Kinds:
   bench.classifier` measures it on the whole sample's lake instead (docs/classifier.md).
 - chain_warm: the chain in one application after each `--then-add FOLDER` is copied into the
   input: the last run is timed, as `python -m pipelines.run --watch` runs an increment after its
-  first (bench.run adds two increments of the bench's size).
+  first (bench.run adds two increments of the bench's size); `--sample-stacks FILE` writes the
+  main thread's stacks during that last run (bench/stack_sampler.py, for bench.profile).
 - data_docs: no Spark: the Great Expectations side of bronze's gate with 1 run, a full Data Docs
   volume (quality.docs_volume_runs runs) and ten volumes' worth held in its GX project
   (bench/data_docs.py): what a gate pays as the lake's runs accumulate, at most a volume's.
@@ -33,6 +34,7 @@ Session start is outside every timing: it is a per-process constant, not the sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -302,17 +304,28 @@ def measure_chain(spark, conf: Conf) -> dict:
     return result
 
 
-def measure_chain_warm(spark, conf: Conf, then_add: Sequence[Path] = ()) -> dict:
+def measure_chain_warm(spark, conf: Conf, then_add: Sequence[Path] = (), sample_stacks: Path | None = None) -> dict:
     """The chain in one application after each folder of `then_add` is copied into input.path:
     the last run is the measurement (the watch mode's case, `python -m pipelines.run --watch`: the
     JVM, the generated code and the Delta logs warm from the runs before), the first in process
-    is kept beside it for comparison."""
+    is kept beside it for comparison. With `sample_stacks`, the main thread's stacks during the
+    last run are written there in py-spy's raw format (bench.profile's running-application column)."""
     if len(then_add) < 2:
         raise ValueError("chain_warm needs two --then-add folders: one to warm the application, one to time")
+    from bench.profile import SAMPLE_RATE
+    from bench.stack_sampler import StackSampler
+
+    sampler = StackSampler(SAMPLE_RATE) if sample_stacks is not None else None
     runs = []
-    for folder in then_add:
-        shutil.copytree(folder, conf.path("input.path"), dirs_exist_ok=True)  # copy2: times kept
-        runs.append(run_chain(spark, conf))
+    try:
+        for number, folder in enumerate(then_add, start=1):
+            shutil.copytree(folder, conf.path("input.path"), dirs_exist_ok=True)  # copy2: times kept
+            with sampler.on() if sampler is not None and number == len(then_add) else contextlib.nullcontext():
+                runs.append(run_chain(spark, conf))
+    finally:
+        if sampler is not None:
+            sampler.close()
+            sampler.write_raw(sample_stacks)
     return {**runs[-1], "first_in_process": runs[0]}
 
 
@@ -334,7 +347,7 @@ SPARK_MEASUREMENTS: dict[str, Callable[..., dict]] = {
 }
 
 
-def run_measurement(kind: str, conf: Conf, then_add: Sequence[Path] = ()) -> dict:
+def run_measurement(kind: str, conf: Conf, then_add: Sequence[Path] = (), sample_stacks: Path | None = None) -> dict:
     """`limit` and `data_docs` without Spark; the others on a SparkSession started (and stopped) around them."""
     if kind == "limit":
         return measure_limit(conf)
@@ -345,7 +358,7 @@ def run_measurement(kind: str, conf: Conf, then_add: Sequence[Path] = ()) -> dic
     spark = build_spark_session(conf, f"bench-{kind}")
     try:
         if kind == "chain_warm":
-            return measure_chain_warm(spark, conf, then_add)
+            return measure_chain_warm(spark, conf, then_add, sample_stacks)
         return SPARK_MEASUREMENTS[kind](spark, conf)
     finally:
         spark.stop()
@@ -357,13 +370,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file for the result")
     parser.add_argument("--then-add", action="append", default=[], type=Path, metavar="FOLDER",
                         help="chain_warm: copy FOLDER into input.path, then run the chain (repeatable, in order)")
+    parser.add_argument("--sample-stacks", type=Path, default=None, metavar="FILE",
+                        help="chain_warm: the main thread's stacks during the last run, in py-spy's raw format (bench.profile)")
     args = parser.parse_args(argv)
     conf = load_stage_conf(args)
     # Before Keras or the JVM start: the JVM's Python workers inherit it (the reference loads the
     # weights file from the Keras cache in every task).
     features.use_keras_home(conf.path("silver.keras_home"))
     try:
-        result = run_measurement(args.kind, conf, args.then_add)
+        result = run_measurement(args.kind, conf, args.then_add, args.sample_stacks)
     except Exception as exc:  # noqa: BLE001 - reported to bench.run, which goes on with the others
         traceback.print_exc()
         Path(args.out).write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), encoding="utf-8")

@@ -1,19 +1,21 @@
-"""Where a chain run's seconds go: the run with nothing new and the +increment run, part by part.
+"""Where a chain run's seconds go: with nothing new, after an increment, and the increment of a running application.
 
     python -m bench.profile [--conf FILE] [--set KEY=VALUE] [--images N]      (make profile)
 
 Builds a lake of N images (conf bench.images; the bench's own images, seed and increment) with one
 `python -m pipelines.run` (one application, not profiled) of the image layers bronze, silver and
 gold, the chain `make bench` times (the classifier's accuracy bar is for the whole sample, not for
-N images), then runs that
-same command twice more under py-spy: with nothing new, and after adding the increment. py-spy
-samples the process from outside, so the profiled code runs at full speed (cProfile slows the
-Python-heavy parts, Great Expectations first, and would skew the shares). Each sample of the main
-thread counts once, in the first part of PARTS whose function is on its stack, and in the stage
-whose `main` is on it. Prints the two Markdown tables docs/benchmarks.md quotes (parts, stages), each run's whole process
-over the full run's (not profiled, same command) and
-writes them to <bench.results_dir>/profile-<stamp>.json. Timings on a busy machine are noisy: run it
-on a quiet one, and compare two commits by running it at each.
+N images), then runs that same command twice more under py-spy: with nothing new, and after adding
+the increment. py-spy samples the process from outside, so the profiled code runs at full speed
+(cProfile slows the Python-heavy parts, Great Expectations first, and would skew the shares).
+Last, the watch mode's case (bench.measure chain_warm, as `make bench`'s measurement 6b): two more
+increments of that size, the chain running after each in one new process, the second sampled from
+inside the process (bench/stack_sampler.py): its column is that run alone, without the session
+start. Each sample of the main thread counts once, in the first part of PARTS whose function is on
+its stack, and in the stage whose module's `main` or `run` is on it. Prints the two Markdown tables
+docs/benchmarks.md quotes (parts, stages), each column's seconds over the full run's (not
+profiled, same command) and writes them to <bench.results_dir>/profile-<stamp>.json. Timings on a
+busy machine are noisy: run it on a quiet one, and compare two commits by running it at each.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 REST = "the rest (table reads, counts, model loads, imports)"
 MAIN_THREAD = "_run_module_as_main (<frozen runpy>"
+# A sample is a stage's when the stage module's main (pipelines.run) or run (bench.measure's chain) is on its stack.
+STAGE_ENTRIES = ("main", "run")
 
 
 def tally(raw_lines: Iterable[str]) -> tuple[float, dict[str, float], dict[str, float]]:
@@ -71,7 +75,8 @@ def tally(raw_lines: Iterable[str]) -> tuple[float, dict[str, float], dict[str, 
         samples = int(count)
         total += samples
         parts[next((name for name, functions in PARTS if any(f in stack for f in functions)), REST)] += samples
-        per_stage[next((s for s in stages.names() if f"main (pipelines/{s}.py:" in stack), "outside the stages")] += samples
+        per_stage[next((s for s in stages.names() if any(f"{f} (pipelines/{s}.py:" in stack for f in STAGE_ENTRIES)),
+                       "outside the stages")] += samples
     seconds = lambda counts: {name: round(n / SAMPLE_RATE, 1) for name, n in counts.items()}  # noqa: E731
     return round(total / SAMPLE_RATE, 1), seconds(parts), seconds(per_stage)
 
@@ -83,6 +88,21 @@ def profiled_run(py_spy: str, command: Sequence[str], raw: Path, log: Path) -> t
             [py_spy, "record", "--idle", "--rate", str(SAMPLE_RATE), "--format", "raw", "--output", str(raw), "--", *command],
             stdout=out, stderr=subprocess.STDOUT, check=True,
         )
+    return tally(raw.read_text(encoding="utf-8").splitlines())
+
+
+def warm_run(chain_command: Sequence[str], source: Path, increments: Sequence[Sequence[str]], root: Path, log: Path) -> tuple[float, dict, dict]:
+    """The watch mode's increment (bench.measure chain_warm): two increments copied in one after the
+    other, the chain running after each in one process, the main thread sampled from inside during
+    the second (bench/stack_sampler.py; py-spy would see the whole process). Its whole-process
+    column is that run alone: the session start and the first increment are outside it."""
+    folders = [dataset.materialize(source, increment, root / f"warm-{n}") for n, increment in enumerate(increments, 1)]
+    raw = root / "warm.txt"
+    options = [arg for arg in chain_command if arg.startswith(("--conf=", "--set="))]
+    command = [sys.executable, "-m", "bench.measure", "chain_warm", "--out", str(root / "warm.json"),
+               *(f"--then-add={folder}" for folder in folders), f"--sample-stacks={raw}", *options]
+    with log.open("a", encoding="utf-8") as out:
+        subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=True)
     return tally(raw.read_text(encoding="utf-8").splitlines())
 
 
@@ -135,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         dataset.materialize(source, selection.increment, input_dir)
         print(f"  profiling the run after +{len(selection.increment)} images ...", flush=True)
         runs[f"+{len(selection.increment)} images"] = profiled_run(py_spy, command, root / "increment.txt", log)
+        print(f"  profiling +{len(selection.increment)} images in a running application (after one increment in it) ...", flush=True)
+        runs[f"+{len(selection.increment)}, running application"] = warm_run(command, source, selection.warm_increments, root, log)
     except subprocess.CalledProcessError as exc:
         print(f"bench.profile: `{' '.join(exc.cmd[:6])} ...` exited {exc.returncode}; see {log}", file=sys.stderr)
         return 1
