@@ -8,6 +8,7 @@ worker memory) must quote the file's value.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -48,6 +49,18 @@ def test_every_fixed_cost_range_in_the_docs_is_the_measured_one():
     assert found, "no fixed-cost range found in the docs: the check would prove nothing"
     wrong = [(doc, got, s[:160]) for doc, got, s in found if got != expected]
     assert not wrong, f"fixed cost per stage is {expected[0]} to {expected[1]} s (figures.yaml): {wrong}"
+
+
+def test_the_fixed_cost_range_is_that_of_the_bench_files_given(tmp_path):
+    def bench_file(name, stages):
+        path = tmp_path / name
+        path.write_text(json.dumps({"measurements": {"chain_incremental": {"stages": stages}}}), encoding="utf-8")
+        return path
+
+    files = [bench_file("a.json", {"bronze": 18.9, "silver": 6.9, "gold": 10.1}), bench_file("b.json", {"bronze": 21.2})]
+    fixed = load_script("deck_figures").fixed_cost_from_bench(files)
+    assert (fixed["low_s"], fixed["high_s"], fixed["observed_s"]) == (5, 25, [6.9, 21.2])
+    assert fixed["source"] == "chain_incremental per-stage seconds of a.json; chain_incremental per-stage seconds of b.json"
 
 
 def test_no_doc_says_every_serverless_worker_has_2_to_8_gb_per_vcpu():
