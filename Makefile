@@ -30,7 +30,7 @@ help:
 	@echo "make test-long - the long checks make test leaves out (make run-s3 and make bench smoke tests)"
 	@echo "make setup  - install everything (done by run and test)"
 	@echo "make bench  - run the benchmarks"
-	@echo "make profile - where the seconds of a no-op run and of a +5 % run go, part by part (docs/benchmarks.md)"
+	@echo "make profile - where the seconds of a no-op run, a +5 % run and a +5 % run in a running application go, part by part (docs/benchmarks.md)"
 	@echo "make deck   - the defence deck and its notes: work/deck/deck.pdf, work/deck/notes.pdf (docs/deck/)"
 
 $(STAMPS):
@@ -136,7 +136,8 @@ bench: setup
 	$(PY) -m bench.run --conf $(CONF) $(ARGS)
 
 # Where a chain run's seconds go (bench/profile.py): the run with nothing new and the +5 % run on
-# N = bench.images, sampled by py-spy, as the tables of docs/benchmarks.md. ARGS="--images 600" etc.
+# N = bench.images, sampled by py-spy, and a +5 % run in a running application, sampled from inside
+# (bench/stack_sampler.py), as the tables of docs/benchmarks.md. ARGS="--images 600" etc.
 profile: setup
 	$(PY) -m bench.profile --conf $(CONF) $(ARGS)
 

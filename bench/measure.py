@@ -34,7 +34,6 @@ Session start is outside every timing: it is a per-process constant, not the sta
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -312,21 +311,24 @@ def measure_chain_warm(spark, conf: Conf, then_add: Sequence[Path] = (), sample_
     last run are written there in py-spy's raw format (bench.profile's running-application column)."""
     if len(then_add) < 2:
         raise ValueError("chain_warm needs two --then-add folders: one to warm the application, one to time")
-    from bench.profile import SAMPLE_RATE
+
+    def run_after(folder: Path) -> dict:
+        shutil.copytree(folder, conf.path("input.path"), dirs_exist_ok=True)  # copy2: times kept
+        return run_chain(spark, conf)
+
+    first = [run_after(folder) for folder in then_add[:-1]][0]  # the warm-up runs, the first kept
+    if sample_stacks is None:
+        return {**run_after(then_add[-1]), "first_in_process": first}
     from bench.stack_sampler import StackSampler
 
-    sampler = StackSampler(SAMPLE_RATE) if sample_stacks is not None else None
-    runs = []
+    sampler = StackSampler()
     try:
-        for number, folder in enumerate(then_add, start=1):
-            shutil.copytree(folder, conf.path("input.path"), dirs_exist_ok=True)  # copy2: times kept
-            with sampler.on() if sampler is not None and number == len(then_add) else contextlib.nullcontext():
-                runs.append(run_chain(spark, conf))
+        with sampler.on():
+            last = run_after(then_add[-1])
     finally:
-        if sampler is not None:
-            sampler.close()
-            sampler.write_raw(sample_stacks)
-    return {**runs[-1], "first_in_process": runs[0]}
+        sampler.close()
+    sampler.write_raw(sample_stacks)
+    return {**last, "first_in_process": first}
 
 
 def measure_data_docs(conf: Conf) -> dict:

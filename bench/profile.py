@@ -33,12 +33,12 @@ from pathlib import Path
 
 from bench import dataset
 from bench.machine import describe_machine
+from bench.stack_sampler import SAMPLE_RATE
 from bench.run import prepare_weights, source_folder
 from pipelines import features, stages
 from pipelines.options import load_stage_conf, stage_parser
 from pipelines.config import ConfError
 
-SAMPLE_RATE = 20  # samples per second
 # (part, functions as "<function> (<file>:"): a sample goes to the first part found on its stack.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("JVM and Spark session start", ("build_spark_session (pipelines/session.py:",)),
@@ -58,7 +58,10 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 REST = "the rest (table reads, counts, model loads, imports)"
 MAIN_THREAD = "_run_module_as_main (<frozen runpy>"
-# A sample is a stage's when the stage module's main (pipelines.run) or run (bench.measure's chain) is on its stack.
+# A sample is a stage's when the stage module's main (pipelines.run) or run (bench.measure's chain)
+# is on its stack. In bench.measure's chain the upstream check, the stage mark and the auditor run
+# outside the stage's run (`run_chain`), so the running-application column counts them "outside
+# the stages", where pipelines.run's columns count them in the stage's main (0.1 s in all).
 STAGE_ENTRIES = ("main", "run")
 
 
@@ -75,7 +78,7 @@ def tally(raw_lines: Iterable[str]) -> tuple[float, dict[str, float], dict[str, 
         samples = int(count)
         total += samples
         parts[next((name for name, functions in PARTS if any(f in stack for f in functions)), REST)] += samples
-        per_stage[next((s for s in stages.names() if any(f"{f} (pipelines/{s}.py:" in stack for f in STAGE_ENTRIES)),
+        per_stage[next((s for s in stages.names() if any(f";{f} (pipelines/{s}.py:" in stack for f in STAGE_ENTRIES)),
                        "outside the stages")] += samples
     seconds = lambda counts: {name: round(n / SAMPLE_RATE, 1) for name, n in counts.items()}  # noqa: E731
     return round(total / SAMPLE_RATE, 1), seconds(parts), seconds(per_stage)

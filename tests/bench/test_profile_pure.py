@@ -1,10 +1,6 @@
-"""bench.profile's tally of py-spy raw output (a hand-written profile, no process), and the in-process
-sampler that writes the same format (bench/stack_sampler.py)."""
-
-import time
+"""bench.profile's tally of py-spy raw output (pure: a hand-written profile, no process)."""
 
 from bench.profile import REST, SAMPLE_RATE, tally
-from bench.stack_sampler import StackSampler
 
 MAIN = "_run_module_as_main (<frozen runpy>:198);_run_code (<frozen runpy>:88);<module> (pipelines/run.py:115)"
 BRONZE = f"{MAIN};main (pipelines/run.py:79);run_chain (pipelines/run.py:89);main (pipelines/bronze.py:458)"
@@ -46,27 +42,7 @@ def test_a_stage_run_by_bench_measure_counts_for_its_stage():
     assert tally(raw)[2] == {"silver": 0.2, "outside the stages": 0.1}
 
 
-def waits_in_a_named_function(seconds: float) -> None:
-    time.sleep(seconds)
+def test_a_function_whose_name_ends_like_a_stage_entry_is_no_stage_entry():
+    chain = "_run_module_as_main (<frozen runpy>:198);run_chain (bench/measure.py:284)"
+    assert tally([line(f"{chain};_rejected_by_run (pipelines/gold.py:370)", 2)])[2] == {"outside the stages": 0.1}
 
-
-def test_the_in_process_sampler_records_the_main_thread_only_while_on_in_py_spys_format():
-    sampler = StackSampler(SAMPLE_RATE)
-    try:
-        time.sleep(0.3)  # off: nothing recorded
-        assert sampler.raw_lines() == []
-        with sampler.on():
-            waits_in_a_named_function(0.5)
-        recorded = sum(sampler.stacks.values())
-        time.sleep(0.3)  # off again
-        assert sum(sampler.stacks.values()) <= recorded + 1  # at most the sample taken as the period ended
-    finally:
-        sampler.close()
-    lines = sampler.raw_lines()
-    ours = [entry for entry in lines if "waits_in_a_named_function (tests/bench/test_profile_pure.py:" in entry]
-    assert ours and all(entry.rsplit(" ", 1)[1].isdigit() for entry in lines)
-    # Outermost frame first, as py-spy writes it: this test's function, then the one it calls.
-    stack = ours[0].rsplit(" ", 1)[0].split(";")
-    assert [frame.split(" (")[0] for frame in stack[-2:]] == [
-        "test_the_in_process_sampler_records_the_main_thread_only_while_on_in_py_spys_format", "waits_in_a_named_function",
-    ]
