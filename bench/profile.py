@@ -33,8 +33,8 @@ from pathlib import Path
 
 from bench import dataset
 from bench.machine import describe_machine
-from bench.stack_sampler import SAMPLE_RATE
 from bench.run import prepare_weights, source_folder
+from bench.stack_sampler import SAMPLE_RATE
 from pipelines import features, stages
 from pipelines.options import load_stage_conf, stage_parser
 from pipelines.config import ConfError
