@@ -64,11 +64,9 @@ class StackSampler:
             if self._stop.wait(max(0.0, due - time.monotonic())):
                 return
             late = time.monotonic() - due
-            if late > self.interval:  # the thread was held up: its missed samples are counted now
-                missed = int(late / self.interval)
-                due += missed * self.interval
-            else:
-                missed = 0
+            # Held up (the main thread kept the GIL): the samples it missed are counted now.
+            missed = int(late / self.interval) if late > self.interval else 0
+            due += missed * self.interval
             if self._on.is_set():
                 self.stacks[stack_of(sys._current_frames().get(self.target))] += 1 + missed
 

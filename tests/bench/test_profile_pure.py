@@ -45,4 +45,3 @@ def test_a_stage_run_by_bench_measure_counts_for_its_stage():
 def test_a_function_whose_name_ends_like_a_stage_entry_is_no_stage_entry():
     chain = "_run_module_as_main (<frozen runpy>:198);run_chain (bench/measure.py:284)"
     assert tally([line(f"{chain};_rejected_by_run (pipelines/gold.py:370)", 2)])[2] == {"outside the stages": 0.1}
-
